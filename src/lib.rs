@@ -1,15 +1,214 @@
-//! ralphd improves a git repository unattended by running the Claude Code CLI
-//! through scan → idea → code-edit → backtest → report cycles.
+//! ralphd improves a git repository unattended: it runs the Claude Code CLI
+//! through scan → idea → code-edit → backtest → report cycles, keeps only
+//! verified changes, and stops when the agent declares the work complete.
 //!
-//! See ARCHITECTURE.md for the code map and the invariants.
+//! This file is the composition root: it parses the command line, builds the
+//! configuration, installs logging and signal handling, runs the subcommand
+//! and maps the outcome to an exit code (the only place that does).
+//! ARCHITECTURE.md has the code map; modules in reading order:
+//!
+//! - `cli`, `config`, `init`: the command line, `ralph.toml`, `ralphd init`.
+//! - `daemon`: the loop, the guards' use, the state of the home, every wait.
+//! - `cycle`: the five phases of one cycle and the commit/rollback rule.
+//! - `phase`, `prompt`, `blocks`: phase list, prompt rendering, agent text rules.
+//! - `agent` (+ `claude`, `offline`, `stream`, `classify`): one phase run.
+//! - `supervise`, `checks`, `reaper`: child processes.
+//! - `git`, `watch`, `archive`: the repository and the branch archive.
+//! - `limiter`, `breaker`, `backoff`: the pure guards.
+//! - `state`, `prd`, `status`: files of the home and `ralphd status`.
+//! - `logging`, `service`, `demo`: operations.
 
+mod agent;
+mod archive;
+mod backoff;
+mod blocks;
+mod breaker;
+mod checks;
+mod cli;
+mod config;
+mod cycle;
+mod daemon;
+mod demo;
+mod git;
+mod init;
+mod limiter;
+mod logging;
 pub mod phase;
+mod prd;
+mod prompt;
+mod reaper;
+mod service;
+mod state;
+mod status;
+mod supervise;
+mod watch;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command};
+use crate::daemon::{RunExit, Signals};
 
 /// Runs the command line and returns the process exit code.
-pub fn run<I, T>(_args: I) -> std::process::ExitCode
+pub fn run<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    std::process::ExitCode::SUCCESS
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => {
+            let config = config::Config::load(&args, &config::Env::from_process())?;
+            run_daemon(config, false)
+        }
+        Command::Demo(args) => {
+            let dir = demo::scratch_dir(args.dir.as_deref())?;
+            let (repo, home) = demo::create_scratch(&dir)?;
+            println!(
+                "ralphd demo: offline agent on a scratch repo at {}",
+                repo.display()
+            );
+            let mut config = config::Config::for_home(&home, &repo);
+            config.agent.kind = config::AgentKind::Offline;
+            config.max_iterations = Some(config.agent.offline_complete_after + 1);
+            config.sleep_between_iterations = std::time::Duration::ZERO;
+            let code = run_daemon(config, true)?;
+            println!("{}", demo::epilogue(&repo, &home));
+            Ok(code)
+        }
+        Command::Status(args) => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            let value = status::collect(&home)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", status::render_text(&value));
+            }
+            Ok(0)
+        }
+        Command::Init(args) => {
+            for (path, what) in init::init(&args.dir)? {
+                println!("{what:<8} {}", path.display());
+            }
+            println!("\n{}", init::NEXT_STEPS);
+            Ok(0)
+        }
+        Command::Service(args) => {
+            let config = config::Config::load(&args.run_args(), &config::Env::from_process())?;
+            let kind = match args.manager {
+                cli::ServiceManager::Systemd => service::ServiceKind::Systemd,
+                cli::ServiceManager::Launchd => service::ServiceKind::Launchd,
+            };
+            let spec = service::ServiceSpec {
+                name: service::service_name(&config.repo),
+                binary: std::env::current_exe()?,
+                repo: config.repo.clone(),
+                home: config.home.clone(),
+                stop_grace: config.agent.stop_grace,
+                path_env: std::env::var("PATH")
+                    .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned()),
+            };
+            if !args.install {
+                print!("{}", service::render(kind, &spec)?);
+                return Ok(0);
+            }
+            let user_home = std::env::var_os("HOME")
+                .map(std::path::PathBuf::from)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("HOME is not set; cannot find the user's service directory")
+                })?;
+            let report = service::install(kind, &spec, &user_home)?;
+            println!(
+                "wrote {} ({:?})\nnext:",
+                report.path.display(),
+                report.previous
+            );
+            for command in report.commands {
+                println!("  {command}");
+            }
+            Ok(0)
+        }
+        Command::ResetBreaker(args) => {
+            let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;
+            println!("{}", daemon::reset_breaker(&home)?);
+            Ok(0)
+        }
+    }
+}
+
+/// Installs logging, the runtime and the signal handlers, then runs the daemon.
+fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
+    let _log_guard = logging::init(logging::LogOptions {
+        level: if demo {
+            "info".to_owned()
+        } else {
+            config.logging.level.clone()
+        },
+        verbosity: config.verbosity,
+        format: match config.logging.format {
+            cli::LogFormat::Text => logging::LogFormat::Text,
+            cli::LogFormat::Json => logging::LogFormat::Json,
+        },
+        dir: Some(config.home.join("logs")),
+        max_files: config.logging.max_log_files,
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
+        let signal_token = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let name = tokio::select! {
+                    _ = terminate.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = hangup.recv() => {
+                        tracing::info!("SIGHUP: ralph.toml and prompts are reloaded at the next phase boundary");
+                        reload_tx.send_modify(|generation| *generation += 1);
+                        continue;
+                    }
+                };
+                if signal_token.is_cancelled() {
+                    // State is consistent at every await point: leave now.
+                    eprintln!("ralphd: second {name}: exiting at once");
+                    std::process::exit(130);
+                }
+                tracing::warn!(signal = name, "stopping: the current phase is stopped and the cycle recorded as interrupted");
+                signal_token.cancel();
+            }
+        });
+        let exit = daemon::run(config, Signals { shutdown, reload: reload_rx }).await?;
+        Ok::<u8, anyhow::Error>(exit.code())
+    })
+    .inspect(|&code| {
+        if code == RunExit::MaxIterations.code() {
+            tracing::info!("exit 1: --max-iterations reached without completion");
+        }
+    })
 }

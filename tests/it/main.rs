@@ -1,1 +1,15 @@
-//! End-to-end tests of the built binary.
+//! End-to-end tests: the built `ralphd` binary against real git repos in temp
+//! dirs and a fake `claude` (tests/fixtures/fake-claude).
+
+mod support;
+
+// The five phases, completion, exit codes, the stream protocol.
+mod run;
+// Commit, rollback, saved attempts, dirty trees, branches and archives.
+mod git_safety;
+// `init`, `demo`, `status`, bad input.
+mod commands;
+// The scripted fake Messages API the real `claude` CLI talks to.
+mod fake_api;
+// The real CLI layer: smoke tests of the CLI itself against the fake API.
+mod real_cli;

@@ -1,0 +1,235 @@
+//! The seam between the daemon and the agent: one phase run in, one
+//! [`PhaseRun`] out. Two implementations: the real `claude` CLI
+//! (`agent/claude.rs`, supervised by `supervise.rs`) and the built-in offline
+//! agent (`agent/offline.rs`). Both produce stream-json, which goes through
+//! the same parser (`agent/stream.rs`), transcript and classification
+//! (`agent/classify.rs`).
+//!
+//! Knows nothing of git, state files, the limiter or the breaker.
+
+pub(crate) mod classify;
+pub(crate) mod claude;
+pub(crate) mod offline;
+pub(crate) mod stream;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AgentKind, Config};
+use crate::phase::Phase;
+use crate::supervise::{self, StopCause, Supervised};
+
+use classify::{PhaseFailure, PhaseVerdict, ProcessEnd, TimeoutKind};
+use stream::{Event, ParseError, StreamSummary};
+
+/// One phase run to perform.
+pub(crate) struct PhaseRequest<'a> {
+    pub(crate) phase: Phase,
+    pub(crate) cycle: u64,
+    pub(crate) prompt: String,
+    /// `state/cycles/<n>/<phase>.jsonl`: the raw stream is appended here.
+    pub(crate) transcript: PathBuf,
+    pub(crate) cancel: &'a CancellationToken,
+}
+
+/// What one phase run produced.
+#[derive(Debug)]
+pub(crate) struct PhaseRun {
+    /// `None` when the run succeeded (a result line with `is_error: false`).
+    pub(crate) failure_kind: Option<PhaseFailure>,
+    /// A one-line human description of the failure.
+    pub(crate) failure: Option<String>,
+    pub(crate) result_text: Option<String>,
+    pub(crate) session_id: Option<String>,
+    pub(crate) cost_usd: f64,
+    pub(crate) turns: u64,
+    pub(crate) permission_denials: Vec<String>,
+    pub(crate) duration: Duration,
+    /// How many times the phase was started (set by the daemon's retries).
+    pub(crate) attempts: u32,
+    pub(crate) cancelled: bool,
+}
+
+impl PhaseRun {
+    pub(crate) fn succeeded(&self) -> bool {
+        self.failure_kind.is_none()
+    }
+
+    fn from_summary(
+        summary: StreamSummary,
+        verdict: PhaseVerdict,
+        duration: Duration,
+        cancelled: bool,
+    ) -> PhaseRun {
+        let (failure_kind, result_text) = match verdict {
+            PhaseVerdict::Success { result_text, .. } => (None, Some(result_text)),
+            PhaseVerdict::Failed(failure) => (Some(failure), None),
+        };
+        PhaseRun {
+            failure: failure_kind.as_ref().map(ToString::to_string),
+            failure_kind,
+            result_text,
+            session_id: summary.session_id.clone(),
+            cost_usd: summary.cost_usd(),
+            turns: u64::from(summary.turns().unwrap_or(0)),
+            permission_denials: summary.permission_denials().to_vec(),
+            duration,
+            attempts: 1,
+            cancelled,
+        }
+    }
+}
+
+/// Feeds one stdout line to the summary and logs what deserves it.
+fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
+    let event = match stream::parse_line(line) {
+        Ok(event) => event,
+        Err(ParseError::Blank) => return,
+        Err(error) => {
+            tracing::warn!(%phase, %error, "skipping a line that is not stream-json");
+            return;
+        }
+    };
+    match &event {
+        Event::Init { session_id, model } => {
+            tracing::info!(%phase, session_id = session_id.as_deref().unwrap_or("-"), model = model.as_deref().unwrap_or("-"), "agent session started");
+        }
+        Event::ApiRetry {
+            attempt,
+            error_status,
+            error,
+        } => {
+            tracing::warn!(%phase, attempt, status = ?error_status, error = error.as_deref().unwrap_or("-"), "the CLI is retrying an API error");
+        }
+        Event::ModelFallback {
+            original_model,
+            fallback_model,
+        } => {
+            tracing::warn!(%phase, from = original_model.as_deref().unwrap_or("-"), to = fallback_model.as_deref().unwrap_or("-"), "the CLI switched to the fallback model");
+        }
+        Event::RateLimit(info) if info.is_rejected() => {
+            tracing::warn!(%phase, resets_at = ?info.resets_at, kind = info.limit_type.as_deref().unwrap_or("-"), "usage limit reported by the CLI");
+        }
+        Event::Unknown(kind) => {
+            tracing::debug!(%phase, event_type = %kind, "ignoring an unknown event type")
+        }
+        _ => tracing::trace!(%phase, ?event, "stream event"),
+    }
+    summary.record(event);
+}
+
+/// Runs one phase with the configured agent. `on_spawn` receives the child's
+/// process group as soon as it exists (the daemon records it for crash recovery).
+pub(crate) async fn run_phase(
+    config: &Config,
+    request: PhaseRequest<'_>,
+    on_spawn: impl FnOnce(i32),
+) -> Result<PhaseRun> {
+    if let Some(dir) = request.transcript.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match config.agent.kind {
+        AgentKind::Offline => run_offline(config, &request),
+        AgentKind::Claude => run_claude(config, request, on_spawn).await,
+    }
+}
+
+fn run_offline(config: &Config, request: &PhaseRequest<'_>) -> Result<PhaseRun> {
+    let started = std::time::Instant::now();
+    let lines = offline::run_phase(
+        request.phase,
+        request.cycle,
+        &config.repo,
+        config.agent.offline_complete_after,
+    )?;
+    let mut transcript = lines.join("\n");
+    transcript.push('\n');
+    append(&request.transcript, transcript.as_bytes())?;
+    let mut summary = StreamSummary::default();
+    for line in &lines {
+        observe_line(&mut summary, line, request.phase);
+    }
+    let end = ProcessEnd {
+        exit_code: Some(0),
+        signal: None,
+        timed_out: None,
+        stderr_tail: String::new(),
+    };
+    let verdict = classify::classify(&summary, &end, jiff::Timestamp::now());
+    Ok(PhaseRun::from_summary(
+        summary,
+        verdict,
+        started.elapsed(),
+        false,
+    ))
+}
+
+async fn run_claude(
+    config: &Config,
+    request: PhaseRequest<'_>,
+    on_spawn: impl FnOnce(i32),
+) -> Result<PhaseRun> {
+    let started = std::time::Instant::now();
+    let command = claude::command(
+        &config.agent,
+        config.phases.get(request.phase),
+        config.budget.max_cost_per_phase_usd,
+        request.phase,
+        request.cycle,
+        &config.repo,
+        &config.home,
+    );
+    let spec = Supervised {
+        command,
+        stdin: Some(request.prompt),
+        transcript: Some(request.transcript.clone()),
+        wall_timeout: config.agent.phase_timeout,
+        idle_timeout: Some(config.agent.idle_timeout),
+        stop_grace: config.agent.stop_grace,
+    };
+    let mut summary = StreamSummary::default();
+    let phase = request.phase;
+    let finished = supervise::run(spec, request.cancel, on_spawn, |line| {
+        observe_line(&mut summary, line, phase)
+    })
+    .await
+    .with_context(|| format!("cannot run the agent command `{}`", config.agent.command))?;
+    if finished.lines_too_long > 0 {
+        tracing::warn!(%phase, count = finished.lines_too_long, limit_bytes = supervise::MAX_LINE_BYTES,
+            "skipped over-long stream lines (kept in the transcript)");
+    }
+    let end = ProcessEnd {
+        exit_code: finished.status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&finished.status),
+        timed_out: match finished.stopped {
+            Some(StopCause::WallTimeout) => Some(TimeoutKind::WallClock),
+            Some(StopCause::IdleTimeout) => Some(TimeoutKind::Idle),
+            _ => None,
+        },
+        stderr_tail: crate::logging::redact(&finished.stderr_tail).into_owned(),
+    };
+    let verdict = classify::classify(&summary, &end, jiff::Timestamp::now());
+    let cancelled = finished.stopped == Some(StopCause::Cancelled);
+    tracing::info!(%phase, pid = finished.pgid, exit = finished.exit_code(), cost_usd = summary.cost_usd(),
+        bytes = finished.stdout_bytes, "agent exited");
+    Ok(PhaseRun::from_summary(
+        summary,
+        verdict,
+        started.elapsed(),
+        cancelled,
+    ))
+}
+
+fn append(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}

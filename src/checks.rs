@@ -1,0 +1,122 @@
+//! Runs the backtest `checks` (shell commands from `[backtest] checks`) in
+//! the repo, each under `check_timeout` in its own process group, and keeps
+//! the tail of each one's output for the backtest prompt and the verdict.
+
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervise::{self, StopCause, Supervised};
+
+/// How much of a check's output the backtest prompt sees, from the end.
+const OUTPUT_TAIL_BYTES: usize = 4 * 1024;
+
+/// The result of one check command.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckResult {
+    pub(crate) command: String,
+    pub(crate) exit_code: Option<i32>,
+    pub(crate) timed_out: bool,
+    /// The last few KiB of stdout and stderr (stderr after stdout).
+    pub(crate) output_tail: String,
+}
+
+impl CheckResult {
+    pub(crate) fn passed(&self) -> bool {
+        !self.timed_out && self.exit_code == Some(0)
+    }
+}
+
+/// Runs every check in order (all of them, even after a failure, so the
+/// agent sees the whole picture). Returns `None` when cancelled.
+pub(crate) async fn run_all(
+    commands: &[String],
+    repo: &Path,
+    timeout: Duration,
+    stop_grace: Duration,
+    cancel: &CancellationToken,
+) -> Option<Vec<CheckResult>> {
+    let mut results = Vec::with_capacity(commands.len());
+    for command_line in commands {
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(command_line).current_dir(repo);
+        command.env_remove("NOTIFY_SOCKET");
+        let mut stdout_tail = String::new();
+        let spec = Supervised {
+            command,
+            stdin: None,
+            transcript: None,
+            wall_timeout: timeout,
+            idle_timeout: None,
+            stop_grace,
+        };
+        let finished = supervise::run(
+            spec,
+            cancel,
+            |_| {},
+            |line| {
+                stdout_tail.push_str(line);
+                stdout_tail.push('\n');
+                if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
+                    stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
+                }
+            },
+        )
+        .await;
+        let result = match finished {
+            Ok(finished) => {
+                if finished.stopped == Some(StopCause::Cancelled) {
+                    return None;
+                }
+                let combined = format!("{stdout_tail}{}", finished.stderr_tail);
+                CheckResult {
+                    command: command_line.clone(),
+                    exit_code: Some(finished.exit_code()),
+                    timed_out: finished.stopped.is_some(),
+                    output_tail: supervise::tail_of(&combined, OUTPUT_TAIL_BYTES).to_owned(),
+                }
+            }
+            Err(error) => CheckResult {
+                command: command_line.clone(),
+                exit_code: None,
+                timed_out: false,
+                output_tail: format!("ralphd could not start the check: {error}"),
+            },
+        };
+        tracing::info!(check = %result.command, exit = ?result.exit_code, timed_out = result.timed_out, "check finished");
+        results.push(result);
+    }
+    Some(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_check_runs_and_failures_are_reported_with_output() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("marker"), "present").unwrap();
+        let commands = vec![
+            "cat marker".to_owned(),
+            "echo broken >&2; exit 4".to_owned(),
+            "sleep 5".to_owned(),
+        ];
+        let results = run_all(
+            &commands,
+            dir.path(),
+            Duration::from_millis(300),
+            Duration::from_millis(100),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert!(results[0].passed());
+        assert_eq!(results[0].output_tail.trim(), "present");
+        assert_eq!(results[1].exit_code, Some(4));
+        assert_eq!(results[1].output_tail.trim(), "broken");
+        assert!(results[2].timed_out && !results[2].passed());
+    }
+}

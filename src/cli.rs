@@ -1,0 +1,467 @@
+//! The command line as clap derive types, one `Args` struct per subcommand.
+//!
+//! Only this module touches clap. It checks the *shape* of each argument (a
+//! number is a number, a duration parses) and nothing more: it knows nothing of
+//! `ralph.toml` or of `RALPH_*` variables. `config.rs` resolves `RunArgs` against
+//! those into one validated `Config` (flag > environment > file > default).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes of `ralphd run`, shown by `ralphd run --help` (DESIGN §2).
+const RUN_AFTER_HELP: &str = "\
+Exit codes:
+  0    the agent declared completion and ralphd accepted it
+  1    --max-iterations reached without completion
+  2    usage, configuration or environment error (bad flag, bad config, not a git
+       repository, dirty work tree, `claude` not found, another daemon holds the
+       lock), with a one-line message naming the cause and the fix
+  3    halted by a guard: budget exhausted, or breaker open with halt_on_open = true
+  130  stopped by SIGINT/SIGTERM after saving state
+
+Configuration: flag > RALPH_* environment variable > <home>/ralph.toml > default.
+Every ralph.toml key has a variable RALPH_<SECTION>_<KEY> (upper case, '-' and '.'
+become '_'), e.g. RALPH_AGENT_COMMAND=/opt/bin/claude or
+RALPH_PHASES_CODE_EDIT_PERMISSION_MODE=acceptEdits. An unknown RALPH_* variable is
+an error. `ralphd init` writes a ralph.toml that lists every key with its default.";
+
+/// Improve a git repository unattended with the Claude Code CLI
+///
+/// ralphd runs the CLI through scan → idea → code-edit → backtest → report
+/// cycles, keeps only the changes that pass verification, and stops when the
+/// agent declares completion.
+///
+/// Start with `ralphd demo` (no `claude` needed), then `ralphd init` in a home
+/// directory and `ralphd run --repo DIR --max-iterations 3`.
+#[derive(Debug, Parser)]
+#[command(name = "ralphd", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run cycles on a repository until the agent declares completion
+    ///
+    /// Runs in the foreground (systemd and launchd capture stderr). The home
+    /// holds ralph.toml, PROMPT.md, prompts/, state/, archive/ and logs/.
+    ///
+    /// Examples:
+    ///   ralphd run                                 # home and repo: the current directory
+    ///   ralphd run --repo ~/src/app --max-iterations 3
+    ///   ralphd run --home ~/ralph/app --repo ~/src/app --sleep 5m -v
+    ///   RALPH_AGENT_KIND=offline ralphd run --max-iterations 1
+    #[command(verbatim_doc_comment, after_help = RUN_AFTER_HELP)]
+    Run(RunArgs),
+
+    /// Show whether a daemon runs in a home, its cycle, phase, guards and costs
+    ///
+    /// Examples:
+    ///   ralphd status
+    ///   ralphd status --home ~/ralph/app --json | jq .breaker
+    #[command(verbatim_doc_comment)]
+    Status(StatusArgs),
+
+    /// Scaffold a home: a commented ralph.toml, prompts/ to edit, example files
+    ///
+    /// Writes ralph.toml (every key commented out, with its default),
+    /// `prompts/<phase>.md` (copies of the built-in templates; a copy overrides
+    /// the built-in one), PROMPT.md.example and state/prd.example.json. An
+    /// existing file is never overwritten.
+    ///
+    /// Examples:
+    ///   ralphd init
+    ///   ralphd init ~/ralph/app
+    #[command(verbatim_doc_comment)]
+    Init(InitArgs),
+
+    /// Run the whole loop on a scratch repository with the built-in offline agent
+    ///
+    /// Needs no `claude` and no network: the offline agent is a labelled,
+    /// deterministic simulator that makes a real small edit each cycle.
+    ///
+    /// Examples:
+    ///   ralphd demo
+    ///   ralphd demo --dir /tmp/ralph-demo
+    #[command(verbatim_doc_comment)]
+    Demo(DemoArgs),
+
+    /// Print (or install) a systemd user unit or a launchd agent for `ralphd run`
+    ///
+    /// Examples:
+    ///   ralphd service systemd --repo ~/src/app --home ~/ralph/app
+    ///   ralphd service systemd --repo ~/src/app --home ~/ralph/app --install
+    ///   ralphd service launchd --repo ~/src/app --home ~/ralph/app > app.plist
+    #[command(verbatim_doc_comment)]
+    Service(ServiceArgs),
+
+    /// Close an open circuit breaker by hand (after you have fixed the cause)
+    ///
+    /// Examples:
+    ///   ralphd reset-breaker --home ~/ralph/app
+    #[command(verbatim_doc_comment)]
+    ResetBreaker(HomeArgs),
+}
+
+/// The flags of `ralphd run`. Each has a `ralph.toml` key and a `RALPH_*`
+/// variable; `config.rs` applies the precedence.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub(crate) struct RunArgs {
+    /// The git work tree to improve [default: git.repo of ralph.toml, else the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) repo: Option<PathBuf>,
+
+    /// The home holding ralph.toml, prompts/, state/, archive/, logs/ [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+
+    /// Read this config file instead of `<home>/ralph.toml` (it must exist)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Stop after N cycles; exit 1 if the agent has not declared completion by then
+    /// [default: run until completion]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_max_iterations,
+        allow_hyphen_values = true
+    )]
+    pub(crate) max_iterations: Option<u32>,
+
+    /// Pause between cycles, e.g. 90s, 5m, "1h 30m" [default: 2s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) sleep: Option<Duration>,
+
+    /// Start even if the work tree has uncommitted changes (rollbacks still keep them)
+    #[arg(long)]
+    pub(crate) allow_dirty: bool,
+
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+/// Logging options, shared by the commands that run the loop.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub(crate) struct LogArgs {
+    /// More log output: -v debug, -vv trace (RUST_LOG wins over both)
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Less log output: -q warnings and errors, -qq errors only
+    #[arg(short, long, action = ArgAction::Count)]
+    pub(crate) quiet: u8,
+
+    /// Format of log lines on stderr [default: logging.format of ralph.toml, else text]
+    #[arg(long, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+}
+
+impl LogArgs {
+    /// `-v` counts up, `-q` counts down: 0 is the configured level.
+    pub(crate) fn verbosity(&self) -> i8 {
+        let net = i16::from(self.verbose) - i16::from(self.quiet);
+        // The clamp makes the narrowing lossless.
+        net.clamp(i16::from(i8::MIN), i16::from(i8::MAX)) as i8
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors
+    Json,
+}
+
+impl LogFormat {
+    #[cfg(test)]
+    /// The spelling used on the command line and in `ralph.toml`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// `--home`, shared by the commands that only look at a home.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub(crate) struct HomeArgs {
+    /// The home to look at [default: $RALPH_HOME, else the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    /// Print one JSON object instead of text, for scripts
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct InitArgs {
+    /// The directory to scaffold; created if missing
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub(crate) dir: PathBuf,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct DemoArgs {
+    /// Create the scratch repository in DIR instead of a new temporary directory
+    /// (either way it is kept and its path printed)
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct ServiceArgs {
+    /// The service manager to write for
+    #[arg(value_name = "MANAGER")]
+    pub(crate) manager: ServiceManager,
+
+    /// The git work tree the service improves [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) repo: Option<PathBuf>,
+
+    /// The home of the service [default: the current directory]
+    #[arg(long, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+
+    /// Write the file into the user's service directory instead of printing it
+    #[arg(long)]
+    pub(crate) install: bool,
+}
+
+impl ServiceArgs {
+    /// The `run` flags the service will start `ralphd run` with, so that the
+    /// caller can resolve them with `Config::load` like `run` itself does.
+    pub(crate) fn run_args(&self) -> RunArgs {
+        RunArgs {
+            repo: self.repo.clone(),
+            home: self.home.clone(),
+            ..RunArgs::default()
+        }
+    }
+}
+
+/// The service managers `ralphd service` can write for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ServiceManager {
+    /// A systemd user unit (Linux)
+    Systemd,
+    /// A launchd LaunchAgent plist (macOS)
+    Launchd,
+}
+
+/// Parses a `--max-iterations` value (also used for `RALPH_MAX_ITERATIONS`):
+/// ASCII digits only, leading zeros allowed (`08` is 8), at least 1. There is no
+/// "unlimited" value: leaving the option out means "run until completion".
+pub(crate) fn parse_max_iterations(text: &str) -> Result<u32, String> {
+    const EXPECTED: &str = "must be a whole number ≥ 1 (there is no 'unlimited'; \
+                            omit the flag to run until completion)";
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Err(EXPECTED.to_owned());
+    }
+    match text.parse::<u32>() {
+        Ok(0) => Err(EXPECTED.to_owned()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("{EXPECTED}; at most {}", u32::MAX)),
+    }
+}
+
+/// Parses a humantime duration such as `90s`, `5m` or `1h 30m`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| format!("{error}; expected a duration like \"90s\", \"5m\" or \"1h 30m\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, LogFormat, RunArgs, ServiceManager};
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ralphd").chain(args.iter().copied()))
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        match parse(&full).expect("parses").command {
+            Command::Run(run_args) => run_args,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn max_iterations_table() {
+        let cases: &[(&str, Option<u32>)] = &[
+            ("08", Some(8)),
+            ("1", Some(1)),
+            ("3", Some(3)),
+            ("4294967295", Some(u32::MAX)),
+            ("0", None),
+            ("00", None),
+            ("-1", None),
+            ("+1", None),
+            ("abc", None),
+            ("", None),
+            (" 3", None),
+            ("1.5", None),
+            ("4294967296", None),
+        ];
+        for &(text, expected) in cases {
+            let result = parse(&["run", "--max-iterations", text]);
+            match expected {
+                Some(count) => {
+                    let Command::Run(args) = result.expect(text).command else {
+                        panic!("not run")
+                    };
+                    assert_eq!(args.max_iterations, Some(count), "{text:?}");
+                }
+                None => {
+                    let error = result.expect_err(text);
+                    assert_eq!(error.exit_code(), 2, "{text:?}");
+                    let message = error.to_string();
+                    assert!(
+                        message.contains("must be a whole number ≥ 1")
+                            && message.contains("there is no 'unlimited'"),
+                        "{text:?}: {message}"
+                    );
+                }
+            }
+        }
+        // The `=` form reaches the same parser.
+        assert_eq!(run_args(&["--max-iterations=08"]).max_iterations, Some(8));
+        assert!(parse(&["run", "--max-iterations=-1"]).is_err());
+        assert_eq!(run_args(&[]).max_iterations, None);
+    }
+
+    #[test]
+    fn run_flags() {
+        let args = run_args(&[
+            "--repo",
+            "r",
+            "--home",
+            "h",
+            "--config",
+            "c.toml",
+            "--sleep",
+            "1h 30m",
+            "--allow-dirty",
+            "-vv",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(args.repo, Some(PathBuf::from("r")));
+        assert_eq!(args.home, Some(PathBuf::from("h")));
+        assert_eq!(args.config, Some(PathBuf::from("c.toml")));
+        assert_eq!(args.sleep, Some(Duration::from_secs(5400)));
+        assert!(args.allow_dirty);
+        assert_eq!(args.log.verbosity(), 2);
+        assert_eq!(args.log.log_format, Some(LogFormat::Json));
+        assert_eq!(run_args(&["-qq"]).log.verbosity(), -2);
+        assert_eq!(run_args(&[]), RunArgs::default());
+    }
+
+    #[test]
+    fn run_flag_errors_are_usage_errors() {
+        for args in [
+            &["run", "--sleep", "soon"][..],
+            &["run", "--sleep", "5"],
+            &["run", "--log-format", "yaml"],
+            &["run", "-v", "-q"],
+            &["run", "--bogus"],
+            &["service", "upstart"],
+            &["frobnicate"],
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?}"));
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+        let message = parse(&["run", "--sleep", "soon"]).unwrap_err().to_string();
+        assert!(message.contains("expected a duration like"), "{message}");
+    }
+
+    #[test]
+    fn run_help_documents_exit_codes() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("run")
+            .expect("run exists")
+            .render_long_help()
+            .to_string();
+        for needle in [
+            "Exit codes:",
+            "  0 ",
+            "  1 ",
+            "  2 ",
+            "  3 ",
+            "  130 ",
+            "RALPH_",
+        ] {
+            assert!(help.contains(needle), "missing {needle:?} in:\n{help}");
+        }
+    }
+
+    #[test]
+    fn other_subcommands() {
+        match parse(&["status", "--home", "h", "--json"]).unwrap().command {
+            Command::Status(args) => {
+                assert_eq!(args.home.home, Some(PathBuf::from("h")));
+                assert!(args.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["init"]).unwrap().command {
+            Command::Init(args) => assert_eq!(args.dir, PathBuf::from(".")),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["init", "x"]).unwrap().command {
+            Command::Init(args) => assert_eq!(args.dir, PathBuf::from("x")),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["demo"]).unwrap().command {
+            Command::Demo(args) => assert_eq!(args.dir, None),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["demo", "--dir", "d"]).unwrap().command {
+            Command::Demo(args) => assert_eq!(args.dir, Some(PathBuf::from("d"))),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["service", "launchd", "--repo", "r", "--install"])
+            .unwrap()
+            .command
+        {
+            Command::Service(args) => {
+                assert_eq!(args.manager, ServiceManager::Launchd);
+                assert!(args.install);
+                assert_eq!(args.run_args().repo, Some(PathBuf::from("r")));
+                assert_eq!(args.run_args().home, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["reset-breaker", "--home", "h"]).unwrap().command {
+            Command::ResetBreaker(args) => assert_eq!(args.home, Some(PathBuf::from("h"))),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! One cycle: the five phases in order, with the rules that chain them —
+//! each phase's prompt sees the earlier outputs, code-edit is measured
+//! against the cycle's start, the daemon's checks and the agent's verdict
+//! decide between commit and rollback, and the report's story update is
+//! applied only to committed work. Completion is accepted here (or refused
+//! while prd.json has open stories).
+//!
+//! It decides nothing about limits, retries, backoff, waiting or the
+//! breaker: running a phase is delegated to a [`PhaseExecutor`], which the
+//! daemon implements with its guards.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::agent::PhaseRun;
+use crate::blocks;
+use crate::checks::CheckResult;
+use crate::git::{CycleStart, GitError, GitRepo};
+use crate::phase::Phase;
+use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
+use crate::state::{Outcome, PhaseRecord};
+
+/// How much of the diff the backtest prompt sees.
+const DIFF_SUMMARY_BYTES: usize = 16 * 1024;
+
+/// Why a cycle stopped before its end; the daemon turns these into exits.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Stop {
+    /// SIGINT/SIGTERM: record the cycle as interrupted and exit 130.
+    Cancelled,
+    /// A guard refuses to go on (budget spent, breaker open with halt): exit 3.
+    Halt(String),
+}
+
+/// What the daemon provides to run phases and touch the outside world.
+pub(crate) trait PhaseExecutor {
+    /// Runs one phase to a final answer or failure, applying every guard
+    /// (limiter, budget, usage-limit waits, retries). `Err` means stop now.
+    async fn run_phase(
+        &mut self,
+        phase: Phase,
+        cycle: u64,
+        prompt: String,
+    ) -> Result<PhaseRun, Stop>;
+    /// Called before each phase: branch-change detection, config reload.
+    async fn before_phase(&mut self, phase: Phase) -> Result<(), Stop>;
+    /// Renders the prompt of a phase (templates, steering, state).
+    fn render_prompt(&mut self, phase: Phase, context: PromptContext) -> String;
+    /// Runs the configured backtest checks; `None` when cancelled.
+    async fn run_checks(&mut self) -> Option<Vec<CheckResult>>;
+    /// Runs a git operation off the async threads (git2 calls block).
+    async fn git<T: Send + 'static>(
+        &mut self,
+        operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError>;
+    /// The configured commit author: (name, email).
+    fn git_author(&self) -> (String, String);
+}
+
+/// What the cycle knows before it starts.
+pub(crate) struct CycleInput {
+    pub(crate) cycle: u64,
+    pub(crate) repo: PathBuf,
+    pub(crate) branch: String,
+    pub(crate) learnings: Vec<String>,
+    pub(crate) patterns: Vec<String>,
+    pub(crate) open_stories: Vec<StoryBrief>,
+    pub(crate) auto_commit: bool,
+    pub(crate) checks_configured: bool,
+}
+
+/// Everything the daemon records about a finished cycle.
+#[derive(Debug, Default)]
+pub(crate) struct CycleReport {
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) phases: Vec<PhaseRecord>,
+    pub(crate) phases_completed: Vec<String>,
+    pub(crate) outputs: Vec<(Phase, String)>,
+    pub(crate) title: Option<String>,
+    pub(crate) commit: Option<String>,
+    pub(crate) attempt_ref: Option<String>,
+    pub(crate) cost_usd: f64,
+    pub(crate) summary: String,
+    pub(crate) learnings: Vec<String>,
+    pub(crate) patterns: Vec<String>,
+    /// A story the report says this cycle made pass (applied only if committed).
+    pub(crate) story_passed: Option<String>,
+    /// The agent declared completion and it was accepted.
+    pub(crate) complete: bool,
+    pub(crate) error: Option<String>,
+    /// Set when the cycle ended early because the daemon must stop.
+    pub(crate) stop: Option<Stop>,
+}
+
+impl CycleReport {
+    fn output(&self, phase: Phase) -> String {
+        self.outputs
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, text)| text.clone())
+            .unwrap_or_default()
+    }
+}
+
+pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
+    PhaseRecord {
+        phase: phase.name().to_owned(),
+        status: if run.succeeded() {
+            "ok".to_owned()
+        } else {
+            "failed".to_owned()
+        },
+        duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
+        cost_usd: run.cost_usd,
+        session_id: run.session_id.clone(),
+        turns: run.turns,
+        attempts: run.attempts,
+        permission_denials: run.permission_denials.clone(),
+        error: run.failure.clone(),
+    }
+}
+
+/// Runs one cycle. Never returns an error for agent or git trouble: those
+/// become the cycle's outcome; only the daemon's stop requests end it early.
+pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -> CycleReport {
+    let mut report = CycleReport::default();
+    let start = match executor.git(|repo| repo.begin_cycle()).await {
+        Ok(start) => start,
+        Err(error) => {
+            report.outcome = Some(Outcome::Failed);
+            report.error = Some(error.to_string());
+            return report;
+        }
+    };
+    let mut completion_requested = false;
+    let mut no_changes = false;
+    let mut diff_summary = String::new();
+    let mut checks: Vec<CheckResult> = Vec::new();
+    let mut verdict_text = String::new();
+    let mut verified: Option<bool> = None;
+
+    for phase in Phase::ALL {
+        let skip = match phase {
+            Phase::CodeEdit => completion_requested,
+            Phase::Backtest => completion_requested && verified.is_none() || no_changes,
+            _ => false,
+        };
+        if skip {
+            tracing::info!(cycle = input.cycle, %phase, "phase skipped");
+            continue;
+        }
+        if let Err(stop) = executor.before_phase(phase).await {
+            return finish_early(report, &start, input.cycle, executor, stop).await;
+        }
+        if phase == Phase::Backtest {
+            match executor.run_checks().await {
+                Some(results) => checks = results,
+                None => {
+                    return finish_early(report, &start, input.cycle, executor, Stop::Cancelled)
+                        .await;
+                }
+            }
+        }
+        let context = PromptContext {
+            repo: input.repo.display().to_string(),
+            branch: input.branch.clone(),
+            cycle: input.cycle,
+            phase: phase.name().to_owned(),
+            learnings: input.learnings.clone(),
+            patterns: input.patterns.clone(),
+            open_stories: input.open_stories.clone(),
+            scan: report.output(Phase::Scan),
+            idea: report.output(Phase::Idea),
+            code_edit: report.output(Phase::CodeEdit),
+            diff_summary: diff_summary.clone(),
+            checks: checks.iter().map(check_brief).collect(),
+            backtest: report.output(Phase::Backtest),
+            verdict: verdict_text.clone(),
+            ..PromptContext::default()
+        };
+        let prompt = executor.render_prompt(phase, context);
+        let run = match executor.run_phase(phase, input.cycle, prompt).await {
+            Ok(run) => run,
+            Err(stop) => return finish_early(report, &start, input.cycle, executor, stop).await,
+        };
+        report.cost_usd += run.cost_usd;
+        report.phases.push(phase_record(phase, &run));
+        let Some(text) = run.result_text.clone().filter(|_| run.succeeded()) else {
+            let reason = run
+                .failure
+                .clone()
+                .unwrap_or_else(|| "phase failed".to_owned());
+            report.error = Some(format!("{phase} failed: {reason}"));
+            report.outcome = Some(Outcome::Failed);
+            if phase >= Phase::CodeEdit && verified.is_none() {
+                save_and_roll_back(
+                    &mut report,
+                    &start,
+                    input.cycle,
+                    executor,
+                    &format!("{phase} failed: {reason}"),
+                )
+                .await;
+            }
+            return report;
+        };
+        report.phases_completed.push(phase.name().to_owned());
+        report.outputs.push((phase, text.clone()));
+
+        if blocks::is_completion(&text) {
+            // A story the report marks as passing counts, if this cycle was committed.
+            let newly_passed = (phase == Phase::Report
+                && report.outcome == Some(Outcome::Committed))
+            .then(|| blocks::parse_report_block(&text).ok())
+            .flatten()
+            .and_then(|block| block.story)
+            .filter(|story| story.passes)
+            .map(|story| story.id);
+            let still_open: Vec<&str> = input
+                .open_stories
+                .iter()
+                .map(|story| story.id.as_str())
+                .filter(|id| Some(*id) != newly_passed.as_deref())
+                .collect();
+            if still_open.is_empty() {
+                tracing::info!(cycle = input.cycle, %phase, "the agent declared completion; the run ends after this cycle");
+                completion_requested = true;
+            } else {
+                tracing::warn!(cycle = input.cycle, %phase, open_stories = %still_open.join(", "),
+                    "completion refused: prd.json still has stories with passes: false");
+            }
+        }
+
+        match phase {
+            Phase::Idea => report.title = Some(blocks::idea_title(&text)),
+            Phase::CodeEdit => {
+                let cycle_start = start.clone();
+                let measured = executor
+                    .git(move |repo| {
+                        let progress = repo.measure_progress(&cycle_start)?;
+                        let summary = if progress.is_empty() {
+                            String::new()
+                        } else {
+                            repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?
+                        };
+                        Ok((progress, summary))
+                    })
+                    .await;
+                match measured {
+                    Ok((progress, _)) if progress.is_empty() => {
+                        tracing::info!(
+                            cycle = input.cycle,
+                            "code-edit changed nothing: outcome no_changes"
+                        );
+                        no_changes = true;
+                    }
+                    Ok((progress, summary)) => {
+                        tracing::info!(
+                            cycle = input.cycle,
+                            files = progress.files_changed,
+                            insertions = progress.insertions,
+                            deletions = progress.deletions,
+                            agent_commits = progress.agent_commits,
+                            "code-edit made progress"
+                        );
+                        diff_summary = summary;
+                    }
+                    Err(error) => {
+                        report.error = Some(format!("cannot measure progress: {error}"));
+                        report.outcome = Some(Outcome::Failed);
+                        save_and_roll_back(
+                            &mut report,
+                            &start,
+                            input.cycle,
+                            executor,
+                            "progress could not be measured",
+                        )
+                        .await;
+                        return report;
+                    }
+                }
+            }
+            Phase::Backtest => {
+                let (pass, reason) = decide(&text, &checks, input.checks_configured);
+                verdict_text = format!("{}: {reason}", if pass { "pass" } else { "fail" });
+                tracing::info!(cycle = input.cycle, pass, %reason, "verdict");
+                verified = Some(pass);
+                if pass {
+                    let title = report
+                        .title
+                        .clone()
+                        .unwrap_or_else(|| "improvement".to_owned());
+                    let message = format!("ralphd: cycle {}: {title}", input.cycle);
+                    if input.auto_commit {
+                        let (name, email) = executor.git_author();
+                        let cycle_start = start.clone();
+                        match executor
+                            .git(move |repo| {
+                                repo.commit_cycle(&cycle_start, &message, &name, &email)
+                            })
+                            .await
+                        {
+                            Ok(commit) => {
+                                report.commit = commit.map(|oid| oid.to_string());
+                                report.outcome = Some(Outcome::Committed);
+                            }
+                            Err(error) => {
+                                report.error = Some(format!("commit failed: {error}"));
+                                report.outcome = Some(Outcome::Failed);
+                                save_and_roll_back(
+                                    &mut report,
+                                    &start,
+                                    input.cycle,
+                                    executor,
+                                    "commit failed",
+                                )
+                                .await;
+                            }
+                        }
+                    } else {
+                        tracing::info!(
+                            cycle = input.cycle,
+                            "auto_commit = false: the verified change stays uncommitted in the work tree"
+                        );
+                        report.outcome = Some(Outcome::Committed);
+                    }
+                } else {
+                    report.outcome = Some(Outcome::RolledBack);
+                    save_and_roll_back(
+                        &mut report,
+                        &start,
+                        input.cycle,
+                        executor,
+                        &format!("verdict fail: {reason}"),
+                    )
+                    .await;
+                }
+            }
+            Phase::Report => apply_report_block(&mut report, &text),
+            Phase::Scan => {}
+        }
+    }
+
+    if no_changes {
+        report.outcome = Some(Outcome::NoChanges);
+    }
+    if completion_requested {
+        report.complete = true;
+        if report.outcome.is_none()
+            || report.outcome == Some(Outcome::NoChanges) && report.phases_completed.len() < 4
+        {
+            report.outcome = Some(Outcome::Complete);
+        }
+    }
+    if report.outcome.is_none() {
+        report.outcome = Some(Outcome::Failed);
+    }
+    report
+}
+
+/// The verdict rule of DESIGN §6: all checks pass (when configured) and the
+/// agent's verdict is not `fail`; with no checks, the agent's `pass` is required.
+pub(crate) fn decide(
+    backtest_text: &str,
+    checks: &[CheckResult],
+    checks_configured: bool,
+) -> (bool, String) {
+    let agent = blocks::parse_backtest_verdict(backtest_text);
+    let failed_checks: Vec<&str> = checks
+        .iter()
+        .filter(|check| !check.passed())
+        .map(|check| check.command.as_str())
+        .collect();
+    if !failed_checks.is_empty() {
+        return (
+            false,
+            format!("checks failed: {}", failed_checks.join(", ")),
+        );
+    }
+    match agent {
+        Ok(verdict) if verdict.verdict == blocks::Verdict::Fail => (
+            false,
+            format!("the agent's verdict is fail: {}", verdict.reason),
+        ),
+        Ok(verdict) if checks_configured || verdict.verdict == blocks::Verdict::Pass => {
+            (true, verdict.reason)
+        }
+        Ok(verdict) => (false, format!("no pass from the agent: {}", verdict.reason)),
+        Err(error) if checks_configured => {
+            tracing::warn!(%error, "backtest verdict block missing or invalid; the checks decide");
+            (
+                true,
+                "all checks passed (no valid verdict block from the agent)".to_owned(),
+            )
+        }
+        Err(error) => {
+            tracing::warn!(%error, "backtest verdict block missing or invalid");
+            (
+                false,
+                format!("no checks are configured and the agent gave no valid pass ({error})"),
+            )
+        }
+    }
+}
+
+fn apply_report_block(report: &mut CycleReport, text: &str) {
+    match blocks::parse_report_block(text) {
+        Ok(block) => {
+            report.summary = block.summary;
+            report.learnings = block.learnings;
+            report.patterns = block.patterns;
+            report.story_passed = block
+                .story
+                .filter(|story| story.passes)
+                .map(|story| story.id);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "report block missing or invalid; keeping the report text only");
+            report.summary = crate::supervise::tail_of(text.trim(), 500).to_owned();
+        }
+    }
+}
+
+fn check_brief(check: &CheckResult) -> CheckBrief {
+    CheckBrief {
+        command: check.command.clone(),
+        exit_code: check.exit_code,
+        timed_out: check.timed_out,
+        output_tail: check.output_tail.clone(),
+    }
+}
+
+/// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and puts
+/// the repository back to the cycle's start (the user's own changes included).
+async fn save_and_roll_back(
+    report: &mut CycleReport,
+    start: &CycleStart,
+    cycle: u64,
+    executor: &mut impl PhaseExecutor,
+    why: &str,
+) {
+    let title = report.title.clone().unwrap_or_else(|| "attempt".to_owned());
+    let message = format!(
+        "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
+    );
+    let (name, email) = executor.git_author();
+    let cycle_start = start.clone();
+    let saved = executor
+        .git(move |repo| {
+            if repo.measure_progress(&cycle_start)?.is_empty() {
+                return Ok(None);
+            }
+            // Never roll back what could not be saved: save first, then reset.
+            let (reference, _) = repo.save_attempt(&cycle_start, cycle, &message, &name, &email)?;
+            repo.rollback(&cycle_start)?;
+            Ok(Some(reference))
+        })
+        .await;
+    match saved {
+        Ok(Some(reference)) => {
+            tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
+            report.attempt_ref = Some(reference);
+        }
+        Ok(None) => {}
+        Err(error) => {
+            let message = format!(
+                "could not save the attempt or roll back ({error}); the work tree may hold the cycle's changes"
+            );
+            tracing::error!(cycle, %message);
+            report.error.get_or_insert(message);
+        }
+    }
+}
+
+async fn finish_early(
+    mut report: CycleReport,
+    start: &CycleStart,
+    cycle: u64,
+    executor: &mut impl PhaseExecutor,
+    stop: Stop,
+) -> CycleReport {
+    let why = match &stop {
+        Stop::Cancelled => "the daemon was stopped".to_owned(),
+        Stop::Halt(reason) => reason.clone(),
+    };
+    if report.outcome != Some(Outcome::Committed) {
+        save_and_roll_back(&mut report, start, cycle, executor, &why).await;
+        report.outcome = Some(match stop {
+            Stop::Cancelled => Outcome::Interrupted,
+            Stop::Halt(_) => Outcome::Failed,
+        });
+    }
+    report.error.get_or_insert(why);
+    report.stop = Some(stop);
+    report
+}
+
+/// How long a cycle took, for progress.json.
+pub(crate) fn seconds(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 10.0).round() / 10.0
+}

@@ -1,0 +1,1065 @@
+//! The daemon loop: start-up checks, then cycle after cycle until
+//! completion, `--max-iterations`, a guard or a signal. It owns the guards
+//! (limiter, breaker, budget, usage-limit waits, retries with backoff), the
+//! state of the home (progress, prd, status, in-flight cycle) and every wait.
+//! Only this module reads the clock or sleeps.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::agent::classify::PhaseFailure;
+use crate::agent::{self, PhaseRequest, PhaseRun};
+use crate::backoff;
+use crate::breaker::{Admission, Breaker, BreakerSnapshot, BreakerState};
+use crate::checks::{self, CheckResult};
+use crate::config::{AgentKind, Config};
+use crate::cycle::{self, CycleInput, CycleReport, PhaseExecutor, Stop};
+use crate::git::{GitError, GitRepo};
+use crate::limiter::{Limiter, LimiterSnapshot};
+use crate::phase::Phase;
+use crate::prd;
+use crate::prompt::{self, PromptContext, StoryBrief};
+use crate::state::{
+    self, ChildRecord, CycleRecord, HomePaths, InFlight, InstanceLock, Outcome, Progress,
+    StatusFile, VERSION, Waiting,
+};
+use crate::watch::HeadWatcher;
+
+/// How a run ended, as the exit codes of DESIGN §2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RunExit {
+    /// 0: the agent declared completion and the daemon accepted it.
+    Complete,
+    /// 1: `--max-iterations` reached without completion.
+    MaxIterations,
+    /// 3: budget exhausted, or breaker open with `halt_on_open`.
+    Halted,
+    /// 130: stopped by SIGINT/SIGTERM after saving state.
+    Interrupted,
+}
+
+impl RunExit {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            RunExit::Complete => 0,
+            RunExit::MaxIterations => 1,
+            RunExit::Halted => 3,
+            RunExit::Interrupted => 130,
+        }
+    }
+}
+
+/// A start-up problem the user must fix: exit 2 with a one-line message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct UsageError(pub(crate) String);
+
+/// Signals from outside, delivered to the loop.
+pub(crate) struct Signals {
+    /// Cancelled on SIGINT/SIGTERM: every wait and the running child stop.
+    pub(crate) shutdown: CancellationToken,
+    /// Bumped on SIGHUP: reload ralph.toml at the next phase boundary.
+    pub(crate) reload: watch::Receiver<u64>,
+}
+
+/// Shared with the heartbeat task, which rewrites it periodically.
+type StatusBoard = Arc<Mutex<StatusFile>>;
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    jiff::Timestamp::try_from(time)
+        .map(|ts| ts.round(jiff::Unit::Second).unwrap_or(ts).to_string())
+        .unwrap_or_default()
+}
+
+/// Everything the loop holds.
+pub(crate) struct Daemon {
+    config: Config,
+    paths: HomePaths,
+    signals: Signals,
+    /// Holds the flock on `state/ralphd.lock` until the process ends.
+    _lock: InstanceLock,
+    limiter: Limiter,
+    breaker: Breaker,
+    progress: Progress,
+    prd: Option<Value>,
+    status: StatusBoard,
+    branch: String,
+    /// Costs of phase runs in this cycle that are not yet in progress.json.
+    unrecorded_cost_usd: f64,
+    rng: fastrand::Rng,
+    /// The repository (paths only; each operation opens it on a blocking thread).
+    repo: GitRepo,
+    /// Wakes waits when `.git/HEAD` moves (a hint; the branch is re-read at
+    /// every phase anyway). The watcher lives as long as this field.
+    head_watch: Option<(HeadWatcher, watch::Receiver<u64>)>,
+    in_flight: Option<InFlight>,
+}
+
+/// Runs the daemon until it has a reason to exit.
+pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
+    let mut daemon = Daemon::start(config, signals).await?;
+    let exit = daemon.main_loop().await;
+    daemon.set_status(|status| {
+        status.state = "stopped".to_owned();
+        status.phase = None;
+        status.waiting = None;
+        status.exit = Some(match &exit {
+            Ok(exit) => format!("{exit:?} (exit {})", exit.code()),
+            Err(error) => format!("error: {error:#}"),
+        });
+    });
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    exit
+}
+
+impl Daemon {
+    async fn start(config: Config, signals: Signals) -> Result<Daemon> {
+        let paths = HomePaths::new(&config.home);
+        paths.create_dirs()?;
+        let lock = InstanceLock::acquire(&paths)?;
+        state::remove_stale_temp_files(&paths);
+        if let Err(error) = crate::reaper::become_subreaper() {
+            tracing::warn!(%error, "cannot become a child subreaper; tool processes that detach may outlive their phase");
+        }
+
+        let on_corrupt = match config.state.on_corrupt {
+            crate::config::OnCorrupt::Refuse => state::OnCorrupt::Refuse,
+            crate::config::OnCorrupt::MoveAside => state::OnCorrupt::MoveAside,
+        };
+        let stamp = jiff::Timestamp::now()
+            .strftime("%Y%m%dT%H%M%SZ")
+            .to_string();
+        let progress: Option<Progress> = state::load_json(&paths.progress(), on_corrupt, &stamp)?;
+        let prd = prd::load(&paths.prd())?;
+        let breaker_snapshot: Option<BreakerSnapshot> =
+            state::load_json(&paths.breaker(), on_corrupt, &stamp)?;
+        let limiter_snapshot: Option<LimiterSnapshot> =
+            state::load_json(&paths.limiter(), on_corrupt, &stamp)?;
+        let now = SystemTime::now();
+        let (per_minute, per_hour) = (
+            config.rate_limit.requests_per_minute,
+            config.rate_limit.requests_per_hour,
+        );
+        let limiter = match &limiter_snapshot {
+            Some(snapshot) => Limiter::from_snapshot(per_minute, per_hour, snapshot, now)
+                .map_err(|error| UsageError(format!("{}: {error}", paths.limiter().display())))?,
+            None => Limiter::new(per_minute, per_hour, &[], now),
+        };
+        let breaker = match &breaker_snapshot {
+            Some(snapshot) => Breaker::from_snapshot(breaker_settings(&config), snapshot, now)
+                .map_err(|error| UsageError(format!("{}: {error}", paths.breaker().display())))?,
+            None => Breaker::new(breaker_settings(&config)),
+        };
+
+        if config.agent.kind == AgentKind::Claude {
+            let version = agent::claude::check_installed(&config.agent.command)
+                .await
+                .map_err(|error| UsageError(format!("{error:#}")))?;
+            tracing::info!(command = %config.agent.command, %version, "agent CLI found");
+        }
+
+        let repo_path = config.repo.clone();
+        let home = config.home.clone();
+        let allow_dirty = config.allow_dirty;
+        let (repo, branch) = tokio::task::spawn_blocking(move || -> Result<(GitRepo, String)> {
+            let mut repo = GitRepo::open(&repo_path).map_err(|error| UsageError(error.to_string()))?;
+            let home_dirs = repo.home_dirs_in_repo(&home);
+            if !home_dirs.is_empty() {
+                repo.ensure_excluded(&home_dirs)?;
+            }
+            if !allow_dirty {
+                let dirty = repo.dirty_paths(10)?;
+                if !dirty.is_empty() {
+                    bail!(UsageError(format!(
+                        "the repository {} has uncommitted changes ({}); commit or stash them, or pass --allow-dirty to keep them untouched",
+                        repo_path.display(),
+                        dirty.join(", ")
+                    )));
+                }
+            }
+            let branch = repo.branch_label()?;
+            Ok((repo, branch))
+        })
+        .await
+        .context("git start-up check panicked")??;
+
+        let head_watch = match HeadWatcher::start(repo.git_dir(), Duration::from_millis(200)) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch .git/HEAD; branch changes are noticed at phase boundaries only");
+                None
+            }
+        };
+
+        let status = StatusFile {
+            version: VERSION,
+            pid: std::process::id(),
+            started_at: now_rfc3339(),
+            heartbeat_at: now_rfc3339(),
+            repo: config.repo.display().to_string(),
+            branch: branch.clone(),
+            state: "starting".to_owned(),
+            max_cost_usd: config.budget.max_cost_usd,
+            ..StatusFile::default()
+        };
+        let mut daemon = Daemon {
+            progress: progress.unwrap_or_else(|| fresh_progress(&branch)),
+            config,
+            paths,
+            signals,
+            _lock: lock,
+            limiter,
+            breaker,
+            prd,
+            status: Arc::new(Mutex::new(status)),
+            branch,
+            unrecorded_cost_usd: 0.0,
+            rng: fastrand::Rng::new(),
+            repo,
+            head_watch,
+            in_flight: None,
+        };
+        daemon.recover_interrupted_cycle()?;
+        daemon.check_branch().await?;
+        daemon.save_guards()?;
+        daemon.spawn_heartbeat();
+        daemon.set_status(|status| status.state = "running".to_owned());
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!(repo = %daemon.config.repo.display(), home = %daemon.config.home.display(),
+            branch = %daemon.branch, agent = ?daemon.config.agent.kind, "ralphd started");
+        Ok(daemon)
+    }
+
+    /// A cycle that was running when the previous daemon died is recorded as
+    /// interrupted, and its agent, if still alive, is stopped.
+    fn recover_interrupted_cycle(&mut self) -> Result<()> {
+        let Some(in_flight) = state::load_json::<InFlight>(
+            &self.paths.in_flight(),
+            state::OnCorrupt::MoveAside,
+            "recovered",
+        )?
+        else {
+            return Ok(());
+        };
+        if let Some(child) = in_flight.child {
+            let record = crate::reaper::ProcessRecord {
+                pgid: child.pgid,
+                pid: child.pgid,
+                start_time_ticks: child.start_ticks,
+            };
+            let leftovers = crate::reaper::leftover_group_members(&record);
+            if !leftovers.is_empty() {
+                tracing::warn!(
+                    pgid = child.pgid,
+                    processes = leftovers.len(),
+                    "stopping the agent's processes left over from the previous run"
+                );
+                crate::supervise::signal_group(child.pgid, libc::SIGKILL);
+            }
+        }
+        tracing::warn!(
+            cycle = in_flight.cycle,
+            "the previous run died during this cycle; recording it as interrupted"
+        );
+        if !self
+            .progress
+            .cycles
+            .iter()
+            .any(|record| record.cycle == in_flight.cycle)
+        {
+            self.progress.cycles.push(CycleRecord {
+                cycle: in_flight.cycle,
+                cycle_id: cycle_id(in_flight.cycle),
+                started_at: in_flight.started_at.clone(),
+                ended_at: now_rfc3339(),
+                duration_seconds: 0.0,
+                phases_completed: Vec::new(),
+                phases: Vec::new(),
+                outcome: Outcome::Interrupted,
+                commit: None,
+                attempt_ref: None,
+                success: false,
+                cost_usd: 0.0,
+                output: "the daemon stopped during this cycle (crash, kill -9 or power loss)"
+                    .to_owned(),
+                learnings: Vec::new(),
+                title: None,
+                error: Some("interrupted by the death of the previous daemon".to_owned()),
+            });
+            state::save_json(&self.paths.progress(), &self.progress)?;
+        }
+        state::clear_in_flight(&self.paths)
+    }
+
+    async fn main_loop(&mut self) -> Result<RunExit> {
+        let mut cycles_run: u32 = 0;
+        loop {
+            if let Some(max) = self.config.max_iterations
+                && cycles_run >= max
+            {
+                tracing::info!(
+                    max_iterations = max,
+                    "max iterations reached without completion"
+                );
+                return Ok(RunExit::MaxIterations);
+            }
+            if let Some(reason) = self.budget_exhausted() {
+                tracing::warn!(%reason, "halting: budget exhausted");
+                return Ok(RunExit::Halted);
+            }
+            match self.breaker.admit(SystemTime::now()) {
+                Admission::Go => {}
+                Admission::Probe => {
+                    tracing::info!("circuit breaker half-open: running a probe cycle")
+                }
+                Admission::WaitUntil(until) => {
+                    self.save_guards()?;
+                    if self.config.breaker.halt_on_open {
+                        tracing::warn!(until = %rfc3339(until), "circuit breaker is open and halt_on_open = true: halting");
+                        return Ok(RunExit::Halted);
+                    }
+                    tracing::warn!(until = %rfc3339(until), reasons = %self.breaker_reasons(), "circuit breaker open: waiting");
+                    if self
+                        .wait_until(until, "circuit breaker open")
+                        .await
+                        .is_err()
+                    {
+                        return Ok(RunExit::Interrupted);
+                    }
+                    continue;
+                }
+            }
+            let cycle = self.next_cycle_number();
+            let report = self.run_cycle(cycle).await?;
+            cycles_run += 1;
+            match &report.stop {
+                Some(Stop::Cancelled) => return Ok(RunExit::Interrupted),
+                Some(Stop::Halt(reason)) => {
+                    tracing::warn!(%reason, "halting");
+                    return Ok(RunExit::Halted);
+                }
+                None => {}
+            }
+            let outcome = report.outcome.unwrap_or(Outcome::Failed);
+            let now = SystemTime::now();
+            match outcome {
+                Outcome::Committed | Outcome::Complete => self.breaker.record_success(),
+                Outcome::Interrupted => {}
+                Outcome::Failed | Outcome::NoChanges | Outcome::RolledBack => {
+                    let reason = format!(
+                        "cycle {cycle}: {}{}",
+                        outcome.name(),
+                        report
+                            .error
+                            .as_deref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    );
+                    if let Some(opened) = self.breaker.record_failure(now, &reason) {
+                        tracing::warn!(until = %rfc3339(opened.until), %reason, "circuit breaker opened");
+                        if self.config.breaker.halt_on_open {
+                            self.save_guards()?;
+                            return Ok(RunExit::Halted);
+                        }
+                    }
+                }
+            }
+            self.save_guards()?;
+            if report.complete {
+                tracing::info!(cycle, "completion accepted: stopping");
+                return Ok(RunExit::Complete);
+            }
+            if let Some(max) = self.config.max_iterations
+                && cycles_run >= max
+            {
+                continue;
+            }
+            let sleep = self.config.sleep_between_iterations;
+            if !sleep.is_zero()
+                && self
+                    .wait_until(SystemTime::now() + sleep, "sleep between iterations")
+                    .await
+                    .is_err()
+            {
+                return Ok(RunExit::Interrupted);
+            }
+        }
+    }
+
+    fn next_cycle_number(&self) -> u64 {
+        let recorded = self
+            .progress
+            .cycles
+            .iter()
+            .map(|record| record.cycle)
+            .max()
+            .unwrap_or(0);
+        recorded.max(self.paths.highest_cycle_dir()) + 1
+    }
+
+    async fn run_cycle(&mut self, cycle: u64) -> Result<CycleReport> {
+        let started_at = now_rfc3339();
+        let started = std::time::Instant::now();
+        let in_flight = InFlight {
+            version: VERSION,
+            cycle,
+            started_at: started_at.clone(),
+            branch: self.branch.clone(),
+            phase: None,
+            child: None,
+        };
+        state::save_json(&self.paths.in_flight(), &in_flight)?;
+        self.in_flight = Some(in_flight);
+        self.set_status(|status| {
+            status.cycle = Some(cycle);
+            status.state = "running".to_owned();
+        });
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("cycle {cycle}"))]);
+
+        let input = CycleInput {
+            cycle,
+            repo: self.config.repo.clone(),
+            branch: self.branch.clone(),
+            learnings: recent_learnings(&self.progress, 15),
+            patterns: self.progress.patterns.clone(),
+            open_stories: self.open_stories(),
+            auto_commit: self.config.git.auto_commit,
+            checks_configured: !self.config.backtest.checks.is_empty(),
+        };
+        tracing::info!(cycle, branch = %self.branch, "cycle started");
+        let report = cycle::run(&input, self)
+            .instrument(tracing::info_span!("cycle", cycle))
+            .await;
+        let outcome = report.outcome.unwrap_or(Outcome::Failed);
+
+        if outcome == Outcome::Committed
+            && let Some(story) = &report.story_passed
+            && let Some(prd) = self.prd.as_mut()
+        {
+            match prd::mark_passed(&self.paths.prd(), prd, story) {
+                Ok(true) => {
+                    tracing::info!(cycle, story = %story, "story marked as passing in prd.json")
+                }
+                Ok(false) => {
+                    tracing::warn!(cycle, story = %story, "the report names a story that prd.json does not have")
+                }
+                Err(error) => {
+                    tracing::error!(cycle, error = %format!("{error:#}"), "cannot update prd.json")
+                }
+            }
+        }
+        let record = CycleRecord {
+            cycle,
+            cycle_id: cycle_id(cycle),
+            started_at,
+            ended_at: now_rfc3339(),
+            duration_seconds: cycle::seconds(started.elapsed()),
+            phases_completed: report.phases_completed.clone(),
+            phases: report.phases.clone(),
+            outcome,
+            commit: report.commit.clone(),
+            attempt_ref: report.attempt_ref.clone(),
+            success: matches!(outcome, Outcome::Committed | Outcome::Complete),
+            cost_usd: report.cost_usd,
+            output: report.summary.clone(),
+            learnings: report.learnings.clone(),
+            title: report.title.clone(),
+            error: report.error.clone(),
+        };
+        self.progress.total_cost_usd += self.unrecorded_cost_usd;
+        self.unrecorded_cost_usd = 0.0;
+        for pattern in &report.patterns {
+            if !self.progress.patterns.contains(pattern) {
+                self.progress.patterns.push(pattern.clone());
+            }
+        }
+        self.progress.cycles.push(record.clone());
+        state::save_json(&self.paths.progress(), &self.progress)?;
+        state::write_text(
+            &self.paths.cycle_dir(cycle).join("report.md"),
+            &human_report(&record, &report),
+        )?;
+        state::clear_in_flight(&self.paths)?;
+        self.in_flight = None;
+        self.set_status(|status| {
+            status.phase = None;
+            status.phase_started_at = None;
+            status.spent_usd += record.cost_usd;
+            status.last_error = report.error.clone().or(status.last_error.take());
+        });
+        tracing::info!(
+            cycle,
+            outcome = outcome.name(),
+            cost_usd = report.cost_usd,
+            commit = report.commit.as_deref().unwrap_or("-"),
+            "cycle finished"
+        );
+        Ok(report)
+    }
+
+    fn open_stories(&self) -> Vec<StoryBrief> {
+        self.prd
+            .as_ref()
+            .map(prd::open_stories)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|story| StoryBrief {
+                id: story.id,
+                title: story.title,
+                description: story.description,
+                acceptance_criteria: story.acceptance_criteria,
+                priority: story.priority,
+            })
+            .collect()
+    }
+
+    fn budget_exhausted(&self) -> Option<String> {
+        let max = self.config.budget.max_cost_usd?;
+        let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
+        (spent >= max).then(|| format!("spent ${spent:.2} of max_cost_usd ${max:.2}"))
+    }
+
+    /// Waits until `until` (wall clock), visible in status; `Err` on shutdown.
+    async fn wait_until(&mut self, until: SystemTime, reason: &str) -> Result<(), Stop> {
+        let duration = until.duration_since(SystemTime::now()).unwrap_or_default();
+        self.set_status(|status| {
+            status.state = "waiting".to_owned();
+            status.waiting = Some(Waiting {
+                reason: reason.to_owned(),
+                until: rfc3339(until),
+            });
+        });
+        let deadline = tokio::time::Instant::now() + duration;
+        let result = loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => break Ok(()),
+                () = self.signals.shutdown.cancelled() => break Err(Stop::Cancelled),
+                () = head_moved(&mut self.head_watch) => {
+                    if let Err(error) = self.check_branch().await {
+                        tracing::error!(error = %format!("{error:#}"), "branch check failed");
+                    }
+                }
+            }
+        };
+        self.set_status(|status| {
+            status.state = "running".to_owned();
+            status.waiting = None;
+        });
+        result
+    }
+
+    /// Archives progress.json and prd.json when the branch changed since the
+    /// last run or phase, and starts a fresh progress for the new branch.
+    async fn check_branch(&mut self) -> Result<()> {
+        let current = self.git(|repo| repo.branch_label()).await?;
+        let last = state::read_last_branch(&self.paths);
+        let continues = match &last {
+            Some(last) if last != &current => {
+                let (last, label) = (last.clone(), current.clone());
+                self.git(move |repo| repo.continues_detached(&last, &label))
+                    .await?
+            }
+            _ => false,
+        };
+        match last {
+            Some(_) if continues => state::write_last_branch(&self.paths, &current)?,
+            Some(last) if last != current => {
+                let date = jiff::Zoned::now().date();
+                let progress = std::fs::read(self.paths.progress()).ok();
+                let prd = std::fs::read(self.paths.prd()).ok();
+                let dir = crate::archive::archive_branch(
+                    &self.paths.archive_dir(),
+                    date,
+                    &last,
+                    &[
+                        ("progress.json", progress.as_deref()),
+                        ("prd.json", prd.as_deref()),
+                    ],
+                )?;
+                tracing::info!(from = %last, to = %current, archive = %dir.display(), "branch changed: progress archived, starting fresh");
+                self.progress = fresh_progress(&current);
+                state::save_json(&self.paths.progress(), &self.progress)?;
+                state::write_last_branch(&self.paths, &current)?;
+            }
+            Some(_) => {}
+            None => state::write_last_branch(&self.paths, &current)?,
+        }
+        if self.progress.branch != current && self.progress.cycles.is_empty() && !continues {
+            self.progress.branch = current.clone();
+        }
+        self.branch = current.clone();
+        self.set_status(|status| status.branch = current);
+        Ok(())
+    }
+
+    fn save_guards(&self) -> Result<()> {
+        state::save_json(&self.paths.breaker(), &self.breaker.snapshot())?;
+        state::save_json(&self.paths.limiter(), &self.limiter.snapshot())?;
+        let breaker = self.describe_breaker();
+        self.set_status(|status| status.breaker = breaker);
+        Ok(())
+    }
+
+    /// The last failure reasons, newest last, for logs and status.
+    fn breaker_reasons(&self) -> String {
+        let reasons: Vec<String> = self
+            .breaker
+            .recent_failures()
+            .map(|failure| failure.reason.clone())
+            .collect();
+        reasons[reasons.len().saturating_sub(3)..].join("; ")
+    }
+
+    /// One line for status.json: closed, open until when and why, half-open.
+    fn describe_breaker(&self) -> String {
+        match self.breaker.state() {
+            BreakerState::Closed {
+                consecutive_failures,
+            } => format!("closed ({consecutive_failures} consecutive failed cycles)"),
+            BreakerState::Open { until, .. } => {
+                format!("open until {} — {}", rfc3339(until), self.breaker_reasons())
+            }
+            BreakerState::HalfOpen { probes_passed } => {
+                format!("half-open (probe cycles passed: {probes_passed})")
+            }
+        }
+    }
+
+    fn set_status(&self, change: impl FnOnce(&mut StatusFile)) {
+        let mut status = self.status.lock().expect("status lock");
+        change(&mut status);
+        status.heartbeat_at = now_rfc3339();
+        if let Err(error) = state::save_json(&self.paths.status(), &*status) {
+            tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
+        }
+    }
+
+    /// Rewrites status.json's heartbeat and pings the systemd watchdog from
+    /// the runtime, so a wedged runtime stops both.
+    fn spawn_heartbeat(&self) {
+        let status = Arc::clone(&self.status);
+        let path = self.paths.status();
+        let shutdown = self.signals.shutdown.clone();
+        let watchdog = sd_notify::watchdog_enabled();
+        let period = watchdog.map_or(Duration::from_secs(10), |interval| {
+            (interval / 2).min(Duration::from_secs(10))
+        });
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = shutdown.cancelled() => return,
+                }
+                if watchdog.is_some() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                let snapshot = {
+                    let mut status = status.lock().expect("status lock");
+                    status.heartbeat_at = now_rfc3339();
+                    status.clone()
+                };
+                let _ = state::save_json(&path, &snapshot);
+            }
+        });
+    }
+
+    fn record_child(&mut self, phase: Phase, pgid: Option<i32>) {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return;
+        };
+        in_flight.phase = Some(phase.name().to_owned());
+        in_flight.child = pgid.map(|pgid| ChildRecord {
+            pgid,
+            start_ticks: crate::reaper::start_time_of(pgid).unwrap_or(0),
+        });
+        if let Err(error) = state::save_json(&self.paths.in_flight(), in_flight) {
+            tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
+        }
+    }
+
+    async fn wait_for_limiter(&mut self) -> Result<(), Stop> {
+        loop {
+            match self.limiter.try_acquire(SystemTime::now()) {
+                Ok(()) => {
+                    if let Err(error) =
+                        state::save_json(&self.paths.limiter(), &self.limiter.snapshot())
+                    {
+                        tracing::warn!(error = %format!("{error:#}"), "cannot write limiter.json");
+                    }
+                    return Ok(());
+                }
+                Err(throttled) => {
+                    tracing::info!(quota = %throttled.quota, until = %rfc3339(throttled.until), "throttled by the rate limiter");
+                    self.wait_until(throttled.until, &format!("throttled ({})", throttled.quota))
+                        .await?;
+                }
+            }
+        }
+    }
+
+    fn reload_if_asked(&mut self) {
+        if !self.signals.reload.has_changed().unwrap_or(false) {
+            return;
+        }
+        self.signals.reload.borrow_and_update();
+        match self.config.reload() {
+            Ok(config) => {
+                self.config = config;
+                tracing::info!("ralph.toml reloaded (SIGHUP)");
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "ralph.toml not reloaded: keeping the previous configuration")
+            }
+        }
+    }
+
+    fn template(&self, phase: Phase) -> String {
+        let path = self
+            .paths
+            .prompts_dir()
+            .join(format!("{}.md", phase.name()));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(_) => phase.builtin_template().to_owned(),
+        }
+    }
+}
+
+impl PhaseExecutor for Daemon {
+    async fn before_phase(&mut self, phase: Phase) -> Result<(), Stop> {
+        if self.signals.shutdown.is_cancelled() {
+            return Err(Stop::Cancelled);
+        }
+        self.reload_if_asked();
+        if let Err(error) = self.check_branch().await {
+            tracing::error!(%phase, error = %format!("{error:#}"), "branch check failed");
+        }
+        Ok(())
+    }
+
+    fn render_prompt(&mut self, phase: Phase, mut context: PromptContext) -> String {
+        context.steering = std::fs::read_to_string(self.paths.steering_file()).unwrap_or_default();
+        context.marker = crate::blocks::COMPLETION_MARKER.to_owned();
+        let rendered = prompt::render(&self.template(phase), &context);
+        if !rendered.unknown.is_empty() {
+            tracing::warn!(%phase, unknown = %rendered.unknown.join(", "), "the prompt template has unknown placeholders (left as they are)");
+        }
+        rendered.text
+    }
+
+    async fn run_checks(&mut self) -> Option<Vec<CheckResult>> {
+        if self.config.backtest.checks.is_empty() {
+            return Some(Vec::new());
+        }
+        self.set_status(|status| status.phase = Some("backtest checks".to_owned()));
+        checks::run_all(
+            &self.config.backtest.checks,
+            &self.config.repo,
+            self.config.backtest.check_timeout,
+            self.config.agent.stop_grace,
+            &self.signals.shutdown,
+        )
+        .await
+    }
+
+    async fn git<T: Send + 'static>(
+        &mut self,
+        operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let repo = self.repo.clone();
+        match tokio::task::spawn_blocking(move || operation(&repo)).await {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        }
+    }
+
+    fn git_author(&self) -> (String, String) {
+        (
+            self.config.git.author_name.clone(),
+            self.config.git.author_email.clone(),
+        )
+    }
+
+    async fn run_phase(
+        &mut self,
+        phase: Phase,
+        cycle: u64,
+        prompt: String,
+    ) -> Result<PhaseRun, Stop> {
+        let transcript = self
+            .paths
+            .cycle_dir(cycle)
+            .join(format!("{}.jsonl", phase.name()));
+        let mut attempt: u32 = 0;
+        let mut total_cost = 0.0;
+        loop {
+            if let Some(reason) = self.budget_exhausted() {
+                return Err(Stop::Halt(format!(
+                    "budget exhausted before {phase}: {reason}"
+                )));
+            }
+            self.wait_for_limiter().await?;
+            attempt += 1;
+            let phase_started = now_rfc3339();
+            self.set_status(|status| {
+                status.phase = Some(phase.name().to_owned());
+                status.phase_started_at = Some(phase_started);
+            });
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+                "cycle {cycle}: {phase}"
+            ))]);
+            tracing::info!(cycle, %phase, attempt, "phase started");
+            let request = PhaseRequest {
+                phase,
+                cycle,
+                prompt: prompt.clone(),
+                transcript: transcript.clone(),
+                cancel: &self.signals.shutdown,
+            };
+            let mut spawned = None;
+            let result = agent::run_phase(&self.config, request, |pgid| spawned = Some(pgid))
+                .instrument(tracing::info_span!("phase", phase = %phase))
+                .await;
+            self.record_child(phase, spawned);
+            sweep_descendants().await;
+            self.record_child(phase, None);
+            let mut run = match result {
+                Ok(run) => run,
+                Err(error) => {
+                    let message = format!("{error:#}");
+                    tracing::error!(cycle, %phase, error = %message, "phase could not run");
+                    return Ok(failed_run(message, attempt));
+                }
+            };
+            total_cost += run.cost_usd;
+            self.unrecorded_cost_usd += run.cost_usd;
+            self.set_status(|status| {
+                status.spent_usd = 0.0f64.max(status.spent_usd) + run.cost_usd
+            });
+            run.cost_usd = total_cost;
+            run.attempts = attempt;
+            if run.cancelled || self.signals.shutdown.is_cancelled() {
+                tracing::warn!(cycle, %phase, "phase interrupted by a stop signal");
+                return Err(Stop::Cancelled);
+            }
+            match &run.failure_kind {
+                None => {
+                    let text = run.result_text.clone().unwrap_or_default();
+                    let output = self
+                        .paths
+                        .cycle_dir(cycle)
+                        .join(format!("{}.md", phase.name()));
+                    if let Err(error) = state::write_text(&output, &text) {
+                        tracing::warn!(error = %format!("{error:#}"), "cannot write the phase output");
+                    }
+                    tracing::info!(cycle, %phase, cost_usd = run.cost_usd, turns = run.turns,
+                        denials = run.permission_denials.len(), "phase finished");
+                    return Ok(run);
+                }
+                Some(PhaseFailure::UsageLimit { resets_at, .. }) => {
+                    let until = match resets_at {
+                        Some(reset) => {
+                            SystemTime::from(*reset) + self.config.agent.usage_limit_margin
+                        }
+                        None => SystemTime::now() + self.config.agent.usage_limit_fallback_wait,
+                    };
+                    attempt -= 1;
+                    tracing::warn!(cycle, %phase, until = %rfc3339(until), "usage limit reached: waiting for the reset, then re-running the phase");
+                    self.wait_until(until, "usage limit").await?;
+                }
+                Some(failure)
+                    if failure.is_retryable() && attempt < self.config.agent.max_attempts =>
+                {
+                    let delay = backoff::retry_delay(
+                        attempt,
+                        self.config.agent.retry_base_delay,
+                        self.config.agent.retry_max_delay,
+                        &mut self.rng,
+                    );
+                    tracing::warn!(cycle, %phase, attempt, max_attempts = self.config.agent.max_attempts,
+                        retry_in = %humantime::format_duration(delay), error = %failure, "API error: retrying the phase");
+                    self.wait_until(SystemTime::now() + delay, "retry backoff")
+                        .await?;
+                }
+                Some(failure) => {
+                    tracing::error!(cycle, %phase, attempt, error = %failure, "phase failed");
+                    return Ok(run);
+                }
+            }
+        }
+    }
+}
+
+/// The breaker's view of `[breaker]` (zero counts are rejected by config).
+fn breaker_settings(config: &Config) -> crate::breaker::BreakerSettings {
+    use std::num::NonZeroU32;
+    crate::breaker::BreakerSettings {
+        failure_threshold: NonZeroU32::new(config.breaker.failure_threshold)
+            .unwrap_or(NonZeroU32::MIN),
+        recovery_timeout: config.breaker.recovery_timeout,
+        max_recovery_timeout: config.breaker.max_recovery_timeout,
+        half_open_max_calls: NonZeroU32::new(config.breaker.half_open_max_calls)
+            .unwrap_or(NonZeroU32::MIN),
+    }
+}
+
+fn failed_run(message: String, attempts: u32) -> PhaseRun {
+    PhaseRun {
+        failure_kind: Some(PhaseFailure::ExecutionError {
+            detail: message.clone(),
+        }),
+        failure: Some(message),
+        result_text: None,
+        session_id: None,
+        cost_usd: 0.0,
+        turns: 0,
+        permission_denials: Vec::new(),
+        duration: Duration::ZERO,
+        attempts,
+        cancelled: false,
+    }
+}
+
+fn fresh_progress(branch: &str) -> Progress {
+    Progress {
+        version: VERSION,
+        branch: branch.to_owned(),
+        start_time: now_rfc3339(),
+        ..Progress::default()
+    }
+}
+
+fn cycle_id(cycle: u64) -> String {
+    format!("cycle_{cycle}_{}", jiff::Timestamp::now().as_second())
+}
+
+fn recent_learnings(progress: &Progress, limit: usize) -> Vec<String> {
+    let all: Vec<String> = progress
+        .cycles
+        .iter()
+        .flat_map(|record| record.learnings.iter().cloned())
+        .collect();
+    all[all.len().saturating_sub(limit)..].to_vec()
+}
+
+/// The human report of a cycle: `state/cycles/<n>/report.md`.
+fn human_report(record: &CycleRecord, report: &CycleReport) -> String {
+    let mut text = format!(
+        "# Cycle {} — {}\n\n- outcome: **{}**\n- title: {}\n- duration: {:.1}s\n- cost: ${:.4}\n",
+        record.cycle,
+        record.started_at,
+        record.outcome.name(),
+        record.title.as_deref().unwrap_or("-"),
+        record.duration_seconds,
+        record.cost_usd,
+    );
+    if let Some(commit) = &record.commit {
+        text.push_str(&format!("- commit: `{commit}`\n"));
+    }
+    if let Some(attempt) = &record.attempt_ref {
+        text.push_str(&format!(
+            "- saved attempt: `{attempt}` (inspect with `git show {attempt}`)\n"
+        ));
+    }
+    if let Some(error) = &record.error {
+        text.push_str(&format!("- problem: {error}\n"));
+    }
+    text.push_str(
+        "\n## Phases\n\n| phase | status | duration | cost | turns |\n|---|---|---|---|---|\n",
+    );
+    for phase in &record.phases {
+        text.push_str(&format!(
+            "| {} | {} | {:.1}s | ${:.4} | {} |\n",
+            phase.phase,
+            phase.status,
+            phase.duration_ms as f64 / 1000.0,
+            phase.cost_usd,
+            phase.turns
+        ));
+    }
+    if !report.summary.is_empty() {
+        text.push_str(&format!("\n## Summary\n\n{}\n", report.summary));
+    }
+    if !record.learnings.is_empty() {
+        text.push_str("\n## Learnings\n\n");
+        for learning in &record.learnings {
+            text.push_str(&format!("- {learning}\n"));
+        }
+    }
+    text
+}
+
+/// Nothing started for a phase may outlive it: kills every remaining
+/// descendant of the daemon (tool processes that detached with `setsid` were
+/// re-parented to us, the subreaper) and reaps them.
+async fn sweep_descendants() {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let signalled = crate::reaper::kill_descendants(libc::SIGKILL);
+        crate::reaper::reap_zombies(&[]);
+        if signalled == 0 || tokio::time::Instant::now() >= deadline {
+            if signalled > 0 {
+                tracing::warn!(
+                    count = signalled,
+                    "descendant processes still present after the phase"
+                );
+            }
+            return;
+        }
+        tracing::debug!(count = signalled, "killed processes left over by the phase");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Resolves when the HEAD watcher reports a change; never without a watcher.
+async fn head_moved(watch: &mut Option<(HeadWatcher, watch::Receiver<u64>)>) {
+    match watch {
+        Some((_, receiver)) => {
+            if receiver.changed().await.is_err() {
+                // The watcher thread is gone: stop listening to it.
+                *watch = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// `ralphd reset-breaker`: a human closes the circuit breaker.
+pub(crate) fn reset_breaker(home: &std::path::Path) -> Result<String> {
+    let paths = HomePaths::new(home);
+    let _lock = InstanceLock::acquire(&paths).context(
+        "stop the running daemon before resetting its breaker (it keeps the breaker in memory)",
+    )?;
+    let settings = breaker_settings(&crate::config::Config::for_home(home, home));
+    let mut breaker = match state::load_json::<BreakerSnapshot>(
+        &paths.breaker(),
+        state::OnCorrupt::Refuse,
+        "",
+    )? {
+        Some(snapshot) => Breaker::from_snapshot(settings, &snapshot, SystemTime::now())
+            .map_err(|error| anyhow::anyhow!("{error}"))?,
+        None => return Ok("the circuit breaker is closed (no state/breaker.json)".to_owned()),
+    };
+    breaker.reset();
+    state::save_json(&paths.breaker(), &breaker.snapshot())?;
+    Ok(format!(
+        "circuit breaker closed ({})",
+        paths.breaker().display()
+    ))
+}

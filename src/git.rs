@@ -1,0 +1,2281 @@
+//! The git safety net: typed, synchronous wrappers over git2 for the start
+//! checks, the per-cycle snapshot, progress measurement, commit, saved attempts
+//! and rollback (DESIGN §6).
+//!
+//! Every call blocks: the daemon runs them inside `spawn_blocking`. [`GitRepo`]
+//! holds only paths and is `Send + Sync + Clone`; each call opens its own
+//! `git2::Repository` (cheap), so no git2 state is shared between threads. This
+//! module never spawns `git` and knows nothing of the agent, the state files or
+//! the guards.
+//!
+//! The cycle protocol: [`GitRepo::begin_cycle`] before the agent runs records a
+//! [`CycleStart`]; afterwards [`GitRepo::measure_progress`] and
+//! [`GitRepo::diff_summary`] describe the cycle's work, and the cycle ends with
+//! either [`GitRepo::commit_cycle`] or [`GitRepo::save_attempt`] followed by
+//! [`GitRepo::rollback`].
+//!
+//! Paths the user had changed before the cycle started (`--allow-dirty`) are
+//! snapshotted byte for byte at cycle start, are the baseline for progress,
+//! are never committed by the daemon and are restored exactly by a rollback.
+//! Paths under the excluded home directories ([`GitRepo::ensure_excluded`])
+//! are never counted, committed, restored or removed.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use git2::build::{CheckoutBuilder, TreeUpdateBuilder};
+use git2::{
+    Delta, DiffFormat, ErrorCode, FileMode, IndexAddOption, IndexMatchedPath, ObjectType, Oid,
+    Repository, RepositoryOpenFlags, Signature, Status, StatusOptions,
+};
+
+/// Where saved attempts live: `refs/ralph/attempts/<cycle>[-<n>]`.
+const ATTEMPTS_PREFIX: &str = "refs/ralph/attempts/";
+
+/// A ref pointing at the user's pre-existing changes of the current cycle, so
+/// that `git gc` cannot prune the snapshot blobs and a crash mid-rollback
+/// leaves them recoverable (`git checkout refs/ralph/dirty-start -- <path>`).
+const DIRTY_START_REF: &str = "refs/ralph/dirty-start";
+
+/// The identity of the daemon's own bookkeeping commits (the dirty snapshot).
+const BOOKKEEPING_NAME: &str = "ralphd";
+const BOOKKEEPING_EMAIL: &str = "ralphd@localhost";
+
+/// Home subdirectories kept out of git when the home lies inside the repo.
+const HOME_DIRS: [&str; 3] = ["state", "archive", "logs"];
+
+/// A failed git operation. Every variant names the repository and the
+/// operation; `Locked` and `HeadMoved` are transient (fail this cycle, retry
+/// the next one).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum GitError {
+    #[error("{} is not a git work tree{hint}", .path.display())]
+    NotAWorkTree { path: PathBuf, hint: String },
+    #[error(
+        "git {op} in {}: the repository is locked by another git process ({detail})",
+        .repo.display()
+    )]
+    Locked {
+        repo: PathBuf,
+        op: &'static str,
+        detail: String,
+    },
+    #[error("git {op} in {}: HEAD moved while the daemon was updating it", .repo.display())]
+    HeadMoved { repo: PathBuf, op: &'static str },
+    #[error(
+        "git {op} in {}: the index has unresolved merge conflicts; resolve or abort the merge first",
+        .repo.display()
+    )]
+    Conflicted { repo: PathBuf, op: &'static str },
+    #[error("git {op} in {}: {}", .repo.display(), .error.message())]
+    Git {
+        repo: PathBuf,
+        op: &'static str,
+        error: git2::Error,
+    },
+    #[error("git {op} in {}: {}: {error}", .repo.display(), .file.display())]
+    Io {
+        repo: PathBuf,
+        op: &'static str,
+        file: PathBuf,
+        error: io::Error,
+    },
+}
+
+impl GitError {
+    #[cfg(test)]
+    /// True for errors that another git process caused and that the next
+    /// cycle may not see again.
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, GitError::Locked { .. } | GitError::HeadMoved { .. })
+    }
+}
+
+type Result<T, E = GitError> = std::result::Result<T, E>;
+
+/// Changes made during a cycle, relative to its start state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) files_changed: usize,
+    pub(crate) insertions: usize,
+    pub(crate) deletions: usize,
+    /// Commits reachable from HEAD but not from the start commit.
+    pub(crate) agent_commits: usize,
+}
+
+impl Progress {
+    /// No file changed and no commit made: outcome `no_changes`.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.files_changed == 0 && self.agent_commits == 0
+    }
+}
+
+/// A failed cycle saved under `refs/ralph/attempts/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    /// The full ref name, e.g. `refs/ralph/attempts/3` or `refs/ralph/attempts/3-2`.
+    pub(crate) cycle_ref: String,
+    pub(crate) oid: Oid,
+    /// The first line of the commit message.
+    pub(crate) summary: String,
+    pub(crate) time: jiff::Timestamp,
+}
+
+/// Where HEAD pointed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum HeadState {
+    /// On a branch (full ref name, usually `refs/heads/…`) with a commit.
+    Branch {
+        refname: Vec<u8>,
+        oid: Oid,
+    },
+    /// On a branch that has no commit yet (fresh `git init`).
+    Unborn {
+        refname: Vec<u8>,
+    },
+    Detached {
+        oid: Oid,
+    },
+}
+
+impl HeadState {
+    fn oid(&self) -> Option<Oid> {
+        match self {
+            HeadState::Branch { oid, .. } | HeadState::Detached { oid } => Some(*oid),
+            HeadState::Unborn { .. } => None,
+        }
+    }
+
+    /// Whether HEAD points (symbolically) at `refname`.
+    fn is_on(&self, refname: &[u8]) -> bool {
+        match self {
+            HeadState::Branch { refname: on, .. } | HeadState::Unborn { refname: on } => {
+                on.as_slice() == refname
+            }
+            HeadState::Detached { .. } => false,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            HeadState::Branch { refname, .. } | HeadState::Unborn { refname } => {
+                let short = refname.strip_prefix(b"refs/heads/").unwrap_or(refname);
+                String::from_utf8_lossy(short).into_owned()
+            }
+            HeadState::Detached { oid } => format!("detached-{}", short_hex(*oid)),
+        }
+    }
+}
+
+/// How one of the user's pre-existing changes looked at cycle start.
+#[derive(Clone, Debug)]
+enum SavedFile {
+    /// The path did not exist (the user deleted it).
+    Absent,
+    /// A regular file: raw bytes (no git filters) and permission bits.
+    Regular { blob: Oid, permissions: u32 },
+    /// A symbolic link: the target's bytes.
+    Symlink { blob: Oid },
+}
+
+#[derive(Clone, Debug)]
+struct UserFile {
+    /// Relative to the work tree.
+    path: PathBuf,
+    saved: SavedFile,
+}
+
+/// The state of the repository before the agent ran, captured by
+/// [`GitRepo::begin_cycle`]. Only valid for the repo that made it.
+#[derive(Clone, Debug)]
+pub(crate) struct CycleStart {
+    head: HeadState,
+    /// The whole work tree at start (HEAD plus the user's changes, through git's
+    /// filters), the baseline of progress and rollback.
+    start_tree: Oid,
+    /// The user's index at start, restored by a rollback.
+    index_tree: Oid,
+    /// The user's pre-existing changes, byte for byte, sorted by path.
+    user_files: Vec<UserFile>,
+    /// Ignored paths present at start (directories as one entry): a rollback
+    /// never removes anything under them, even if the agent changed `.gitignore`.
+    ignored_at_start: Vec<PathBuf>,
+}
+
+impl CycleStart {
+    /// The start commit, `None` on an unborn branch.
+    pub(crate) fn start_commit(&self) -> Option<Oid> {
+        self.head.oid()
+    }
+
+    #[cfg(test)]
+    /// The branch label at start (`main`, `detached-1a2b3c4`).
+    pub(crate) fn branch_label(&self) -> String {
+        self.head.label()
+    }
+
+    #[cfg(test)]
+    /// Paths the user had changed before the cycle (relative to the work tree),
+    /// sorted.
+    pub(crate) fn user_paths(&self) -> impl Iterator<Item = &Path> {
+        self.user_files.iter().map(|file| file.path.as_path())
+    }
+
+    fn is_user_path(&self, path: &Path) -> bool {
+        self.user_files
+            .binary_search_by(|file| file.path.as_path().cmp(path))
+            .is_ok()
+    }
+
+    fn ignored_at_start(&self, path: &Path) -> bool {
+        self.ignored_at_start
+            .iter()
+            .any(|ignored| path.starts_with(ignored))
+    }
+}
+
+/// A git work tree the daemon improves. Holds paths only; every call opens
+/// the repository afresh.
+#[derive(Clone, Debug)]
+pub(crate) struct GitRepo {
+    /// The top of the work tree, canonical, without a trailing slash.
+    workdir: PathBuf,
+    /// The git dir (`.git`, or `.git/worktrees/<name>` for a linked worktree).
+    git_dir: PathBuf,
+    /// The common git dir (holds `info/exclude`).
+    common_dir: PathBuf,
+    /// Directories relative to `workdir` that the daemon never counts,
+    /// commits, restores or removes (the home's state, archive and logs).
+    excluded: Vec<PathBuf>,
+}
+
+impl GitRepo {
+    /// Opens the work tree whose top directory is `path`. A directory inside
+    /// a work tree, a bare repository or no repository at all is an error that
+    /// names the path.
+    pub(crate) fn open(path: &Path) -> Result<GitRepo> {
+        let repo = match Repository::open_ext(
+            path,
+            RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&OsStr>(),
+        ) {
+            Ok(repo) => repo,
+            Err(error) if error.code() == ErrorCode::NotFound => {
+                let hint = match Repository::discover(path) {
+                    Ok(outer) => match outer.workdir() {
+                        Some(top) => format!(
+                            " (it lies inside the work tree {}; pass that directory as --repo)",
+                            top.display()
+                        ),
+                        None => String::from(" (run `git init` there)"),
+                    },
+                    Err(_) => String::from(" (run `git init` there)"),
+                };
+                return Err(GitError::NotAWorkTree {
+                    path: path.to_path_buf(),
+                    hint,
+                });
+            }
+            Err(error) => {
+                return Err(GitError::Git {
+                    repo: path.to_path_buf(),
+                    op: "open",
+                    error,
+                });
+            }
+        };
+        let Some(workdir) = repo.workdir() else {
+            return Err(GitError::NotAWorkTree {
+                path: path.to_path_buf(),
+                hint: String::from(" (it is a bare repository)"),
+            });
+        };
+        let workdir = fs::canonicalize(workdir).map_err(|error| GitError::Io {
+            repo: path.to_path_buf(),
+            op: "open",
+            file: workdir.to_path_buf(),
+            error,
+        })?;
+        Ok(GitRepo {
+            workdir,
+            git_dir: repo.path().to_path_buf(),
+            common_dir: repo.commondir().to_path_buf(),
+            excluded: Vec::new(),
+        })
+    }
+
+    #[cfg(test)]
+    /// The top of the work tree (canonical).
+    pub(crate) fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The git dir, where `HEAD` lives (what the HEAD watcher watches).
+    pub(crate) fn git_dir(&self) -> &Path {
+        &self.git_dir
+    }
+
+    /// The home's `state`, `archive` and `logs` directories relative to the
+    /// work tree when `home` lies inside it (also when home is the work tree
+    /// itself), else nothing.
+    pub(crate) fn home_dirs_in_repo(&self, home: &Path) -> Vec<PathBuf> {
+        let home = fs::canonicalize(home)
+            .or_else(|_| std::path::absolute(home))
+            .unwrap_or_else(|_| home.to_path_buf());
+        let Ok(relative) = home.strip_prefix(&self.workdir) else {
+            return Vec::new();
+        };
+        HOME_DIRS.iter().map(|dir| relative.join(dir)).collect()
+    }
+
+    /// Adds each directory (relative to the work tree) to `info/exclude`
+    /// unless already there, and remembers it as excluded for every later
+    /// call on this value.
+    pub(crate) fn ensure_excluded(&mut self, dirs: &[PathBuf]) -> Result<()> {
+        const OP: &str = "exclude home directories";
+        let mut wanted = Vec::new();
+        for dir in dirs {
+            let normal = normalize_relative(dir).ok_or_else(|| GitError::Io {
+                repo: self.workdir.clone(),
+                op: OP,
+                file: dir.clone(),
+                error: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a relative path inside the work tree",
+                ),
+            })?;
+            if normal.as_os_str().is_empty() {
+                continue;
+            }
+            if !self.excluded.contains(&normal) {
+                self.excluded.push(normal.clone());
+            }
+            wanted.push(exclude_pattern(&normal));
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let exclude_file = self.common_dir.join("info").join("exclude");
+        let io_error = |file: &Path, error: io::Error| GitError::Io {
+            repo: self.workdir.clone(),
+            op: OP,
+            file: file.to_path_buf(),
+            error,
+        };
+        let existing = match fs::read(&exclude_file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(error) => return Err(io_error(&exclude_file, error)),
+        };
+        let present: Vec<&[u8]> = existing
+            .split(|byte| *byte == b'\n')
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .collect();
+        let missing: Vec<Vec<u8>> = wanted
+            .into_iter()
+            .filter(|pattern| !present.contains(&pattern.as_slice()))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut contents = existing.clone();
+        if !contents.is_empty() && !contents.ends_with(b"\n") {
+            contents.push(b'\n');
+        }
+        contents.extend_from_slice(b"# ralphd: its state, archive and logs (never commit them)\n");
+        for pattern in missing {
+            contents.extend_from_slice(&pattern);
+            contents.push(b'\n');
+        }
+        let info_dir = self.common_dir.join("info");
+        fs::create_dir_all(&info_dir).map_err(|error| io_error(&info_dir, error))?;
+        let mut temp = tempfile::NamedTempFile::new_in(&info_dir)
+            .map_err(|error| io_error(&info_dir, error))?;
+        io::Write::write_all(&mut temp, &contents).map_err(|error| io_error(temp.path(), error))?;
+        // Keep the file's mode (a temp file is created 0600).
+        let permissions = fs::metadata(&exclude_file)
+            .map(|metadata| metadata.permissions())
+            .unwrap_or_else(|_| fs::Permissions::from_mode(0o644));
+        fs::set_permissions(temp.path(), permissions)
+            .map_err(|error| io_error(temp.path(), error))?;
+        temp.persist(&exclude_file)
+            .map_err(|error| io_error(&exclude_file, error.error))?;
+        Ok(())
+    }
+
+    /// Up to `limit` changed paths (modified, staged, deleted, or untracked and
+    /// not ignored; untracked directories listed as one entry), outside the
+    /// excluded directories. Empty means clean. Non-UTF-8 names are converted
+    /// lossily. Submodules are not inspected.
+    pub(crate) fn dirty_paths(&self, limit: usize) -> Result<Vec<String>> {
+        const OP: &str = "status";
+        let repo = self.open_repo(OP)?;
+        let mut options = StatusOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(false)
+            .include_ignored(false)
+            .exclude_submodules(true);
+        let statuses = repo
+            .statuses(Some(&mut options))
+            .map_err(|error| self.git_error(OP, error))?;
+        let mut paths = Vec::new();
+        for entry in statuses.iter() {
+            if paths.len() >= limit {
+                break;
+            }
+            if entry.status() == Status::CURRENT || entry.status().contains(Status::IGNORED) {
+                continue;
+            }
+            let path = path_from_bytes(entry.path_bytes());
+            if self.is_excluded(path) {
+                continue;
+            }
+            paths.push(String::from_utf8_lossy(entry.path_bytes()).into_owned());
+        }
+        Ok(paths)
+    }
+
+    /// The branch name (`main`, `feature/login`), `detached-<7 hex>` for a
+    /// detached HEAD; for an unborn branch, the branch HEAD names.
+    /// Non-UTF-8 names are converted lossily (U+FFFD).
+    pub(crate) fn branch_label(&self) -> Result<String> {
+        const OP: &str = "read HEAD";
+        let repo = self.open_repo(OP)?;
+        let head = read_head(&repo).map_err(|error| self.git_error(OP, error))?;
+        Ok(head.label())
+    }
+
+    /// Whether the detached HEAD labelled `current` continues the detached line
+    /// labelled `last`: both detached, and HEAD descends from `last`'s commit.
+    /// Commits made on a detached HEAD move its label; that is not a branch change.
+    pub(crate) fn continues_detached(&self, last: &str, current: &str) -> Result<bool> {
+        const OP: &str = "compare detached HEADs";
+        let (Some(last_hex), Some(_)) = (
+            last.strip_prefix("detached-"),
+            current.strip_prefix("detached-"),
+        ) else {
+            return Ok(false);
+        };
+        let repo = self.open_repo(OP)?;
+        let Some(head) = read_head(&repo)
+            .map_err(|error| self.git_error(OP, error))?
+            .oid()
+        else {
+            return Ok(false);
+        };
+        let Ok(last_commit) = repo
+            .revparse_single(last_hex)
+            .and_then(|object| object.peel_to_commit())
+        else {
+            return Ok(false);
+        };
+        Ok(head == last_commit.id()
+            || repo
+                .graph_descendant_of(head, last_commit.id())
+                .map_err(|error| self.git_error(OP, error))?)
+    }
+
+    /// Captures the state before the agent runs: the start commit and a byte
+    /// for byte snapshot of the user's uncommitted changes (empty on a clean
+    /// tree). The snapshot's blobs are kept alive by `refs/ralph/dirty-start`.
+    pub(crate) fn begin_cycle(&self) -> Result<CycleStart> {
+        const OP: &str = "snapshot the cycle start";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let head = read_head(&repo).map_err(git_error)?;
+        let mut index = repo.index().map_err(git_error)?;
+        if index.has_conflicts() {
+            return Err(GitError::Conflicted {
+                repo: self.workdir.clone(),
+                op: OP,
+            });
+        }
+        let index_tree = index.write_tree().map_err(git_error)?;
+
+        let mut options = StatusOptions::new();
+        options
+            .include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(true)
+            .recurse_ignored_dirs(false)
+            .exclude_submodules(true);
+        let statuses = repo.statuses(Some(&mut options)).map_err(git_error)?;
+        let mut user_files = Vec::new();
+        let mut ignored_at_start = Vec::new();
+        for entry in statuses.iter() {
+            let path = path_from_bytes(entry.path_bytes()).to_path_buf();
+            if self.is_excluded(&path) {
+                continue;
+            }
+            if entry.status().contains(Status::IGNORED) {
+                ignored_at_start.push(path);
+                continue;
+            }
+            if entry.status() == Status::CURRENT {
+                continue;
+            }
+            if let Some(saved) = self.save_user_file(&repo, OP, &path)? {
+                user_files.push(UserFile { path, saved });
+            }
+        }
+        user_files.sort_by(|left, right| left.path.cmp(&right.path));
+        let start_tree = self.worktree_tree(OP)?;
+        if !user_files.is_empty() {
+            self.record_dirty_start(&repo, &head, &user_files)
+                .map_err(git_error)?;
+        }
+        Ok(CycleStart {
+            head,
+            start_tree,
+            index_tree,
+            user_files,
+            ignored_at_start,
+        })
+    }
+
+    /// Files and lines changed since the cycle start (work tree and index,
+    /// the user's pre-existing changes being the baseline), plus the commits
+    /// the agent made (reachable from HEAD, not from the start commit).
+    pub(crate) fn measure_progress(&self, start: &CycleStart) -> Result<Progress> {
+        const OP: &str = "measure progress";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let current_tree = self.worktree_tree(OP)?;
+        let diff = self
+            .cycle_diff(&repo, start, current_tree)
+            .map_err(git_error)?;
+        let mut progress = Progress {
+            agent_commits: agent_commits(&repo, start).map_err(git_error)?,
+            ..Progress::default()
+        };
+        for (delta_idx, delta) in diff.deltas().enumerate() {
+            if !self.counts(&delta) {
+                continue;
+            }
+            progress.files_changed += 1;
+            if let Some(patch) = git2::Patch::from_diff(&diff, delta_idx).map_err(git_error)? {
+                let (_, insertions, deletions) = patch.line_stats().map_err(git_error)?;
+                progress.insertions += insertions;
+                progress.deletions += deletions;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// A short human summary of the cycle's changes for the backtest prompt:
+    /// totals, one line per file with +/- counts, the agent's commits, then the
+    /// patch, the whole cut at `max_bytes` (on a char boundary).
+    pub(crate) fn diff_summary(&self, start: &CycleStart, max_bytes: usize) -> Result<String> {
+        const OP: &str = "summarise the diff";
+        const TRUNCATED: &str = "\n[… truncated]\n";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let current_tree = self.worktree_tree(OP)?;
+        let diff = self
+            .cycle_diff(&repo, start, current_tree)
+            .map_err(git_error)?;
+
+        let mut file_lines = String::new();
+        let mut totals = Progress::default();
+        for (delta_idx, delta) in diff.deltas().enumerate() {
+            if !self.counts(&delta) {
+                continue;
+            }
+            let (insertions, deletions) =
+                match git2::Patch::from_diff(&diff, delta_idx).map_err(git_error)? {
+                    Some(patch) => {
+                        let (_, insertions, deletions) = patch.line_stats().map_err(git_error)?;
+                        (insertions, deletions)
+                    }
+                    None => (0, 0),
+                };
+            totals.files_changed += 1;
+            totals.insertions += insertions;
+            totals.deletions += deletions;
+            let path = delta_path(&delta).unwrap_or(Path::new("?"));
+            let binary = if delta.new_file().is_binary() || delta.old_file().is_binary() {
+                " (binary)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                file_lines,
+                "  {} {} +{insertions} -{deletions}{binary}",
+                status_letter(delta.status()),
+                path.display()
+            );
+        }
+
+        let mut commit_lines = String::new();
+        if let Some(head) = read_head(&repo).map_err(git_error)?.oid() {
+            let mut walk = repo.revwalk().map_err(git_error)?;
+            walk.push(head).map_err(git_error)?;
+            if let Some(start_commit) = start.start_commit() {
+                walk.hide(start_commit).map_err(git_error)?;
+            }
+            for oid in walk {
+                let oid = oid.map_err(git_error)?;
+                let commit = repo.find_commit(oid).map_err(git_error)?;
+                totals.agent_commits += 1;
+                let summary = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                    .into_owned();
+                let _ = writeln!(commit_lines, "  {} {summary}", short_hex(oid));
+            }
+        }
+
+        let mut summary = format!(
+            "{} file(s) changed, {} insertion(s)(+), {} deletion(s)(-); {} commit(s) by the agent\n",
+            totals.files_changed, totals.insertions, totals.deletions, totals.agent_commits
+        );
+        summary.push_str(&file_lines);
+        if !commit_lines.is_empty() {
+            summary.push_str("agent commits:\n");
+            summary.push_str(&commit_lines);
+        }
+        if summary.len() > max_bytes {
+            truncate_at_char_boundary(&mut summary, max_bytes.saturating_sub(TRUNCATED.len()));
+            summary.push_str(TRUNCATED);
+            truncate_at_char_boundary(&mut summary, max_bytes);
+            return Ok(summary);
+        }
+
+        // The patch fills what is left of the budget.
+        let budget = max_bytes - summary.len();
+        let mut patch = Vec::new();
+        let mut cut = false;
+        let print_result = diff.print(DiffFormat::Patch, |delta, _hunk, line| {
+            if !self.counts(&delta) {
+                return true;
+            }
+            if matches!(line.origin(), '+' | '-' | ' ') {
+                patch.push(line.origin() as u8);
+            }
+            patch.extend_from_slice(line.content());
+            if patch.len() > budget {
+                cut = true;
+                return false;
+            }
+            true
+        });
+        if !cut {
+            print_result.map_err(git_error)?;
+        }
+        if !patch.is_empty() {
+            let mut patch_text = String::from_utf8_lossy(&patch).into_owned();
+            if cut || summary.len() + patch_text.len() > max_bytes {
+                truncate_at_char_boundary(&mut patch_text, budget.saturating_sub(TRUNCATED.len()));
+                patch_text.push_str(TRUNCATED);
+            }
+            summary.push_str(&patch_text);
+        }
+        truncate_at_char_boundary(&mut summary, max_bytes);
+        Ok(summary)
+    }
+
+    /// Commits the cycle's work on HEAD: stages new, modified and deleted files
+    /// (respecting `.gitignore`) except the user's pre-existing changes and the
+    /// excluded directories, which stay as they are in the work tree and index.
+    /// Returns the new commit; HEAD itself when the agent already committed
+    /// everything; `None` when there was nothing at all. An unborn branch gets
+    /// its first commit. HEAD moving meanwhile is [`GitError::HeadMoved`].
+    pub(crate) fn commit_cycle(
+        &self,
+        start: &CycleStart,
+        message: &str,
+        author_name: &str,
+        author_email: &str,
+    ) -> Result<Option<Oid>> {
+        const OP: &str = "commit";
+        self.check_index_unlocked(OP)?;
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let head = read_head(&repo).map_err(git_error)?;
+        let head_commit = match head.oid() {
+            Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
+            None => None,
+        };
+        let base_tree = match &head_commit {
+            Some(commit) => commit.tree().map_err(git_error)?,
+            None => empty_tree(&repo).map_err(git_error)?,
+        };
+
+        let mut index = repo.index().map_err(git_error)?;
+        if index.has_conflicts() {
+            return Err(GitError::Conflicted {
+                repo: self.workdir.clone(),
+                op: OP,
+            });
+        }
+        let mut skip = |path: &Path, _: &[u8]| -> i32 {
+            i32::from(self.skip_when_staging(path) || start.is_user_path(path))
+        };
+        index
+            .add_all(
+                ["*"],
+                IndexAddOption::DEFAULT,
+                Some(&mut skip as &mut IndexMatchedPath),
+            )
+            .map_err(git_error)?;
+        index
+            .update_all(["*"], Some(&mut skip as &mut IndexMatchedPath))
+            .map_err(git_error)?;
+        let staged_tree = index.write_tree().map_err(git_error)?;
+
+        // The user's paths keep HEAD's version in the commit (their staged
+        // changes, if any, stay staged in the index).
+        let commit_tree = if start.user_files.is_empty() {
+            staged_tree
+        } else {
+            let staged = repo.find_tree(staged_tree).map_err(git_error)?;
+            let mut update = TreeUpdateBuilder::new();
+            for file in &start.user_files {
+                match base_tree.get_path(&file.path) {
+                    Ok(entry) if entry.kind() == Some(ObjectType::Blob) => {
+                        update.upsert(file.path.as_path(), entry.id(), file_mode(entry.filemode()));
+                    }
+                    _ => {
+                        if staged.get_path(&file.path).is_ok() {
+                            update.remove(file.path.as_path());
+                        }
+                    }
+                }
+            }
+            update.create_updated(&repo, &staged).map_err(git_error)?
+        };
+        index.write().map_err(git_error)?;
+
+        if commit_tree == base_tree.id() {
+            return Ok(head.oid().filter(|oid| Some(*oid) != start.start_commit()));
+        }
+        let tree = repo.find_tree(commit_tree).map_err(git_error)?;
+        let signature = Signature::now(author_name, author_email).map_err(git_error)?;
+        let parent = head_commit.as_ref();
+        self.commit_on_head(&repo, OP, &signature, message, &tree, parent)
+            .map(Some)
+    }
+
+    /// Commits on HEAD, which must still be at `parent` (libgit2 checks the
+    /// tip under the ref lock), else [`GitError::HeadMoved`].
+    fn commit_on_head(
+        &self,
+        repo: &Repository,
+        op: &'static str,
+        signature: &Signature<'_>,
+        message: &str,
+        tree: &git2::Tree<'_>,
+        parent: Option<&git2::Commit<'_>>,
+    ) -> Result<Oid> {
+        let parents: Vec<&git2::Commit<'_>> = parent.into_iter().collect();
+        match repo.commit(Some("HEAD"), signature, signature, message, tree, &parents) {
+            Ok(oid) => Ok(oid),
+            Err(error) if error.code() == ErrorCode::Modified => Err(GitError::HeadMoved {
+                repo: self.workdir.clone(),
+                op,
+            }),
+            Err(error) => Err(self.git_error(op, error)),
+        }
+    }
+
+    /// Saves the whole attempt (every non-ignored file of the work tree, on
+    /// top of HEAD, so the agent's commits are its ancestors) as a commit under
+    /// `refs/ralph/attempts/<cycle>`, or `<cycle>-2`, `-3`… when that exists.
+    /// HEAD, the index and the work tree are not touched. Returns the ref name
+    /// and the commit.
+    pub(crate) fn save_attempt(
+        &self,
+        start: &CycleStart,
+        cycle: u64,
+        message: &str,
+        author_name: &str,
+        author_email: &str,
+    ) -> Result<(String, Oid)> {
+        const OP: &str = "save attempt";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let tree_oid = self.worktree_tree(OP)?;
+        let tree = repo.find_tree(tree_oid).map_err(git_error)?;
+        let head_commit = match read_head(&repo).map_err(git_error)?.oid() {
+            Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
+            None => None,
+        };
+        let parents: Vec<&git2::Commit<'_>> = head_commit.iter().collect();
+        let start_label = match start.start_commit() {
+            Some(oid) => oid.to_string(),
+            None => String::from("unborn"),
+        };
+        let mut full_message = format!("{}\n\nCycle-Start: {start_label}\n", message.trim_end());
+        if !start.user_files.is_empty() {
+            full_message.push_str("Pre-existing-Changes:");
+            for file in &start.user_files {
+                let _ = write!(full_message, " {}", file.path.display());
+            }
+            full_message.push('\n');
+        }
+        let signature = Signature::now(author_name, author_email).map_err(git_error)?;
+        let oid = repo
+            .commit(None, &signature, &signature, &full_message, &tree, &parents)
+            .map_err(git_error)?;
+        for attempt_idx in 1u32.. {
+            let name = if attempt_idx == 1 {
+                format!("{ATTEMPTS_PREFIX}{cycle}")
+            } else {
+                format!("{ATTEMPTS_PREFIX}{cycle}-{attempt_idx}")
+            };
+            match repo.reference(&name, oid, false, "ralphd: save attempt") {
+                Ok(_) => return Ok((name, oid)),
+                Err(error) if error.code() == ErrorCode::Exists => continue,
+                Err(error) => return Err(git_error(error)),
+            }
+        }
+        unreachable!("u32 attempt suffixes ran out")
+    }
+
+    /// Puts the repository back as it was at cycle start: HEAD on the start
+    /// branch at the start commit (unborn again for an unborn start), tracked
+    /// files as in the start commit, files created by the cycle removed
+    /// (never ignored files, never the excluded directories), then the user's
+    /// pre-existing changes restored byte for byte (content and permission
+    /// bits; files the user had deleted stay deleted) and the user's index.
+    ///
+    /// Commits the agent made are dropped from the branch: call
+    /// [`GitRepo::save_attempt`] first. Rollback is idempotent, so a failed
+    /// one (for instance [`GitError::Locked`]) can simply be retried.
+    pub(crate) fn rollback(&self, start: &CycleStart) -> Result<()> {
+        const OP: &str = "rollback";
+        self.check_index_unlocked(OP)?;
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        self.restore_head(&repo, &start.head).map_err(git_error)?;
+
+        let start_commit_tree = match start.start_commit() {
+            Some(oid) => Some(
+                repo.find_commit(oid)
+                    .and_then(|commit| commit.tree())
+                    .map_err(git_error)?,
+            ),
+            None => None,
+        };
+        let current_tree = self.worktree_tree(OP)?;
+        let diff = self
+            .cycle_diff(&repo, start, current_tree)
+            .map_err(git_error)?;
+        let mut to_remove = Vec::new();
+        let mut to_checkout = Vec::new();
+        for delta in diff.deltas() {
+            if !self.counts(&delta) {
+                continue;
+            }
+            let Some(path) = delta_path(&delta) else {
+                continue;
+            };
+            if start.is_user_path(path) {
+                continue;
+            }
+            let tracked_at_start = start_commit_tree
+                .as_ref()
+                .and_then(|tree| tree.get_path(path).ok())
+                .is_some_and(|entry| entry.kind() == Some(ObjectType::Blob));
+            if tracked_at_start {
+                to_checkout.push(path.to_path_buf());
+            } else if delta.new_file().exists() {
+                to_remove.push(path.to_path_buf());
+            }
+        }
+
+        for path in &to_remove {
+            if start.ignored_at_start(path) || repo.is_path_ignored(path).map_err(git_error)? {
+                continue;
+            }
+            self.remove_created_file(OP, path)?;
+        }
+        if let (Some(tree), false) = (&start_commit_tree, to_checkout.is_empty()) {
+            let mut checkout = CheckoutBuilder::new();
+            checkout.force().disable_pathspec_match(true);
+            for path in &to_checkout {
+                checkout.path(path.as_path());
+            }
+            repo.checkout_tree(tree.as_object(), Some(&mut checkout))
+                .map_err(git_error)?;
+        }
+        for file in &start.user_files {
+            self.restore_user_file(&repo, OP, file)?;
+        }
+
+        let mut index = repo.index().map_err(git_error)?;
+        index.read(true).map_err(git_error)?;
+        let index_tree = repo.find_tree(start.index_tree).map_err(git_error)?;
+        index.read_tree(&index_tree).map_err(git_error)?;
+        index.write().map_err(git_error)?;
+        Ok(())
+    }
+
+    /// The saved attempts, oldest cycle first.
+    pub(crate) fn list_attempts(&self) -> Result<Vec<Attempt>> {
+        const OP: &str = "list attempts";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let mut attempts = Vec::new();
+        let references = repo
+            .references_glob(&format!("{ATTEMPTS_PREFIX}*"))
+            .map_err(git_error)?;
+        for reference in references {
+            let reference = reference.map_err(git_error)?;
+            let cycle_ref = String::from_utf8_lossy(reference.name_bytes()).into_owned();
+            let commit = reference.peel_to_commit().map_err(git_error)?;
+            let summary =
+                String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+            let time = jiff::Timestamp::from_second(commit.time().seconds())
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            attempts.push(Attempt {
+                cycle_ref,
+                oid: commit.id(),
+                summary,
+                time,
+            });
+        }
+        attempts.sort_by_key(|attempt| attempt_sort_key(&attempt.cycle_ref));
+        Ok(attempts)
+    }
+
+    fn open_repo(&self, op: &'static str) -> Result<Repository> {
+        Repository::open_ext(
+            &self.workdir,
+            RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&OsStr>(),
+        )
+        .map_err(|error| self.git_error(op, error))
+    }
+
+    fn git_error(&self, op: &'static str, error: git2::Error) -> GitError {
+        if error.code() == ErrorCode::Locked {
+            return GitError::Locked {
+                repo: self.workdir.clone(),
+                op,
+                detail: error.message().to_owned(),
+            };
+        }
+        GitError::Git {
+            repo: self.workdir.clone(),
+            op,
+            error,
+        }
+    }
+
+    fn io_error(&self, op: &'static str, file: &Path, error: io::Error) -> GitError {
+        GitError::Io {
+            repo: self.workdir.clone(),
+            op,
+            file: file.to_path_buf(),
+            error,
+        }
+    }
+
+    /// Fails with [`GitError::Locked`] while another process holds the index
+    /// lock, before anything is changed. Never removes the lock.
+    fn check_index_unlocked(&self, op: &'static str) -> Result<()> {
+        let lock = self.git_dir.join("index.lock");
+        if lock.exists() {
+            return Err(GitError::Locked {
+                repo: self.workdir.clone(),
+                op,
+                detail: format!("{} exists", lock.display()),
+            });
+        }
+        Ok(())
+    }
+
+    fn is_excluded(&self, path: &Path) -> bool {
+        self.excluded.iter().any(|dir| path.starts_with(dir))
+    }
+
+    /// Paths `add_all` must skip: the excluded directories, and untracked
+    /// nested repositories (reported as `dir/`, which libgit2 refuses to add).
+    fn skip_when_staging(&self, path: &Path) -> bool {
+        path.as_os_str().as_bytes().ends_with(b"/") || self.is_excluded(path)
+    }
+
+    /// Whether a delta counts as the cycle's work: not in an excluded
+    /// directory and not a submodule.
+    fn counts(&self, delta: &git2::DiffDelta<'_>) -> bool {
+        if delta.old_file().mode() == FileMode::Commit
+            || delta.new_file().mode() == FileMode::Commit
+        {
+            return false;
+        }
+        delta_path(delta).is_some_and(|path| !self.is_excluded(path))
+    }
+
+    /// The tree of every non-ignored file in the work tree, as `git add -A`
+    /// would stage it, outside the excluded directories. Uses a private
+    /// in-memory index: the user's index file is not written.
+    fn worktree_tree(&self, op: &'static str) -> Result<Oid> {
+        let repo = self.open_repo(op)?;
+        let git_error = |error| self.git_error(op, error);
+        let mut index = repo.index().map_err(git_error)?;
+        let mut skip = |path: &Path, _: &[u8]| -> i32 { i32::from(self.skip_when_staging(path)) };
+        index
+            .add_all(
+                ["*"],
+                IndexAddOption::DEFAULT,
+                Some(&mut skip as &mut IndexMatchedPath),
+            )
+            .map_err(git_error)?;
+        index
+            .update_all(["*"], Some(&mut skip as &mut IndexMatchedPath))
+            .map_err(git_error)?;
+        index.write_tree().map_err(git_error)
+    }
+
+    fn cycle_diff<'repo>(
+        &self,
+        repo: &'repo Repository,
+        start: &CycleStart,
+        current_tree: Oid,
+    ) -> std::result::Result<git2::Diff<'repo>, git2::Error> {
+        let old = repo.find_tree(start.start_tree)?;
+        let new = repo.find_tree(current_tree)?;
+        let mut options = git2::DiffOptions::new();
+        options.include_typechange(true);
+        repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
+    }
+
+    /// Reads one of the user's changed paths from disk, raw, into the object
+    /// database. Directories (nested repositories) are not snapshotted.
+    fn save_user_file(
+        &self,
+        repo: &Repository,
+        op: &'static str,
+        path: &Path,
+    ) -> Result<Option<SavedFile>> {
+        let full = self.workdir.join(path);
+        let metadata = match fs::symlink_metadata(&full) {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(Some(SavedFile::Absent));
+            }
+            Err(error) => return Err(self.io_error(op, &full, error)),
+        };
+        if metadata.file_type().is_symlink() {
+            let target = fs::read_link(&full).map_err(|error| self.io_error(op, &full, error))?;
+            let blob = repo
+                .blob(target.as_os_str().as_bytes())
+                .map_err(|error| self.git_error(op, error))?;
+            return Ok(Some(SavedFile::Symlink { blob }));
+        }
+        if !metadata.is_file() {
+            return Ok(None);
+        }
+        let contents = fs::read(&full).map_err(|error| self.io_error(op, &full, error))?;
+        let blob = repo
+            .blob(&contents)
+            .map_err(|error| self.git_error(op, error))?;
+        Ok(Some(SavedFile::Regular {
+            blob,
+            permissions: metadata.permissions().mode() & 0o7777,
+        }))
+    }
+
+    /// Points `refs/ralph/dirty-start` at a commit holding HEAD's tree with
+    /// the user's changes applied (raw bytes).
+    fn record_dirty_start(
+        &self,
+        repo: &Repository,
+        head: &HeadState,
+        user_files: &[UserFile],
+    ) -> std::result::Result<(), git2::Error> {
+        let head_commit = match head.oid() {
+            Some(oid) => Some(repo.find_commit(oid)?),
+            None => None,
+        };
+        let base = match &head_commit {
+            Some(commit) => commit.tree()?,
+            None => empty_tree(repo)?,
+        };
+        let mut update = TreeUpdateBuilder::new();
+        for file in user_files {
+            match &file.saved {
+                SavedFile::Absent => {
+                    if base.get_path(&file.path).is_ok() {
+                        update.remove(file.path.as_path());
+                    }
+                }
+                SavedFile::Regular { blob, permissions } => {
+                    let mode = if permissions & 0o111 != 0 {
+                        FileMode::BlobExecutable
+                    } else {
+                        FileMode::Blob
+                    };
+                    update.upsert(file.path.as_path(), *blob, mode);
+                }
+                SavedFile::Symlink { blob } => {
+                    update.upsert(file.path.as_path(), *blob, FileMode::Link);
+                }
+            }
+        }
+        let tree = repo.find_tree(update.create_updated(repo, &base)?)?;
+        let signature = Signature::now(BOOKKEEPING_NAME, BOOKKEEPING_EMAIL)?;
+        let parents: Vec<&git2::Commit<'_>> = head_commit.iter().collect();
+        let oid = repo.commit(
+            None,
+            &signature,
+            &signature,
+            "ralphd: uncommitted changes present at the start of the cycle\n",
+            &tree,
+            &parents,
+        )?;
+        repo.reference(DIRTY_START_REF, oid, true, "ralphd: cycle start")?;
+        Ok(())
+    }
+
+    /// Puts HEAD back on the start branch at the start commit (or detached at
+    /// it, or on the unborn branch again).
+    fn restore_head(
+        &self,
+        repo: &Repository,
+        start: &HeadState,
+    ) -> std::result::Result<(), git2::Error> {
+        let current = read_head(repo)?;
+        if &current == start {
+            return Ok(());
+        }
+        match start {
+            HeadState::Branch { refname, oid } => {
+                let name = std::str::from_utf8(refname)
+                    .map_err(|_| git2::Error::from_str("the start branch name is not UTF-8"))?;
+                if repo.refname_to_id(name).ok() != Some(*oid) {
+                    repo.reference(name, *oid, true, "ralphd: rollback")?;
+                }
+                if !current.is_on(refname) {
+                    repo.set_head_bytes(refname)?;
+                }
+            }
+            HeadState::Detached { oid } => repo.set_head_detached(*oid)?,
+            HeadState::Unborn { refname } => {
+                let name = std::str::from_utf8(refname)
+                    .map_err(|_| git2::Error::from_str("the start branch name is not UTF-8"))?;
+                match repo.find_reference(name) {
+                    Ok(mut reference) => reference.delete()?,
+                    Err(error) if error.code() == ErrorCode::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                if !current.is_on(refname) {
+                    repo.set_head_bytes(refname)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a file the cycle created, then the directories that became
+    /// empty (never the work tree itself).
+    fn remove_created_file(&self, op: &'static str, path: &Path) -> Result<()> {
+        let full = self.workdir.join(path);
+        match fs::symlink_metadata(&full) {
+            Ok(metadata) if metadata.is_dir() => return Ok(()),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(self.io_error(op, &full, error)),
+        }
+        fs::remove_file(&full).map_err(|error| self.io_error(op, &full, error))?;
+        let mut parent = path.parent();
+        while let Some(dir) = parent {
+            if dir.as_os_str().is_empty() || self.is_excluded(dir) {
+                break;
+            }
+            if fs::remove_dir(self.workdir.join(dir)).is_err() {
+                break;
+            }
+            parent = dir.parent();
+        }
+        Ok(())
+    }
+
+    /// Writes one of the user's pre-existing changes back, unless the work
+    /// tree already holds exactly that.
+    fn restore_user_file(
+        &self,
+        repo: &Repository,
+        op: &'static str,
+        file: &UserFile,
+    ) -> Result<()> {
+        let full = self.workdir.join(&file.path);
+        let io_error = |error| self.io_error(op, &full, error);
+        let metadata = match fs::symlink_metadata(&full) {
+            Ok(metadata) => Some(metadata),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(io_error(error)),
+        };
+        let blob_bytes = |blob: Oid| -> Result<Vec<u8>> {
+            Ok(repo
+                .find_blob(blob)
+                .map_err(|error| self.git_error(op, error))?
+                .content()
+                .to_vec())
+        };
+        match &file.saved {
+            SavedFile::Absent => {
+                if let Some(metadata) = metadata
+                    && !metadata.is_dir()
+                {
+                    fs::remove_file(&full).map_err(io_error)?;
+                }
+            }
+            SavedFile::Regular { blob, permissions } => {
+                let contents = blob_bytes(*blob)?;
+                if let Some(metadata) = &metadata {
+                    if metadata.is_file() {
+                        let same_bytes = fs::read(&full).map_err(io_error)? == contents;
+                        if same_bytes && metadata.permissions().mode() & 0o7777 == *permissions {
+                            return Ok(());
+                        }
+                    }
+                    // Removed rather than overwritten: it may be read-only, a
+                    // symlink (never write through it) or an empty directory.
+                    if metadata.is_dir() {
+                        fs::remove_dir(&full).map_err(io_error)?;
+                    } else {
+                        fs::remove_file(&full).map_err(io_error)?;
+                    }
+                }
+                if let Some(parent) = full.parent() {
+                    fs::create_dir_all(parent).map_err(|error| self.io_error(op, parent, error))?;
+                }
+                fs::write(&full, &contents).map_err(io_error)?;
+                fs::set_permissions(&full, fs::Permissions::from_mode(*permissions))
+                    .map_err(io_error)?;
+            }
+            SavedFile::Symlink { blob } => {
+                let target = PathBuf::from(OsStr::from_bytes(&blob_bytes(*blob)?));
+                if let Some(metadata) = &metadata {
+                    if metadata.file_type().is_symlink()
+                        && fs::read_link(&full).map_err(io_error)? == target
+                    {
+                        return Ok(());
+                    }
+                    if metadata.is_dir() {
+                        fs::remove_dir(&full).map_err(io_error)?;
+                    } else {
+                        fs::remove_file(&full).map_err(io_error)?;
+                    }
+                }
+                if let Some(parent) = full.parent() {
+                    fs::create_dir_all(parent).map_err(|error| self.io_error(op, parent, error))?;
+                }
+                std::os::unix::fs::symlink(&target, &full).map_err(io_error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_head(repo: &Repository) -> std::result::Result<HeadState, git2::Error> {
+    let head = repo.find_reference("HEAD")?;
+    let Some(refname) = head.symbolic_target_bytes().map(<[u8]>::to_vec) else {
+        let oid = head
+            .target()
+            .ok_or_else(|| git2::Error::from_str("HEAD has no target"))?;
+        return Ok(HeadState::Detached { oid });
+    };
+    match repo.head() {
+        Ok(resolved) => {
+            let oid = resolved
+                .target()
+                .ok_or_else(|| git2::Error::from_str("HEAD does not resolve to a commit"))?;
+            Ok(HeadState::Branch { refname, oid })
+        }
+        Err(error) if matches!(error.code(), ErrorCode::UnbornBranch | ErrorCode::NotFound) => {
+            Ok(HeadState::Unborn { refname })
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn agent_commits(repo: &Repository, start: &CycleStart) -> std::result::Result<usize, git2::Error> {
+    let Some(head) = read_head(repo)?.oid() else {
+        return Ok(0);
+    };
+    if Some(head) == start.start_commit() {
+        return Ok(0);
+    }
+    let mut walk = repo.revwalk()?;
+    walk.push(head)?;
+    if let Some(start_commit) = start.start_commit() {
+        walk.hide(start_commit)?;
+    }
+    let mut n_commits = 0;
+    for oid in walk {
+        oid?;
+        n_commits += 1;
+    }
+    Ok(n_commits)
+}
+
+fn empty_tree(repo: &Repository) -> std::result::Result<git2::Tree<'_>, git2::Error> {
+    let oid = repo.treebuilder(None)?.write()?;
+    repo.find_tree(oid)
+}
+
+fn delta_path<'a>(delta: &git2::DiffDelta<'a>) -> Option<&'a Path> {
+    delta.new_file().path().or_else(|| delta.old_file().path())
+}
+
+fn status_letter(status: Delta) -> char {
+    match status {
+        Delta::Added | Delta::Untracked => 'A',
+        Delta::Deleted => 'D',
+        Delta::Renamed => 'R',
+        Delta::Copied => 'C',
+        Delta::Typechange => 'T',
+        _ => 'M',
+    }
+}
+
+fn file_mode(raw: i32) -> FileMode {
+    match raw {
+        0o100755 => FileMode::BlobExecutable,
+        0o120000 => FileMode::Link,
+        0o160000 => FileMode::Commit,
+        0o040000 => FileMode::Tree,
+        _ => FileMode::Blob,
+    }
+}
+
+fn path_from_bytes(bytes: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(bytes))
+}
+
+fn short_hex(oid: Oid) -> String {
+    let mut hex = oid.to_string();
+    hex.truncate(7);
+    hex
+}
+
+/// Cuts `text` to at most `max_bytes`, on a char boundary.
+fn truncate_at_char_boundary(text: &mut String, max_bytes: usize) {
+    if text.len() <= max_bytes {
+        return;
+    }
+    let mut cut = max_bytes;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    text.truncate(cut);
+}
+
+/// A relative path without `.`, `..` or a root, or `None`.
+fn normalize_relative(path: &Path) -> Option<PathBuf> {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => normal.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(normal)
+}
+
+/// `/dir/sub/` with gitignore's special characters escaped, anchored at the
+/// top of the work tree and matching only directories.
+fn exclude_pattern(dir: &Path) -> Vec<u8> {
+    let mut pattern = vec![b'/'];
+    for (component_idx, component) in dir.components().enumerate() {
+        if component_idx > 0 {
+            pattern.push(b'/');
+        }
+        let bytes = component.as_os_str().as_bytes();
+        for (byte_idx, &byte) in bytes.iter().enumerate() {
+            let trailing_space = byte == b' ' && bytes[byte_idx..].iter().all(|b| *b == b' ');
+            if matches!(byte, b'\\' | b'*' | b'?' | b'[') || trailing_space {
+                pattern.push(b'\\');
+            }
+            pattern.push(byte);
+        }
+    }
+    pattern.push(b'/');
+    pattern
+}
+
+/// Sorts `refs/ralph/attempts/<cycle>[-<n>]` by cycle, then suffix, then name.
+fn attempt_sort_key(cycle_ref: &str) -> (u64, u64, String) {
+    let tail = cycle_ref.strip_prefix(ATTEMPTS_PREFIX).unwrap_or(cycle_ref);
+    let (cycle, suffix) = tail.split_once('-').unwrap_or((tail, "1"));
+    (
+        cycle.parse().unwrap_or(u64::MAX),
+        suffix.parse().unwrap_or(u64::MAX),
+        cycle_ref.to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    use git2::{ErrorCode, IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
+    use tempfile::TempDir;
+
+    use super::{GitError, GitRepo, Progress};
+
+    const AUTHOR: (&str, &str) = ("ralphd", "ralphd@localhost");
+
+    type Files = BTreeMap<PathBuf, (Vec<u8>, u32)>;
+    type IndexEntries = Vec<(Vec<u8>, Oid, u32)>;
+    /// HEAD, the branch label, the files and the index entries.
+    type RepoState = (Option<Oid>, String, Files, IndexEntries);
+
+    /// A temp repo with one commit on `main`: `a.txt`, `b.txt`, an executable
+    /// `run.sh`, a `.gitignore` for `*.log`, and an ignored `keep.log`.
+    struct Fixture {
+        dir: TempDir,
+        raw: Repository,
+        repo: GitRepo,
+    }
+
+    impl Fixture {
+        fn unborn() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = RepositoryInitOptions::new();
+            options.initial_head("main");
+            let raw = Repository::init_opts(dir.path(), &options).unwrap();
+            let repo = GitRepo::open(dir.path()).unwrap();
+            Fixture { dir, raw, repo }
+        }
+
+        fn new() -> Fixture {
+            let fixture = Fixture::unborn();
+            fixture.write("a.txt", "alpha\n");
+            fixture.write("b.txt", "bravo\n");
+            fixture.write("run.sh", "#!/bin/sh\necho hi\n");
+            fixture.chmod("run.sh", 0o755);
+            fixture.write(".gitignore", "*.log\n");
+            fixture.write("keep.log", "ignored, never touched\n");
+            fixture.commit_all("first");
+            fixture
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        fn write(&self, rel: &str, contents: &str) {
+            let path = self.path(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, contents).unwrap();
+        }
+
+        fn read(&self, rel: &str) -> String {
+            fs::read_to_string(self.path(rel)).unwrap()
+        }
+
+        fn chmod(&self, rel: &str, mode: u32) {
+            fs::set_permissions(self.path(rel), fs::Permissions::from_mode(mode)).unwrap();
+        }
+
+        fn mode(&self, rel: &str) -> u32 {
+            fs::metadata(self.path(rel)).unwrap().permissions().mode() & 0o777
+        }
+
+        /// `git add -A && git commit` as the agent would do it.
+        fn commit_all(&self, message: &str) -> Oid {
+            let mut index = self.raw.index().unwrap();
+            index.add_all(["*"], IndexAddOption::DEFAULT, None).unwrap();
+            index.update_all(["*"], None).unwrap();
+            index.write().unwrap();
+            let tree = self.raw.find_tree(index.write_tree().unwrap()).unwrap();
+            let signature = Signature::now("agent", "agent@example.com").unwrap();
+            let parent = self
+                .raw
+                .head()
+                .ok()
+                .map(|head| head.peel_to_commit().unwrap());
+            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+            self.raw
+                .commit(
+                    Some("HEAD"),
+                    &signature,
+                    &signature,
+                    message,
+                    &tree,
+                    &parents,
+                )
+                .unwrap()
+        }
+
+        fn stage(&self, rel: &str) {
+            let mut index = self.raw.index().unwrap();
+            index.read(true).unwrap();
+            index.add_path(Path::new(rel)).unwrap();
+            index.write().unwrap();
+        }
+
+        fn head(&self) -> Option<Oid> {
+            self.raw.head().ok().and_then(|head| head.target())
+        }
+
+        /// Every file under the work tree except `.git`: content and mode.
+        fn files(&self) -> Files {
+            let mut files = BTreeMap::new();
+            let mut pending = vec![self.dir.path().to_path_buf()];
+            while let Some(dir) = pending.pop() {
+                for entry in fs::read_dir(&dir).unwrap() {
+                    let entry = entry.unwrap();
+                    let path = entry.path();
+                    if path.file_name().unwrap() == ".git" {
+                        continue;
+                    }
+                    let metadata = fs::symlink_metadata(&path).unwrap();
+                    let rel = path.strip_prefix(self.dir.path()).unwrap().to_path_buf();
+                    if metadata.is_dir() {
+                        pending.push(path);
+                    } else if metadata.file_type().is_symlink() {
+                        let target = fs::read_link(&path).unwrap();
+                        files.insert(
+                            rel,
+                            (target.into_os_string().into_encoded_bytes(), 0o120000),
+                        );
+                    } else {
+                        let mode = metadata.permissions().mode() & 0o777;
+                        files.insert(rel, (fs::read(&path).unwrap(), mode));
+                    }
+                }
+            }
+            files
+        }
+
+        /// The index entries: path, blob and mode.
+        fn index_entries(&self) -> IndexEntries {
+            let mut index = self.raw.index().unwrap();
+            index.read(true).unwrap();
+            index
+                .iter()
+                .map(|entry| (entry.path, entry.id, entry.mode))
+                .collect()
+        }
+
+        /// The whole observable state: HEAD, the branch, files and index.
+        fn state(&self) -> RepoState {
+            (
+                self.head(),
+                self.repo.branch_label().unwrap(),
+                self.files(),
+                self.index_entries(),
+            )
+        }
+
+        fn file_in_commit(&self, commit: Oid, rel: &str) -> Option<Vec<u8>> {
+            let tree = self.raw.find_commit(commit).unwrap().tree().unwrap();
+            let entry = tree.get_path(Path::new(rel)).ok()?;
+            Some(self.raw.find_blob(entry.id()).unwrap().content().to_vec())
+        }
+    }
+
+    #[test]
+    fn rollback_restores_the_start_state_and_the_attempt_holds_the_edit() {
+        let fixture = Fixture::new();
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+
+        fixture.write("a.txt", "alpha\nedited by the agent\n");
+        fs::remove_file(fixture.path("b.txt")).unwrap();
+        fixture.write("new/deep/c.txt", "created\n");
+        fixture.write("new/agent.log", "ignored output of the agent\n");
+        fixture.chmod("run.sh", 0o644);
+        fixture.stage("a.txt");
+
+        let progress = fixture.repo.measure_progress(&start).unwrap();
+        assert_eq!(
+            progress,
+            Progress {
+                files_changed: 4,
+                insertions: 2,
+                deletions: 1,
+                agent_commits: 0
+            }
+        );
+        let summary = fixture.repo.diff_summary(&start, 4096).unwrap();
+        assert!(summary.contains("M a.txt +1 -0"), "{summary}");
+        assert!(summary.contains("D b.txt"), "{summary}");
+        assert!(summary.contains("A new/deep/c.txt"), "{summary}");
+        assert!(summary.contains("+edited by the agent"), "{summary}");
+
+        let (cycle_ref, attempt) = fixture
+            .repo
+            .save_attempt(
+                &start,
+                7,
+                "ralphd: cycle 7 failed: checks",
+                AUTHOR.0,
+                AUTHOR.1,
+            )
+            .unwrap();
+        assert_eq!(cycle_ref, "refs/ralph/attempts/7");
+        assert_eq!(
+            fixture.file_in_commit(attempt, "a.txt").unwrap(),
+            b"alpha\nedited by the agent\n"
+        );
+        assert_eq!(
+            fixture.file_in_commit(attempt, "new/deep/c.txt").unwrap(),
+            b"created\n"
+        );
+        assert_eq!(fixture.file_in_commit(attempt, "b.txt"), None);
+        assert_eq!(fixture.file_in_commit(attempt, "new/agent.log"), None);
+        assert_eq!(
+            fixture
+                .raw
+                .find_commit(attempt)
+                .unwrap()
+                .parent_id(0)
+                .unwrap(),
+            before.0.unwrap()
+        );
+        // Saving did not touch the work tree, the index or HEAD.
+        assert_eq!(
+            fixture
+                .index_entries()
+                .iter()
+                .find(|e| e.0 == b"a.txt")
+                .unwrap()
+                .1,
+            fixture.raw.blob(b"alpha\nedited by the agent\n").unwrap()
+        );
+
+        fixture.repo.rollback(&start).unwrap();
+        let mut after = fixture.state();
+        // The agent's ignored file is left alone; everything else is exact.
+        assert_eq!(
+            after.2.remove(Path::new("new/agent.log")).unwrap().0,
+            b"ignored output of the agent\n"
+        );
+        assert_eq!(after, before);
+        assert_eq!(fixture.mode("run.sh"), 0o755);
+        assert!(fixture.repo.dirty_paths(10).unwrap().is_empty());
+
+        // A second attempt for the same cycle never overwrites the first.
+        let (second_ref, _) = fixture
+            .repo
+            .save_attempt(&start, 7, "again", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(second_ref, "refs/ralph/attempts/7-2");
+        let attempts = fixture.repo.list_attempts().unwrap();
+        let names: Vec<&str> = attempts.iter().map(|a| a.cycle_ref.as_str()).collect();
+        assert_eq!(names, ["refs/ralph/attempts/7", "refs/ralph/attempts/7-2"]);
+        assert_eq!(attempts[0].oid, attempt);
+        assert_eq!(attempts[0].summary, "ralphd: cycle 7 failed: checks");
+    }
+
+    #[test]
+    fn agent_commits_count_as_progress_and_are_kept() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "alpha\nby the agent\n");
+        let agent_head = fixture.commit_all("agent: edit a");
+
+        let progress = fixture.repo.measure_progress(&start).unwrap();
+        assert_eq!(
+            progress,
+            Progress {
+                files_changed: 1,
+                insertions: 1,
+                deletions: 0,
+                agent_commits: 1
+            }
+        );
+        assert!(
+            fixture
+                .repo
+                .diff_summary(&start, 4096)
+                .unwrap()
+                .contains("agent: edit a")
+        );
+        // Everything is committed already: no empty commit, the agent's HEAD.
+        let committed = fixture
+            .repo
+            .commit_cycle(&start, "ralphd: cycle 1: x", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(committed, Some(agent_head));
+        assert_eq!(fixture.head(), Some(agent_head));
+
+        // Agent commits plus uncommitted work: one more commit on top.
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("b.txt", "bravo\ncommitted by the agent\n");
+        let agent_head = fixture.commit_all("agent: edit b");
+        fixture.write("c.txt", "left for the daemon\n");
+        let committed = fixture
+            .repo
+            .commit_cycle(&start, "ralphd: cycle 2: y", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        let commit = fixture.raw.find_commit(committed).unwrap();
+        assert_eq!(commit.parent_ids().collect::<Vec<_>>(), [agent_head]);
+        assert_eq!(commit.author().name_bytes(), b"ralphd");
+        assert_eq!(commit.message_bytes(), b"ralphd: cycle 2: y");
+        assert_eq!(
+            fixture.file_in_commit(committed, "c.txt").unwrap(),
+            b"left for the daemon\n"
+        );
+        assert!(fixture.repo.dirty_paths(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn commit_stages_deletions_and_respects_gitignore() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fs::remove_file(fixture.path("b.txt")).unwrap();
+        fixture.write("d.txt", "delta\n");
+        fixture.write("build.log", "ignored\n");
+        let committed = fixture
+            .repo
+            .commit_cycle(&start, "ralphd: cycle 1: z", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(fixture.file_in_commit(committed, "b.txt"), None);
+        assert_eq!(
+            fixture.file_in_commit(committed, "d.txt").unwrap(),
+            b"delta\n"
+        );
+        assert_eq!(fixture.file_in_commit(committed, "build.log"), None);
+        assert_eq!(fixture.head(), Some(committed));
+        assert!(fixture.repo.dirty_paths(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn no_changes_is_empty_progress_and_no_commit() {
+        let fixture = Fixture::new();
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("agent.log", "only ignored output\n");
+        let progress = fixture.repo.measure_progress(&start).unwrap();
+        assert!(progress.is_empty(), "{progress:?}");
+        assert_eq!(progress, Progress::default());
+        assert!(
+            fixture
+                .repo
+                .diff_summary(&start, 4096)
+                .unwrap()
+                .starts_with("0 file(s) changed")
+        );
+        assert_eq!(
+            fixture
+                .repo
+                .commit_cycle(&start, "m", AUTHOR.0, AUTHOR.1)
+                .unwrap(),
+            None
+        );
+        let mut after = fixture.state();
+        after.2.remove(Path::new("agent.log"));
+        assert_eq!(after, before);
+    }
+
+    /// `--allow-dirty`: the user's modified (unstaged and staged), untracked,
+    /// executable and deleted files.
+    fn make_user_changes(fixture: &Fixture) {
+        fixture.write("a.txt", "alpha\nthe user's unsaved work\n");
+        fixture.write("notes/todo.txt", "user's untracked notes\n");
+        fixture.write("tool.sh", "#!/bin/sh\n# user's untracked script\n");
+        fixture.chmod("tool.sh", 0o750);
+        fs::remove_file(fixture.path("b.txt")).unwrap();
+        fixture.write("run.sh", "#!/bin/sh\necho staged by the user\n");
+        fixture.stage("run.sh");
+        std::os::unix::fs::symlink("a.txt", fixture.path("link")).unwrap();
+        fixture.write("readonly.txt", "user's read-only file\n");
+        fixture.chmod("readonly.txt", 0o444);
+    }
+
+    #[test]
+    fn allow_dirty_user_changes_survive_a_rollback_byte_for_byte() {
+        let fixture = Fixture::new();
+        make_user_changes(&fixture);
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+        let user_paths: Vec<&Path> = start.user_paths().collect();
+        assert_eq!(user_paths.len(), 7, "{user_paths:?}");
+        // The snapshot is kept alive by a ref.
+        let snapshot = fixture.raw.refname_to_id("refs/ralph/dirty-start").unwrap();
+        assert_eq!(
+            fixture.file_in_commit(snapshot, "notes/todo.txt").unwrap(),
+            b"user's untracked notes\n"
+        );
+
+        // Not progress: the user's changes are the baseline.
+        assert!(fixture.repo.measure_progress(&start).unwrap().is_empty());
+
+        // The agent edits a user file, deletes one, recreates the deleted one,
+        // changes a mode and adds its own file.
+        fixture.write("a.txt", "agent overwrote everything\n");
+        fs::remove_file(fixture.path("notes/todo.txt")).unwrap();
+        fixture.write("b.txt", "recreated by the agent\n");
+        fixture.chmod("tool.sh", 0o644);
+        fixture.write("agent.txt", "new\n");
+        fs::remove_file(fixture.path("link")).unwrap();
+        fixture.write("link", "a file where the user's symlink was\n");
+        fixture.chmod("readonly.txt", 0o644);
+        fixture.write("readonly.txt", "changed\n");
+        let progress = fixture.repo.measure_progress(&start).unwrap();
+        assert_eq!(progress.files_changed, 7, "{progress:?}");
+
+        fixture
+            .repo
+            .save_attempt(&start, 1, "ralphd: cycle 1 failed", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.state(), before);
+        assert_eq!(fixture.mode("tool.sh"), 0o750);
+        assert!(!fixture.path("b.txt").exists());
+    }
+
+    #[test]
+    fn allow_dirty_user_changes_are_never_committed() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        make_user_changes(&fixture);
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("agent.txt", "the agent's work\n");
+        fixture.write(
+            "a.txt",
+            "alpha\nthe user's unsaved work\nand the agent's line\n",
+        );
+        let user_files_before: Vec<_> = ["a.txt", "notes/todo.txt", "tool.sh", "run.sh"]
+            .iter()
+            .map(|rel| (fixture.read(rel), fixture.mode(rel)))
+            .collect();
+
+        let committed = fixture
+            .repo
+            .commit_cycle(&start, "ralphd: cycle 1: agent", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fixture.file_in_commit(committed, "agent.txt").unwrap(),
+            b"the agent's work\n"
+        );
+        for rel in ["a.txt", "b.txt", "run.sh"] {
+            assert_eq!(
+                fixture.file_in_commit(committed, rel),
+                fixture.file_in_commit(first, rel),
+                "{rel}"
+            );
+        }
+        assert_eq!(fixture.file_in_commit(committed, "notes/todo.txt"), None);
+        assert_eq!(fixture.file_in_commit(committed, "tool.sh"), None);
+        // The work tree is untouched and the user's changes are still pending,
+        // the staged one still staged.
+        let user_files_after: Vec<_> = ["a.txt", "notes/todo.txt", "tool.sh", "run.sh"]
+            .iter()
+            .map(|rel| (fixture.read(rel), fixture.mode(rel)))
+            .collect();
+        assert_eq!(user_files_after, user_files_before);
+        assert!(!fixture.path("b.txt").exists());
+        let mut dirty = fixture.repo.dirty_paths(10).unwrap();
+        dirty.sort();
+        assert_eq!(
+            dirty,
+            [
+                "a.txt",
+                "b.txt",
+                "link",
+                "notes/",
+                "readonly.txt",
+                "run.sh",
+                "tool.sh"
+            ]
+        );
+        let staged_run = fixture
+            .raw
+            .blob(b"#!/bin/sh\necho staged by the user\n")
+            .unwrap();
+        assert!(
+            fixture
+                .index_entries()
+                .iter()
+                .any(|e| e.0 == b"run.sh" && e.1 == staged_run)
+        );
+    }
+
+    #[test]
+    fn home_inside_the_repo_is_excluded() {
+        let fixture = Fixture::new();
+        // A tracked file inside the home's state dir, like the project's own.
+        fixture.write(".ralph/state/README.md", "tracked\n");
+        fixture.write(".ralph/ralph.toml", "# config\n");
+        let first = fixture.commit_all("add home");
+        let mut repo = fixture.repo.clone();
+        let dirs = repo.home_dirs_in_repo(&fixture.path(".ralph"));
+        assert_eq!(
+            dirs,
+            [".ralph/state", ".ralph/archive", ".ralph/logs"].map(PathBuf::from)
+        );
+        repo.ensure_excluded(&dirs).unwrap();
+        repo.ensure_excluded(&dirs).unwrap();
+        let exclude = fs::read_to_string(fixture.raw.path().join("info/exclude")).unwrap();
+        assert_eq!(exclude.matches("/.ralph/state/\n").count(), 1, "{exclude}");
+        assert!(exclude.contains("/.ralph/archive/\n") && exclude.contains("/.ralph/logs/\n"));
+        // A fresh value sees the ignore rule too.
+        fixture.write(".ralph/state/progress.json", "{\"version\":1}\n");
+        assert!(
+            GitRepo::open(fixture.dir.path())
+                .unwrap()
+                .dirty_paths(10)
+                .unwrap()
+                .is_empty()
+        );
+
+        let start = repo.begin_cycle().unwrap();
+        fixture.write(".ralph/state/cycles/1/scan.md", "phase output\n");
+        fixture.write(".ralph/state/README.md", "rewritten by the daemon\n");
+        fixture.write(".ralph/logs/ralphd.log.2026-11-22", "log\n");
+        assert!(repo.measure_progress(&start).unwrap().is_empty());
+        assert!(repo.dirty_paths(10).unwrap().is_empty());
+
+        fixture.write("a.txt", "agent\n");
+        assert_eq!(repo.measure_progress(&start).unwrap().files_changed, 1);
+        let committed = repo
+            .commit_cycle(&start, "c", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fixture
+                .file_in_commit(committed, ".ralph/state/README.md")
+                .unwrap(),
+            b"tracked\n"
+        );
+        assert_eq!(
+            fixture.file_in_commit(committed, ".ralph/state/progress.json"),
+            None
+        );
+        assert_eq!(
+            fixture.file_in_commit(committed, ".ralph/state/cycles/1/scan.md"),
+            None
+        );
+
+        let start = repo.begin_cycle().unwrap();
+        fixture.write("b.txt", "agent\n");
+        fixture.write(".ralph/state/status.json", "{}\n");
+        repo.save_attempt(&start, 2, "x", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        repo.rollback(&start).unwrap();
+        assert_eq!(fixture.read("b.txt"), "bravo\n");
+        assert_eq!(fixture.read(".ralph/state/status.json"), "{}\n");
+        assert_eq!(
+            fixture.read(".ralph/state/README.md"),
+            "rewritten by the daemon\n"
+        );
+        assert_eq!(
+            fixture.read(".ralph/state/cycles/1/scan.md"),
+            "phase output\n"
+        );
+        assert_ne!(fixture.head(), Some(first));
+    }
+
+    #[test]
+    fn home_outside_the_repo_excludes_nothing() {
+        let fixture = Fixture::new();
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(fixture.repo.home_dirs_in_repo(elsewhere.path()).is_empty());
+        let same = fixture.repo.home_dirs_in_repo(fixture.dir.path());
+        assert_eq!(same, ["state", "archive", "logs"].map(PathBuf::from));
+        let mut repo = fixture.repo.clone();
+        assert!(
+            repo.ensure_excluded(&[PathBuf::from("../outside")])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn unborn_branch_gets_its_first_commit() {
+        let fixture = Fixture::unborn();
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+        assert!(fixture.repo.dirty_paths(10).unwrap().is_empty());
+        let start = fixture.repo.begin_cycle().unwrap();
+        assert_eq!(start.start_commit(), None);
+        assert!(fixture.repo.measure_progress(&start).unwrap().is_empty());
+        fixture.write("src/lib.rs", "fn main() {}\n");
+        assert_eq!(
+            fixture.repo.measure_progress(&start).unwrap().files_changed,
+            1
+        );
+        let committed = fixture
+            .repo
+            .commit_cycle(&start, "ralphd: cycle 1: start", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        let commit = fixture.raw.find_commit(committed).unwrap();
+        assert_eq!(commit.parent_count(), 0);
+        assert_eq!(
+            fixture.raw.refname_to_id("refs/heads/main").unwrap(),
+            committed
+        );
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+    }
+
+    #[test]
+    fn unborn_branch_rolls_back_to_unborn() {
+        let fixture = Fixture::unborn();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("one.txt", "1\n");
+        fixture.commit_all("agent commit on the unborn branch");
+        fixture.write("two.txt", "2\n");
+        fixture.stage("two.txt");
+        let progress = fixture.repo.measure_progress(&start).unwrap();
+        assert_eq!((progress.files_changed, progress.agent_commits), (2, 1));
+        let (_, attempt) = fixture
+            .repo
+            .save_attempt(&start, 1, "x", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(fixture.raw.find_commit(attempt).unwrap().parent_count(), 1);
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(
+            fixture.raw.head().err().map(|e| e.code()),
+            Some(ErrorCode::UnbornBranch)
+        );
+        assert!(fixture.files().is_empty(), "{:?}", fixture.files());
+        assert!(fixture.index_entries().is_empty());
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+    }
+
+    #[test]
+    fn detached_head_label_and_rollback() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        fixture.raw.set_head_detached(first).unwrap();
+        let label = fixture.repo.branch_label().unwrap();
+        assert_eq!(label, format!("detached-{}", &first.to_string()[..7]));
+        let start = fixture.repo.begin_cycle().unwrap();
+        assert_eq!(start.branch_label(), label);
+        fixture.write("a.txt", "x\n");
+        fixture.commit_all("agent on detached HEAD");
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.repo.branch_label().unwrap(), label);
+        assert_eq!(fixture.read("a.txt"), "alpha\n");
+    }
+
+    #[test]
+    fn rollback_drops_agent_commits_from_the_branch_and_the_attempt_keeps_them() {
+        let fixture = Fixture::new();
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "committed by the agent\n");
+        let agent_commit = fixture.commit_all("agent");
+        fixture.write("b.txt", "uncommitted\n");
+        let (_, attempt) = fixture
+            .repo
+            .save_attempt(&start, 3, "x", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        let attempt_commit = fixture.raw.find_commit(attempt).unwrap();
+        assert_eq!(attempt_commit.parent_id(0).unwrap(), agent_commit);
+        assert!(
+            attempt_commit
+                .message()
+                .unwrap()
+                .contains(&format!("Cycle-Start: {}", before.0.unwrap()))
+        );
+        assert_eq!(
+            fixture.file_in_commit(attempt, "b.txt").unwrap(),
+            b"uncommitted\n"
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.state(), before);
+        assert_eq!(
+            fixture.repo.measure_progress(&start).unwrap(),
+            Progress::default()
+        );
+    }
+
+    #[test]
+    fn rollback_undoes_a_branch_switch_by_the_agent() {
+        let fixture = Fixture::new();
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+        let first = fixture.raw.find_commit(fixture.head().unwrap()).unwrap();
+        fixture.raw.branch("agent-branch", &first, false).unwrap();
+        fixture.raw.set_head("refs/heads/agent-branch").unwrap();
+        fixture.write("a.txt", "on the agent's branch\n");
+        let agent_commit = fixture.commit_all("agent");
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.state(), before);
+        // The other branch is left as the agent made it.
+        assert_eq!(
+            fixture
+                .raw
+                .refname_to_id("refs/heads/agent-branch")
+                .unwrap(),
+            agent_commit
+        );
+    }
+
+    #[test]
+    fn rollback_never_removes_files_that_were_ignored_at_start() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        // The agent un-ignores the user's ignored file and adds its own.
+        fixture.write(".gitignore", "\n");
+        fixture.write("agent.txt", "x\n");
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.read("keep.log"), "ignored, never touched\n");
+        assert_eq!(fixture.read(".gitignore"), "*.log\n");
+        assert!(!fixture.path("agent.txt").exists());
+    }
+
+    #[test]
+    fn index_lock_is_a_locked_error_and_changes_nothing() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "agent\n");
+        fixture.write("new.txt", "agent\n");
+        let lock = fixture.raw.path().join("index.lock");
+        fs::write(&lock, "").unwrap();
+        let before = fixture.state();
+
+        let error = fixture
+            .repo
+            .commit_cycle(&start, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap_err();
+        assert!(matches!(error, GitError::Locked { .. }), "{error}");
+        assert!(error.is_transient());
+        let message = error.to_string();
+        assert!(
+            message.contains("index.lock")
+                && message.contains(&fixture.repo.workdir().display().to_string()),
+            "{message}"
+        );
+        let error = fixture.repo.rollback(&start).unwrap_err();
+        assert!(matches!(error, GitError::Locked { .. }), "{error}");
+        assert_eq!(fixture.state(), before);
+        assert!(lock.exists());
+
+        fs::remove_file(&lock).unwrap();
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.read("a.txt"), "alpha\n");
+        assert!(!fixture.path("new.txt").exists());
+    }
+
+    #[test]
+    fn head_moved_during_the_commit_is_an_error() {
+        let fixture = Fixture::new();
+        let repo = fixture.repo.open_repo("test").unwrap();
+        let stale = repo.head().unwrap().peel_to_commit().unwrap();
+        fixture.write("a.txt", "someone else\n");
+        fixture.commit_all("someone else committed");
+        let signature = Signature::now("ralphd", "ralphd@localhost").unwrap();
+        let tree = stale.tree().unwrap();
+        let error = fixture
+            .repo
+            .commit_on_head(&repo, "commit", &signature, "m", &tree, Some(&stale))
+            .unwrap_err();
+        assert!(matches!(error, GitError::HeadMoved { .. }), "{error}");
+    }
+
+    #[test]
+    fn rollback_handles_odd_paths_and_leaves_nested_repositories_alone() {
+        use std::os::unix::ffi::OsStrExt;
+        let fixture = Fixture::new();
+        fixture.write("dir/x.txt", "tracked in a directory\n");
+        fixture.commit_all("add dir");
+        // An untracked nested repository of the user's.
+        let nested = Repository::init(fixture.path("vendor/lib")).unwrap();
+        fs::write(fixture.path("vendor/lib/file.txt"), "nested\n").unwrap();
+        drop(nested);
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+
+        // The agent replaces a directory with a file, creates a file whose
+        // name is not UTF-8 and one with spaces and glob characters.
+        fs::remove_dir_all(fixture.path("dir")).unwrap();
+        fixture.write("dir", "now a file\n");
+        let odd = fixture
+            .dir
+            .path()
+            .join(std::ffi::OsStr::from_bytes(b"bad-\xff.txt"));
+        fs::write(&odd, "x\n").unwrap();
+        fixture.write("sp ace [*].txt", "y\n");
+        assert_eq!(
+            fixture.repo.measure_progress(&start).unwrap().files_changed,
+            4
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.state(), before);
+        assert_eq!(
+            fs::read_to_string(fixture.path("vendor/lib/file.txt")).unwrap(),
+            "nested\n"
+        );
+    }
+
+    #[test]
+    fn executable_bit_is_restored_for_tracked_files() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.chmod("run.sh", 0o644);
+        assert_eq!(
+            fixture.repo.measure_progress(&start).unwrap().files_changed,
+            1
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.mode("run.sh"), 0o755);
+        assert!(fixture.repo.dirty_paths(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn open_names_the_path_when_not_a_work_tree() {
+        let plain = tempfile::tempdir().unwrap();
+        let error = GitRepo::open(plain.path()).unwrap_err();
+        assert!(matches!(error, GitError::NotAWorkTree { .. }));
+        assert!(
+            error
+                .to_string()
+                .contains(&plain.path().display().to_string()),
+            "{error}"
+        );
+
+        let fixture = Fixture::new();
+        fs::create_dir(fixture.path("sub")).unwrap();
+        let error = GitRepo::open(&fixture.path("sub")).unwrap_err();
+        assert!(
+            error.to_string().contains("inside the work tree"),
+            "{error}"
+        );
+
+        let bare = tempfile::tempdir().unwrap();
+        Repository::init_bare(bare.path()).unwrap();
+        let error = GitRepo::open(bare.path()).unwrap_err();
+        assert!(error.to_string().contains("bare"), "{error}");
+    }
+
+    #[test]
+    fn dirty_paths_lists_changes_up_to_the_limit() {
+        let fixture = Fixture::new();
+        assert!(fixture.repo.dirty_paths(10).unwrap().is_empty());
+        fixture.write("a.txt", "modified\n");
+        fixture.write("new.txt", "untracked\n");
+        fixture.write("more.log", "ignored\n");
+        fixture.write("b.txt", "staged\n");
+        fixture.stage("b.txt");
+        let mut dirty = fixture.repo.dirty_paths(10).unwrap();
+        dirty.sort();
+        assert_eq!(dirty, ["a.txt", "b.txt", "new.txt"]);
+        assert_eq!(fixture.repo.dirty_paths(2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn diff_summary_is_cut_on_a_char_boundary() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", &"é".repeat(5000));
+        for max_bytes in [0, 1, 40, 41, 200, 201, 1000] {
+            let summary = fixture.repo.diff_summary(&start, max_bytes).unwrap();
+            assert!(summary.len() <= max_bytes, "{max_bytes}: {}", summary.len());
+        }
+        let summary = fixture.repo.diff_summary(&start, 300).unwrap();
+        assert!(
+            summary.contains("a.txt") && summary.contains("truncated"),
+            "{summary}"
+        );
+    }
+}

@@ -1,0 +1,537 @@
+//! The on-disk state of a home: its paths, the versioned serde schema of every
+//! state file, atomic writes (temp file, fsync, rename, fsync of the
+//! directory), loading that never overwrites a corrupt file, and the
+//! single-instance lock. The only module that writes files under `state/`.
+//!
+//! It decides nothing: timestamps and contents are handed to it.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The schema version written into every state file.
+pub(crate) const VERSION: u32 = 1;
+
+/// Where everything of one home lives.
+#[derive(Clone, Debug)]
+pub(crate) struct HomePaths {
+    pub(crate) home: PathBuf,
+}
+
+impl HomePaths {
+    pub(crate) fn new(home: &Path) -> HomePaths {
+        HomePaths {
+            home: home.to_path_buf(),
+        }
+    }
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.home.join("state")
+    }
+    pub(crate) fn archive_dir(&self) -> PathBuf {
+        self.home.join("archive")
+    }
+    pub(crate) fn logs_dir(&self) -> PathBuf {
+        self.home.join("logs")
+    }
+    pub(crate) fn prompts_dir(&self) -> PathBuf {
+        self.home.join("prompts")
+    }
+    pub(crate) fn steering_file(&self) -> PathBuf {
+        self.home.join("PROMPT.md")
+    }
+    pub(crate) fn progress(&self) -> PathBuf {
+        self.state_dir().join("progress.json")
+    }
+    pub(crate) fn prd(&self) -> PathBuf {
+        self.state_dir().join("prd.json")
+    }
+    pub(crate) fn breaker(&self) -> PathBuf {
+        self.state_dir().join("breaker.json")
+    }
+    pub(crate) fn limiter(&self) -> PathBuf {
+        self.state_dir().join("limiter.json")
+    }
+    pub(crate) fn status(&self) -> PathBuf {
+        self.state_dir().join("status.json")
+    }
+    pub(crate) fn in_flight(&self) -> PathBuf {
+        self.state_dir().join("in-flight.json")
+    }
+    pub(crate) fn last_branch(&self) -> PathBuf {
+        self.state_dir().join("last-branch")
+    }
+    pub(crate) fn lock(&self) -> PathBuf {
+        self.state_dir().join("ralphd.lock")
+    }
+    pub(crate) fn cycles_dir(&self) -> PathBuf {
+        self.state_dir().join("cycles")
+    }
+    pub(crate) fn cycle_dir(&self, cycle: u64) -> PathBuf {
+        self.cycles_dir().join(cycle.to_string())
+    }
+
+    /// Creates `state/`, `state/cycles/`, `archive/` and `logs/`.
+    pub(crate) fn create_dirs(&self) -> Result<()> {
+        for dir in [self.cycles_dir(), self.archive_dir(), self.logs_dir()] {
+            fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The highest cycle number that has a folder under `state/cycles/`, so
+    /// a fresh progress.json (after a branch change) never reuses a folder.
+    pub(crate) fn highest_cycle_dir(&self) -> u64 {
+        let Ok(entries) = fs::read_dir(self.cycles_dir()) else {
+            return 0;
+        };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new
+/// content, never a mix: temp file in the same directory, fsync, rename,
+/// fsync of the directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> io::Result<()> {
+        let mut temp = tempfile::Builder::new()
+            .prefix(".state.")
+            .suffix(".tmp")
+            .tempfile_in(dir)?;
+        temp.write_all(bytes)?;
+        temp.as_file().sync_all()?;
+        temp.persist(path).map_err(|error| error.error)?;
+        File::open(dir)?.sync_all()
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Serialises `value` as pretty JSON and writes it atomically.
+pub(crate) fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// What to do with a state file that does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OnCorrupt {
+    /// Refuse to start, naming the file (the default: a human looks first).
+    Refuse,
+    /// Move it aside to `<name>.corrupt-<timestamp>` and start fresh.
+    MoveAside,
+}
+
+/// A state file that exists but cannot be used; the daemon exits 2 on it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "state file {path} is corrupt ({reason}); fix or remove it, or set [state] on_corrupt = \"move-aside\""
+)]
+pub(crate) struct CorruptState {
+    pub(crate) path: PathBuf,
+    pub(crate) reason: String,
+}
+
+/// Loads a JSON state file: `Ok(None)` when it does not exist; a corrupt file
+/// is never overwritten (refused, or moved aside when configured).
+pub(crate) fn load_json<T: DeserializeOwned>(
+    path: &Path,
+    on_corrupt: OnCorrupt,
+    now_label: &str,
+) -> Result<Option<T>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let parsed = serde_json::from_slice::<Versioned>(&bytes)
+        .map_err(|error| error.to_string())
+        .and_then(|versioned| match versioned.version {
+            Some(version) if version > VERSION => Err(format!(
+                "version {version} is newer than this ralphd understands ({VERSION})"
+            )),
+            _ => serde_json::from_slice::<T>(&bytes).map_err(|error| error.to_string()),
+        });
+    match (parsed, on_corrupt) {
+        (Ok(value), _) => Ok(Some(value)),
+        (Err(reason), OnCorrupt::Refuse) => Err(CorruptState {
+            path: path.to_path_buf(),
+            reason,
+        }
+        .into()),
+        (Err(reason), OnCorrupt::MoveAside) => {
+            let aside = path.with_file_name(format!(
+                "{}.corrupt-{now_label}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            fs::rename(path, &aside)
+                .with_context(|| format!("cannot move corrupt {} aside", path.display()))?;
+            tracing::warn!(file = %path.display(), moved_to = %aside.display(), %reason, "corrupt state file moved aside");
+            Ok(None)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Versioned {
+    version: Option<u32>,
+}
+
+/// `progress.json`: the cycles of the current branch (DESIGN §3).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    pub(crate) version: u32,
+    pub(crate) branch: String,
+    pub(crate) start_time: String,
+    #[serde(default)]
+    pub(crate) cycles: Vec<CycleRecord>,
+    #[serde(default)]
+    pub(crate) patterns: Vec<String>,
+    #[serde(default)]
+    pub(crate) total_cost_usd: f64,
+}
+
+/// How a cycle ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Outcome {
+    Committed,
+    RolledBack,
+    NoChanges,
+    Failed,
+    Complete,
+    Interrupted,
+}
+
+impl Outcome {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Outcome::Committed => "committed",
+            Outcome::RolledBack => "rolled_back",
+            Outcome::NoChanges => "no_changes",
+            Outcome::Failed => "failed",
+            Outcome::Complete => "complete",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One cycle in progress.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct CycleRecord {
+    pub(crate) cycle: u64,
+    pub(crate) cycle_id: String,
+    pub(crate) started_at: String,
+    pub(crate) ended_at: String,
+    pub(crate) duration_seconds: f64,
+    #[serde(default)]
+    pub(crate) phases_completed: Vec<String>,
+    #[serde(default)]
+    pub(crate) phases: Vec<PhaseRecord>,
+    pub(crate) outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attempt_ref: Option<String>,
+    pub(crate) success: bool,
+    #[serde(default)]
+    pub(crate) cost_usd: f64,
+    #[serde(default)]
+    pub(crate) output: String,
+    #[serde(default)]
+    pub(crate) learnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// One phase run inside a cycle record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PhaseRecord {
+    pub(crate) phase: String,
+    pub(crate) status: String,
+    pub(crate) duration_ms: u64,
+    #[serde(default)]
+    pub(crate) cost_usd: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) session_id: Option<String>,
+    #[serde(default)]
+    pub(crate) turns: u64,
+    #[serde(default)]
+    pub(crate) attempts: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) permission_denials: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+}
+
+/// `in-flight.json`: the cycle that is running right now. It exists only
+/// while a cycle runs, so finding it at start-up means the previous daemon
+/// died mid-cycle (that cycle is then recorded as interrupted).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct InFlight {
+    pub(crate) version: u32,
+    pub(crate) cycle: u64,
+    pub(crate) started_at: String,
+    pub(crate) branch: String,
+    #[serde(default)]
+    pub(crate) phase: Option<String>,
+    /// The agent's process group, to stop it if the daemon died and it lives on.
+    #[serde(default)]
+    pub(crate) child: Option<ChildRecord>,
+}
+
+/// Identifies a child process across a daemon restart.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct ChildRecord {
+    pub(crate) pgid: i32,
+    /// Field 22 of `/proc/<pid>/stat`: tells a reused pid from ours.
+    pub(crate) start_ticks: u64,
+}
+
+/// `status.json`: what the daemon is doing, for `ralphd status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct StatusFile {
+    pub(crate) version: u32,
+    pub(crate) pid: u32,
+    pub(crate) started_at: String,
+    pub(crate) heartbeat_at: String,
+    pub(crate) repo: String,
+    pub(crate) branch: String,
+    /// `starting`, `running`, `waiting`, `stopped`.
+    pub(crate) state: String,
+    #[serde(default)]
+    pub(crate) cycle: Option<u64>,
+    #[serde(default)]
+    pub(crate) phase: Option<String>,
+    #[serde(default)]
+    pub(crate) phase_started_at: Option<String>,
+    /// Why the daemon is waiting and until when (throttled, breaker open,
+    /// usage limit, backoff, sleep).
+    #[serde(default)]
+    pub(crate) waiting: Option<Waiting>,
+    #[serde(default)]
+    pub(crate) breaker: String,
+    #[serde(default)]
+    pub(crate) spent_usd: f64,
+    #[serde(default)]
+    pub(crate) max_cost_usd: Option<f64>,
+    #[serde(default)]
+    pub(crate) last_error: Option<String>,
+    #[serde(default)]
+    pub(crate) exit: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Waiting {
+    pub(crate) reason: String,
+    pub(crate) until: String,
+}
+
+/// The single-instance lock on `state/ralphd.lock`, held for the process
+/// lifetime; the OS releases it when the process dies, even by kill -9.
+pub(crate) struct InstanceLock {
+    /// Holds the flock; dropping it releases the lock.
+    _file: File,
+}
+
+/// Another daemon holds the home's lock.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another ralphd (pid {pid}) is already running on home {home}; stop it first or use another --home"
+)]
+pub(crate) struct LockHeld {
+    pub(crate) pid: String,
+    pub(crate) home: PathBuf,
+}
+
+impl InstanceLock {
+    pub(crate) fn acquire(paths: &HomePaths) -> Result<InstanceLock> {
+        let path = paths.lock();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                writeln!(file, "{}", std::process::id())?;
+                Ok(InstanceLock { _file: file })
+            }
+            Err(TryLockError::WouldBlock) => {
+                let pid = fs::read_to_string(&path).unwrap_or_default();
+                bail!(LockHeld {
+                    pid: pid.trim().to_owned(),
+                    home: paths.home.clone(),
+                })
+            }
+            Err(TryLockError::Error(error)) => {
+                Err(error).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+
+    /// Whether some process holds the lock right now (for `status`).
+    pub(crate) fn is_held(paths: &HomePaths) -> bool {
+        let Ok(file) = OpenOptions::new().read(true).write(true).open(paths.lock()) else {
+            return false;
+        };
+        match file.try_lock() {
+            Ok(()) => false,
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(_)) => false,
+        }
+    }
+}
+
+/// Reads `state/last-branch`, if any.
+pub(crate) fn read_last_branch(paths: &HomePaths) -> Option<String> {
+    let text = fs::read_to_string(paths.last_branch()).ok()?;
+    let branch = text.trim();
+    (!branch.is_empty()).then(|| branch.to_owned())
+}
+
+pub(crate) fn write_last_branch(paths: &HomePaths, branch: &str) -> Result<()> {
+    write_atomic(&paths.last_branch(), format!("{branch}\n").as_bytes())
+}
+
+/// Writes a small text file (phase output, report) atomically.
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_atomic(path, text.as_bytes())
+}
+
+/// Removes `in-flight.json` once its cycle is recorded.
+pub(crate) fn clear_in_flight(paths: &HomePaths) -> Result<()> {
+    match fs::remove_file(paths.in_flight()) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error).context("cannot remove state/in-flight.json"),
+    }
+}
+
+/// Deletes temp files left by a write that a crash interrupted.
+pub(crate) fn remove_stale_temp_files(paths: &HomePaths) {
+    let Ok(entries) = fs::read_dir(paths.state_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".state.") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.json");
+        let progress = Progress {
+            version: VERSION,
+            branch: "main".into(),
+            start_time: "2026-01-20T10:00:00Z".into(),
+            total_cost_usd: 0.5,
+            ..Progress::default()
+        };
+        save_json(&path, &progress).unwrap();
+        let loaded: Progress = load_json(&path, OnCorrupt::Refuse, "x").unwrap().unwrap();
+        assert_eq!(loaded.branch, "main");
+        assert_eq!(loaded.total_cost_usd, 0.5);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file is left behind");
+    }
+
+    #[test]
+    fn corrupt_file_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.json");
+        fs::write(&path, b"{\"version\":1, \"branch\": ").unwrap();
+        let error = load_json::<Progress>(&path, OnCorrupt::Refuse, "x").unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("progress.json is corrupt"), "{message}");
+        assert_eq!(fs::read(&path).unwrap(), b"{\"version\":1, \"branch\": ");
+    }
+
+    #[test]
+    fn corrupt_file_can_be_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("breaker.json");
+        fs::write(&path, b"garbage").unwrap();
+        let loaded =
+            load_json::<Progress>(&path, OnCorrupt::MoveAside, "20260101T000000Z").unwrap();
+        assert!(loaded.is_none());
+        assert!(!path.exists());
+        let aside = dir.path().join("breaker.json.corrupt-20260101T000000Z");
+        assert_eq!(fs::read(aside).unwrap(), b"garbage");
+    }
+
+    #[test]
+    fn newer_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.json");
+        fs::write(&path, br#"{"version":9,"branch":"x","start_time":"y"}"#).unwrap();
+        let message = format!(
+            "{:#}",
+            load_json::<Progress>(&path, OnCorrupt::Refuse, "x").unwrap_err()
+        );
+        assert!(message.contains("version 9"), "{message}");
+    }
+
+    #[test]
+    fn seed_format_progress_loads() {
+        let seed = r#"{"version":1, "branch":"main", "start_time":"2026-01-20T10:00:00Z",
+ "cycles":[{"cycle":1, "cycle_id":"cycle_1_1640000000", "started_at":"a", "ended_at":"b",
+   "duration_seconds":45.2, "phases_completed":["scan","idea","code-edit","backtest","report"],
+   "phases":[{"phase":"scan","status":"ok","duration_ms":1200,"cost_usd":0.02,"session_id":"s","turns":3}],
+   "outcome":"committed", "commit":"abc", "success":true, "cost_usd":0.11,
+   "output":"<summary>", "learnings":["l"]}],
+ "patterns":["p"], "total_cost_usd":0.11}"#;
+        let progress: Progress = serde_json::from_str(seed).unwrap();
+        assert_eq!(progress.cycles[0].outcome, Outcome::Committed);
+        assert_eq!(progress.cycles[0].phases[0].turns, 3);
+    }
+
+    #[test]
+    fn second_lock_on_the_same_home_is_refused_with_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = HomePaths::new(dir.path());
+        paths.create_dirs().unwrap();
+        let _held = InstanceLock::acquire(&paths).unwrap();
+        assert!(InstanceLock::is_held(&paths));
+        let message = format!("{:#}", InstanceLock::acquire(&paths).err().unwrap());
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn highest_cycle_dir_ignores_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = HomePaths::new(dir.path());
+        for name in ["1", "7", "notes"] {
+            fs::create_dir_all(paths.cycles_dir().join(name)).unwrap();
+        }
+        assert_eq!(paths.highest_cycle_dir(), 7);
+    }
+}

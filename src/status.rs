@@ -1,0 +1,155 @@
+//! `ralphd status`: reads the home's state files (and the repo's saved
+//! attempts) and prints what the daemon is doing, or did last, as text or
+//! `--json`. Output goes to stdout; it works while a daemon runs and after
+//! it died, and never writes anything.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use crate::state::{self, HomePaths, InstanceLock, OnCorrupt, Progress, StatusFile};
+
+/// How many recent cycles `status` lists.
+const RECENT_CYCLES: usize = 10;
+
+/// Collects everything `status` shows into one JSON value (also the `--json` output).
+pub(crate) fn collect(home: &Path) -> Result<Value> {
+    let paths = HomePaths::new(home);
+    let running = InstanceLock::is_held(&paths);
+    let status: Option<StatusFile> = state::load_json(&paths.status(), OnCorrupt::Refuse, "")?;
+    let progress: Option<Progress> = state::load_json(&paths.progress(), OnCorrupt::Refuse, "")?;
+    let breaker: Option<Value> = state::load_json(&paths.breaker(), OnCorrupt::Refuse, "")?;
+    let attempts = status
+        .as_ref()
+        .and_then(|status| crate::git::GitRepo::open(Path::new(&status.repo)).ok())
+        .and_then(|repo| repo.list_attempts().ok())
+        .unwrap_or_default();
+    let cycles: Vec<Value> = progress
+        .as_ref()
+        .map(|progress| {
+            let start = progress.cycles.len().saturating_sub(RECENT_CYCLES);
+            progress.cycles[start..]
+                .iter()
+                .map(|record| {
+                    json!({"cycle": record.cycle, "outcome": record.outcome.name(), "cost_usd": record.cost_usd,
+                        "commit": record.commit, "attempt_ref": record.attempt_ref, "title": record.title,
+                        "ended_at": record.ended_at, "error": record.error})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(json!({
+        "running": running,
+        "home": home,
+        "status": status,
+        "branch": progress.as_ref().map(|p| p.branch.clone()),
+        "total_cost_usd": progress.as_ref().map_or(0.0, |p| p.total_cost_usd),
+        "cycles": cycles,
+        "breaker": breaker,
+        "attempts": attempts.iter().map(|a| json!({"ref": a.cycle_ref, "summary": a.summary})).collect::<Vec<_>>(),
+    }))
+}
+
+/// Renders the collected status as text for humans.
+pub(crate) fn render_text(value: &Value) -> String {
+    let mut out = String::new();
+    let status = value.get("status").filter(|s| !s.is_null());
+    let running = value["running"].as_bool().unwrap_or(false);
+    match status {
+        None => out.push_str(&format!(
+            "ralphd has never run with home {} (no state/status.json)\n",
+            value["home"].as_str().unwrap_or("?")
+        )),
+        Some(status) => {
+            let pid = status["pid"].as_u64().unwrap_or(0);
+            if running {
+                out.push_str(&format!(
+                    "ralphd is running (pid {pid}), started {}\n",
+                    text(status, "started_at")
+                ));
+            } else {
+                out.push_str(&format!(
+                    "ralphd is not running (last pid {pid}, last heartbeat {}; {})\n",
+                    text(status, "heartbeat_at"),
+                    status["exit"]
+                        .as_str()
+                        .unwrap_or("it did not record an exit: it was killed or crashed")
+                ));
+            }
+            out.push_str(&format!(
+                "repo:    {} (branch {})\n",
+                text(status, "repo"),
+                text(status, "branch")
+            ));
+            if running {
+                if let Some(cycle) = status["cycle"].as_u64() {
+                    let phase = status["phase"].as_str().unwrap_or("between phases");
+                    out.push_str(&format!("doing:   cycle {cycle}, {phase}"));
+                    if let Some(since) = status["phase_started_at"].as_str() {
+                        out.push_str(&format!(" since {since}"));
+                    }
+                    out.push('\n');
+                }
+                if let Some(waiting) = status.get("waiting").filter(|w| !w.is_null()) {
+                    out.push_str(&format!(
+                        "waiting: {} until {}\n",
+                        text(waiting, "reason"),
+                        text(waiting, "until")
+                    ));
+                }
+            }
+            out.push_str(&format!(
+                "breaker: {}\n",
+                status["breaker"]
+                    .as_str()
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or("closed")
+            ));
+            let spent = value["total_cost_usd"].as_f64().unwrap_or(0.0);
+            match status["max_cost_usd"].as_f64() {
+                Some(max) => out.push_str(&format!("budget:  ${spent:.2} spent of ${max:.2}\n")),
+                None => out.push_str(&format!("budget:  ${spent:.2} spent (no max_cost_usd)\n")),
+            }
+            if let Some(error) = status["last_error"].as_str() {
+                out.push_str(&format!("last error: {error}\n"));
+            }
+        }
+    }
+    let cycles = value["cycles"].as_array().cloned().unwrap_or_default();
+    if !cycles.is_empty() {
+        out.push_str("\nlast cycles:\n");
+        for cycle in &cycles {
+            let commit = cycle["commit"]
+                .as_str()
+                .map(|c| c.chars().take(10).collect::<String>());
+            let reference = commit
+                .or_else(|| cycle["attempt_ref"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "-".to_owned());
+            out.push_str(&format!(
+                "  #{:<4} {:<12} ${:<8.4} {:<24} {}\n",
+                cycle["cycle"].as_u64().unwrap_or(0),
+                cycle["outcome"].as_str().unwrap_or("?"),
+                cycle["cost_usd"].as_f64().unwrap_or(0.0),
+                reference,
+                cycle["title"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    let attempts = value["attempts"].as_array().cloned().unwrap_or_default();
+    if !attempts.is_empty() {
+        out.push_str("\nsaved attempts (inspect: git show <ref>; reuse: git cherry-pick <ref>):\n");
+        for attempt in &attempts {
+            out.push_str(&format!(
+                "  {}  {}\n",
+                text(attempt, "ref"),
+                text(attempt, "summary")
+            ));
+        }
+    }
+    out
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or("?")
+}

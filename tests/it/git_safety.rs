@@ -1,0 +1,264 @@
+use crate::support::*;
+
+#[test]
+fn a_failed_verdict_rolls_back_exactly_and_saves_the_attempt() {
+    let world = World::new();
+    world.write_repo("keep.txt", "original\n");
+    world.commit_all("add keep");
+    world.script(
+        "code-edit",
+        None,
+        "echo changed > keep.txt; echo new > created.txt\n",
+    );
+    world.reply("code-edit", None, &answer("edited"));
+    world.reply(
+        "backtest",
+        None,
+        &answer(&verdict(false, "it breaks things")),
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+
+    assert_eq!(world.outcomes(), ["rolled_back"]);
+    assert_eq!(world.read_repo("keep.txt").unwrap(), "original\n");
+    assert!(
+        world.read_repo("created.txt").is_none(),
+        "files the cycle created are removed"
+    );
+    assert_eq!(world.git_status(), "", "the work tree is back to the start");
+    assert_eq!(world.git_log()[0], "add keep");
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:created.txt"]);
+    assert_eq!(saved, "new\n");
+    let message = git(
+        &world.repo,
+        &["log", "-1", "--format=%B", "refs/ralph/attempts/1"],
+    );
+    assert!(message.contains("it breaks things"), "{message}");
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+}
+
+#[test]
+fn a_failing_check_vetoes_the_agents_pass() {
+    let world = World::new();
+    world.config("\n[backtest]\nchecks = [\"test ! -f work.txt\"]\n");
+    let outcome = world.run(&["--max-iterations", "1"]);
+    outcome.assert_code(1);
+    assert_eq!(world.outcomes(), ["rolled_back"]);
+    assert!(
+        world.stdin_of("backtest", 1).contains("test ! -f work.txt"),
+        "the backtest prompt shows the check"
+    );
+}
+
+#[test]
+fn passing_checks_decide_when_the_verdict_block_is_missing() {
+    let world = World::new();
+    world.config("\n[backtest]\nchecks = [\"test -f work.txt\"]\n");
+    world.reply("backtest", None, &answer("I could not decide."));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+}
+
+#[test]
+fn commits_the_agent_made_itself_are_kept_without_an_empty_commit() {
+    let world = World::new();
+    world.script("code-edit", None, "echo agent > agent.txt; git add agent.txt; git -c user.name=a -c user.email=a@a commit -q -m 'agent commit'\n");
+    world.reply("code-edit", None, &answer("committed agent.txt myself"));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+    let log = world.git_log();
+    assert_eq!(
+        log[0], "agent commit",
+        "no empty ralphd commit on top: {log:?}"
+    );
+    assert_eq!(
+        world.progress()["cycles"][0]["commit"]
+            .as_str()
+            .unwrap()
+            .len(),
+        40
+    );
+}
+
+#[test]
+fn no_change_from_code_edit_is_no_changes_and_skips_backtest() {
+    let world = World::new();
+    world.script("code-edit", None, ":\n");
+    world.reply("code-edit", None, &answer("I changed nothing"));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["no_changes"]);
+    assert_eq!(world.calls("backtest"), 0);
+    assert_eq!(world.calls("report"), 1);
+}
+
+#[test]
+fn a_dirty_tree_is_refused_unless_allowed_and_user_changes_survive_rollback() {
+    let world = World::new();
+    world.write_repo("mine.txt", "committed\n");
+    world.commit_all("mine");
+    world.write_repo("mine.txt", "user edit, not committed\n");
+    world.write_repo("notes.txt", "untracked user notes\n");
+    let refused = world.run(&["--max-iterations", "1"]);
+    refused.assert_code(2);
+    assert!(
+        refused.stderr.contains("--allow-dirty") && refused.stderr.contains("mine.txt"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(world.calls("scan"), 0);
+
+    world.script(
+        "code-edit",
+        None,
+        "echo agent >> mine.txt; echo agent > agent.txt\n",
+    );
+    world.reply("backtest", None, &answer(&verdict(false, "no")));
+    world
+        .run(&["--max-iterations", "1", "--allow-dirty"])
+        .assert_code(1);
+    assert_eq!(world.outcomes(), ["rolled_back"]);
+    assert_eq!(
+        world.read_repo("mine.txt").unwrap(),
+        "user edit, not committed\n"
+    );
+    assert_eq!(
+        world.read_repo("notes.txt").unwrap(),
+        "untracked user notes\n"
+    );
+    assert!(world.read_repo("agent.txt").is_none());
+}
+
+#[test]
+fn user_changes_are_never_committed_by_the_daemon() {
+    let world = World::new();
+    world.write_repo("notes.txt", "untracked user notes\n");
+    world
+        .run(&["--max-iterations", "1", "--allow-dirty"])
+        .assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+    let files = git(&world.repo, &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(files.trim(), "work.txt");
+    assert_eq!(
+        world.read_repo("notes.txt").unwrap(),
+        "untracked user notes\n"
+    );
+}
+
+#[test]
+fn a_home_inside_the_repo_is_never_progress_nor_committed() {
+    let world = World::new();
+    let home = world.repo.join(".ralph");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(world.home.join("ralph.toml"), home.join("ralph.toml")).unwrap();
+    std::fs::write(world.repo.join(".gitignore"), "").unwrap();
+    git(&world.repo, &["add", ".gitignore", ".ralph/ralph.toml"]);
+    world.commit_all("config in repo");
+    world.script("code-edit", None, ":\n");
+    world.reply("code-edit", None, &answer("I changed nothing"));
+    let mut command = world.ralphd();
+    command
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&home);
+    command.output().assert_code(1);
+    let progress = read_json(&home.join("state/progress.json"));
+    assert_eq!(progress["cycles"][0]["outcome"], "no_changes");
+    assert_eq!(world.git_status(), "");
+}
+
+#[test]
+fn an_unborn_branch_gets_its_first_commit() {
+    let world = World::without_repo();
+    std::fs::create_dir_all(&world.repo).unwrap();
+    git(&world.repo, &["init", "-q", "-b", "trunk"]);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.git_log(), ["ralphd: cycle 1: Add a line to work.txt"]);
+    assert_eq!(world.progress()["branch"], "trunk");
+}
+
+#[test]
+fn detached_head_is_recorded_by_short_sha() {
+    let world = World::new();
+    let sha = git(&world.repo, &["rev-parse", "--short=7", "HEAD"]);
+    git(&world.repo, &["checkout", "-q", "--detach"]);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(
+        world.progress()["branch"],
+        format!("detached-{}", sha.trim())
+    );
+}
+
+#[test]
+fn a_branch_switch_between_runs_archives_progress_with_same_day_suffixes() {
+    let world = World::new();
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    git(&world.repo, &["checkout", "-q", "-b", "feature/login"]);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    git(&world.repo, &["checkout", "-q", "main"]);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    git(&world.repo, &["checkout", "-q", "feature/login"]);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+
+    let mut archives: Vec<String> = std::fs::read_dir(world.home.join("archive"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    archives.sort();
+    let today = archives[0][..10].to_owned();
+    assert_eq!(
+        archives,
+        [
+            format!("{today}-feature-login"),
+            format!("{today}-main"),
+            format!("{today}-main-2")
+        ]
+    );
+    let archived = read_json(
+        &world
+            .home
+            .join("archive")
+            .join(format!("{today}-main/progress.json")),
+    );
+    assert_eq!(archived["cycles"][0]["cycle"], 1);
+    let progress = world.progress();
+    assert_eq!(progress["branch"], "feature-login".replace('-', "/"));
+    assert_eq!(
+        progress["cycles"][0]["cycle"], 4,
+        "cycle numbers never collide with archived folders"
+    );
+}
+
+#[test]
+fn a_branch_switch_by_the_agent_is_archived_at_the_next_phase() {
+    let world = World::new();
+    world.script(
+        "code-edit",
+        None,
+        "git checkout -q -b agent-branch; echo x > work.txt\n",
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    let archives: Vec<String> = std::fs::read_dir(world.home.join("archive"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(archives.len(), 1, "{archives:?}");
+    assert!(archives[0].ends_with("-main"));
+    assert_eq!(world.progress()["branch"], "agent-branch");
+}
+
+#[test]
+fn a_corrupt_prd_is_refused_by_name_and_left_alone() {
+    let world = World::new();
+    std::fs::create_dir_all(world.home.join("state")).unwrap();
+    std::fs::write(world.home.join("state/prd.json"), "{not json").unwrap();
+    let outcome = world.run(&["--max-iterations", "1"]);
+    outcome.assert_code(2);
+    assert!(outcome.stderr.contains("prd.json"), "{}", outcome.stderr);
+    assert_eq!(
+        std::fs::read_to_string(world.home.join("state/prd.json")).unwrap(),
+        "{not json"
+    );
+}

@@ -1,0 +1,280 @@
+//! The harness: a temp git repo, a home, and the fake `claude` of
+//! `tests/fixtures/fake-claude` scripted per phase; a builder that runs the
+//! built `ralphd` binary against them; helpers to read what it left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{Value, json};
+
+pub const MARKER: &str = "<promise>COMPLETE</promise>";
+
+/// One test's world: `repo/`, `home/`, `fake/` (the fake agent's script and logs).
+pub struct World {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub repo: PathBuf,
+    pub home: PathBuf,
+    pub fake: PathBuf,
+}
+
+impl World {
+    /// A repo with one commit (`README.md`), an empty home, default config
+    /// tuned for tests (no sleeps, millisecond timeouts).
+    pub fn new() -> World {
+        let world = World::without_repo();
+        std::fs::create_dir_all(&world.repo).unwrap();
+        git(&world.repo, &["init", "-q", "-b", "main"]);
+        world.write_repo("README.md", "# test project\n");
+        world.commit_all("initial");
+        world
+    }
+
+    pub fn without_repo() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let world = World {
+            repo: root.join("repo"),
+            home: root.join("home"),
+            fake: root.join("fake"),
+            root,
+            _dir: dir,
+        };
+        std::fs::create_dir_all(&world.home).unwrap();
+        std::fs::create_dir_all(&world.fake).unwrap();
+        world.config("");
+        world
+    }
+
+    /// Writes `home/ralph.toml`: the test defaults plus `extra` (TOML).
+    pub fn config(&self, extra: &str) {
+        let agent = fake_claude_path();
+        let text = format!(
+            "[loop]\nsleep_between_iterations = \"0s\"\n\n[agent]\ncommand = \"{}\"\nphase_timeout = \"30s\"\nidle_timeout = \"20s\"\nstop_grace = \"300ms\"\nretry_base_delay = \"10ms\"\nretry_max_delay = \"50ms\"\nusage_limit_margin = \"0s\"\n{extra}\n",
+            agent.display()
+        );
+        std::fs::write(self.home.join("ralph.toml"), text).unwrap();
+    }
+
+    pub fn write_repo(&self, name: &str, content: &str) {
+        let path = self.repo.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    pub fn read_repo(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.repo.join(name)).ok()
+    }
+
+    pub fn commit_all(&self, message: &str) {
+        git(&self.repo, &["add", "-A"]);
+        git(
+            &self.repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                message,
+            ],
+        );
+    }
+
+    /// The fake agent prints `lines` for `phase` (every call, or call `n`).
+    pub fn reply(&self, phase: &str, call: Option<u32>, lines: &[String]) {
+        let name = match call {
+            Some(n) => format!("{phase}.{n}.jsonl"),
+            None => format!("{phase}.jsonl"),
+        };
+        std::fs::write(self.fake.join(name), lines.join("\n") + "\n").unwrap();
+    }
+
+    /// Shell code the fake agent sources before printing, in the repo as cwd.
+    pub fn script(&self, phase: &str, call: Option<u32>, shell: &str) {
+        let name = match call {
+            Some(n) => format!("{phase}.{n}.sh"),
+            None => format!("{phase}.sh"),
+        };
+        std::fs::write(self.fake.join(name), shell).unwrap();
+    }
+
+    pub fn calls(&self, phase: &str) -> u32 {
+        std::fs::read_to_string(self.fake.join(format!("count.{phase}")))
+            .map(|text| text.trim().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    pub fn stdin_of(&self, phase: &str, call: u32) -> String {
+        std::fs::read_to_string(self.fake.join(format!("stdin.{phase}.{call}"))).unwrap()
+    }
+
+    pub fn calls_log(&self) -> String {
+        std::fs::read_to_string(self.fake.join("calls.log")).unwrap_or_default()
+    }
+
+    pub fn ralphd(&self) -> RalphdCommand {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ralphd"));
+        command
+            .env("FAKE_CLAUDE_DIR", &self.fake)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .current_dir(&self.root);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("RALPH_") {
+                command.env_remove(key);
+            }
+        }
+        RalphdCommand { command }
+    }
+
+    /// `ralphd run --repo R --home H <extra args>`.
+    pub fn run(&self, extra: &[&str]) -> Outcome {
+        let mut command = self.ralphd();
+        command
+            .args(["run", "--repo"])
+            .arg(&self.repo)
+            .arg("--home")
+            .arg(&self.home)
+            .args(extra);
+        command.output()
+    }
+
+    pub fn progress(&self) -> Value {
+        read_json(&self.home.join("state/progress.json"))
+    }
+
+    pub fn outcomes(&self) -> Vec<String> {
+        self.progress()["cycles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cycle| cycle["outcome"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn git_log(&self) -> Vec<String> {
+        let text = git(&self.repo, &["log", "--format=%s"]);
+        text.lines().map(str::to_owned).collect()
+    }
+
+    pub fn git_status(&self) -> String {
+        git(&self.repo, &["status", "--porcelain"])
+    }
+}
+
+pub struct RalphdCommand {
+    pub command: Command,
+}
+
+impl RalphdCommand {
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+    pub fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.command.arg(arg);
+        self
+    }
+    pub fn env(&mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+        self.command.env(key, value);
+        self
+    }
+    pub fn output(&mut self) -> Outcome {
+        let output = self.command.output().expect("ralphd runs");
+        Outcome::from(output)
+    }
+}
+
+/// What a finished `ralphd` printed and returned.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Outcome {
+    fn from(output: Output) -> Outcome {
+        Outcome {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Outcome {
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+pub fn fake_claude_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-claude")
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
+}
+
+/// A `system/init` line.
+pub fn init_line() -> String {
+    json!({"type": "system", "subtype": "init", "session_id": "s-1", "model": "fake"}).to_string()
+}
+
+/// A successful `result` line with `text`.
+pub fn result_line(text: &str) -> String {
+    json!({"type": "result", "subtype": "success", "is_error": false, "api_error_status": null,
+        "num_turns": 2, "result": text, "session_id": "s-1", "total_cost_usd": 0.02,
+        "permission_denials": []})
+    .to_string()
+}
+
+/// An error `result` line as the CLI prints it for API errors.
+pub fn error_result_line(status: Option<u16>, text: &str) -> String {
+    json!({"type": "result", "subtype": "success", "is_error": true, "api_error_status": status,
+        "num_turns": 1, "result": text, "session_id": "s-1", "total_cost_usd": 0.0})
+    .to_string()
+}
+
+/// A successful phase answer: init + result.
+pub fn answer(text: &str) -> Vec<String> {
+    vec![init_line(), result_line(text)]
+}
+
+pub fn verdict(pass: bool, reason: &str) -> String {
+    format!(
+        "Judged.\n\n```json\n{}\n```",
+        json!({"verdict": if pass { "pass" } else { "fail" }, "reason": reason})
+    )
+}

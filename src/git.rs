@@ -1228,49 +1228,46 @@ impl GitRepo {
             }
             SavedFile::Regular { blob, permissions } => {
                 let contents = blob_bytes(*blob)?;
-                if let Some(metadata) = &metadata {
-                    if metadata.is_file() {
-                        let same_bytes = fs::read(&full).map_err(io_error)? == contents;
-                        if same_bytes && metadata.permissions().mode() & 0o7777 == *permissions {
-                            return Ok(());
-                        }
-                    }
-                    // Removed rather than overwritten: it may be read-only, a
-                    // symlink (never write through it) or an empty directory.
-                    if metadata.is_dir() {
-                        fs::remove_dir(&full).map_err(io_error)?;
-                    } else {
-                        fs::remove_file(&full).map_err(io_error)?;
-                    }
+                if let Some(metadata) = &metadata
+                    && metadata.is_file()
+                    && metadata.permissions().mode() & 0o7777 == *permissions
+                    && fs::read(&full).map_err(io_error)? == contents
+                {
+                    return Ok(());
                 }
-                if let Some(parent) = full.parent() {
-                    fs::create_dir_all(parent).map_err(|error| self.io_error(op, parent, error))?;
-                }
+                make_room(&full, metadata.as_ref()).map_err(io_error)?;
                 fs::write(&full, &contents).map_err(io_error)?;
                 fs::set_permissions(&full, fs::Permissions::from_mode(*permissions))
                     .map_err(io_error)?;
             }
             SavedFile::Symlink { blob } => {
                 let target = PathBuf::from(OsStr::from_bytes(&blob_bytes(*blob)?));
-                if let Some(metadata) = &metadata {
-                    if metadata.file_type().is_symlink()
-                        && fs::read_link(&full).map_err(io_error)? == target
-                    {
-                        return Ok(());
-                    }
-                    if metadata.is_dir() {
-                        fs::remove_dir(&full).map_err(io_error)?;
-                    } else {
-                        fs::remove_file(&full).map_err(io_error)?;
-                    }
+                if let Some(metadata) = &metadata
+                    && metadata.file_type().is_symlink()
+                    && fs::read_link(&full).map_err(io_error)? == target
+                {
+                    return Ok(());
                 }
-                if let Some(parent) = full.parent() {
-                    fs::create_dir_all(parent).map_err(|error| self.io_error(op, parent, error))?;
-                }
+                make_room(&full, metadata.as_ref()).map_err(io_error)?;
                 std::os::unix::fs::symlink(&target, &full).map_err(io_error)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Clears `path` for a file about to be written there: what is there is removed
+/// rather than overwritten (it may be read-only, a symlink that must never be
+/// written through, or an empty directory), and missing parents are created.
+fn make_room(path: &Path, existing: Option<&fs::Metadata>) -> io::Result<()> {
+    match existing {
+        Some(metadata) if metadata.is_dir() => fs::remove_dir(path)?,
+        Some(_) => fs::remove_file(path)?,
+        None => {}
+    }
+    match path.parent() {
+        Some(parent) => fs::create_dir_all(parent),
+        None => Ok(()),
     }
 }
 

@@ -55,6 +55,9 @@ pub(crate) trait PhaseExecutor {
     ) -> Result<T, GitError>;
     /// The configured commit author: (name, email).
     fn git_author(&self) -> (String, String);
+    /// Where a restart after a crash rolls this cycle back to: its start, or
+    /// `None` once its work is committed (nothing left to undo).
+    fn set_rollback_point(&mut self, start: Option<&CycleStart>);
 }
 
 /// What the cycle knows before it starts.
@@ -125,7 +128,10 @@ pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
 pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -> CycleReport {
     let mut report = CycleReport::default();
     let start = match executor.git(|repo| repo.begin_cycle()).await {
-        Ok(start) => start,
+        Ok(start) => {
+            executor.set_rollback_point(Some(&start));
+            start
+        }
         Err(error) => {
             report.outcome = Some(Outcome::Failed);
             report.error = Some(error.to_string());
@@ -301,6 +307,7 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                             .await
                         {
                             Ok(commit) => {
+                                executor.set_rollback_point(None);
                                 report.commit = commit.map(|oid| oid.to_string());
                                 report.outcome = Some(Outcome::Committed);
                             }
@@ -446,15 +453,7 @@ async fn save_and_roll_back(
     let (name, email) = executor.git_author();
     let cycle_start = start.clone();
     let saved = executor
-        .git(move |repo| {
-            if repo.measure_progress(&cycle_start)?.is_empty() {
-                return Ok(None);
-            }
-            // Never roll back what could not be saved: save first, then reset.
-            let (reference, _) = repo.save_attempt(&cycle_start, cycle, &message, &name, &email)?;
-            repo.rollback(&cycle_start)?;
-            Ok(Some(reference))
-        })
+        .git(move |repo| repo.save_and_roll_back(&cycle_start, cycle, &message, &name, &email))
         .await;
     match saved {
         Ok(Some(reference)) => {

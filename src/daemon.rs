@@ -148,6 +148,12 @@ impl Daemon {
             state::load_json(&paths.breaker(), on_corrupt, &stamp)?;
         let limiter_snapshot: Option<LimiterSnapshot> =
             state::load_json(&paths.limiter(), on_corrupt, &stamp)?;
+        // A cycle the previous daemon was running when it died.
+        let interrupted: Option<InFlight> =
+            state::load_json(&paths.in_flight(), state::OnCorrupt::MoveAside, &stamp)?;
+        if let Some(child) = interrupted.as_ref().and_then(|in_flight| in_flight.child) {
+            stop_leftover_agent(child);
+        }
         let now = SystemTime::now();
         let (per_minute, per_hour) = (
             config.rate_limit.requests_per_minute,
@@ -174,12 +180,25 @@ impl Daemon {
         let repo_path = config.repo.clone();
         let home = config.home.clone();
         let allow_dirty = config.allow_dirty;
-        let (repo, branch) = tokio::task::spawn_blocking(move || -> Result<(GitRepo, String)> {
+        let author = (
+            config.git.author_name.clone(),
+            config.git.author_email.clone(),
+        );
+        let rollback = interrupted
+            .as_ref()
+            .and_then(|in_flight| Some((in_flight.cycle, in_flight.start.clone()?)));
+        let (repo, branch, attempt_ref) = tokio::task::spawn_blocking(move || -> Result<(GitRepo, String, Option<String>)> {
             let mut repo = GitRepo::open(&repo_path).map_err(|error| UsageError(error.to_string()))?;
             let home_dirs = repo.home_dirs_in_repo(&home);
             if !home_dirs.is_empty() {
                 repo.ensure_excluded(&home_dirs)?;
             }
+            // Before the dirty check: what the dead daemon's cycle left in the
+            // tree is its work, not the user's.
+            let attempt_ref = match rollback {
+                Some((cycle, start)) => recover_repo(&repo, cycle, &start, &author)?,
+                None => None,
+            };
             if !allow_dirty {
                 let dirty = repo.dirty_paths(10)?;
                 if !dirty.is_empty() {
@@ -191,7 +210,7 @@ impl Daemon {
                 }
             }
             let branch = repo.branch_label()?;
-            Ok((repo, branch))
+            Ok((repo, branch, attempt_ref))
         })
         .await
         .context("git start-up check panicked")??;
@@ -232,7 +251,9 @@ impl Daemon {
             head_watch,
             in_flight: None,
         };
-        daemon.recover_interrupted_cycle()?;
+        if let Some(in_flight) = interrupted {
+            daemon.record_interrupted_cycle(in_flight, attempt_ref)?;
+        }
         daemon.check_branch().await?;
         daemon.save_guards()?;
         daemon.spawn_heartbeat();
@@ -243,33 +264,13 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// A cycle that was running when the previous daemon died is recorded as
-    /// interrupted, and its agent, if still alive, is stopped.
-    fn recover_interrupted_cycle(&mut self) -> Result<()> {
-        let Some(in_flight) = state::load_json::<InFlight>(
-            &self.paths.in_flight(),
-            state::OnCorrupt::MoveAside,
-            "recovered",
-        )?
-        else {
-            return Ok(());
-        };
-        if let Some(child) = in_flight.child {
-            let record = crate::reaper::ProcessRecord {
-                pgid: child.pgid,
-                pid: child.pgid,
-                start_time_ticks: child.start_ticks,
-            };
-            let leftovers = crate::reaper::leftover_group_members(&record);
-            if !leftovers.is_empty() {
-                tracing::warn!(
-                    pgid = child.pgid,
-                    processes = leftovers.len(),
-                    "stopping the agent's processes left over from the previous run"
-                );
-                crate::supervise::signal_group(child.pgid, libc::SIGKILL);
-            }
-        }
+    /// Records the cycle that was running when the previous daemon died as
+    /// interrupted (its work was saved and rolled back by [`recover_repo`]).
+    fn record_interrupted_cycle(
+        &mut self,
+        in_flight: InFlight,
+        attempt_ref: Option<String>,
+    ) -> Result<()> {
         tracing::warn!(
             cycle = in_flight.cycle,
             "the previous run died during this cycle; recording it as interrupted"
@@ -290,7 +291,7 @@ impl Daemon {
                 phases: Vec::new(),
                 outcome: Outcome::Interrupted,
                 commit: None,
-                attempt_ref: None,
+                attempt_ref,
                 success: false,
                 cost_usd: 0.0,
                 output: "the daemon stopped during this cycle (crash, kill -9 or power loss)"
@@ -420,6 +421,7 @@ impl Daemon {
             branch: self.branch.clone(),
             phase: None,
             child: None,
+            start: None,
         };
         state::save_json(&self.paths.in_flight(), &in_flight)?;
         self.in_flight = Some(in_flight);
@@ -678,20 +680,6 @@ impl Daemon {
         });
     }
 
-    fn record_child(&mut self, phase: Phase, pgid: Option<i32>) {
-        let Some(in_flight) = self.in_flight.as_mut() else {
-            return;
-        };
-        in_flight.phase = Some(phase.name().to_owned());
-        in_flight.child = pgid.map(|pgid| ChildRecord {
-            pgid,
-            start_ticks: crate::reaper::start_time_of(pgid).unwrap_or(0),
-        });
-        if let Err(error) = state::save_json(&self.paths.in_flight(), in_flight) {
-            tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
-        }
-    }
-
     async fn wait_for_limiter(&mut self) -> Result<(), Stop> {
         loop {
             match self.limiter.try_acquire(SystemTime::now()) {
@@ -741,6 +729,16 @@ impl Daemon {
 }
 
 impl PhaseExecutor for Daemon {
+    fn set_rollback_point(&mut self, start: Option<&crate::git::CycleStart>) {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return;
+        };
+        in_flight.start = start.cloned();
+        if let Err(error) = state::save_json(&self.paths.in_flight(), in_flight) {
+            tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
+        }
+    }
+
     async fn before_phase(&mut self, phase: Phase) -> Result<(), Stop> {
         if self.signals.shutdown.is_cancelled() {
             return Err(Stop::Cancelled);
@@ -831,13 +829,16 @@ impl PhaseExecutor for Daemon {
                 transcript: transcript.clone(),
                 cancel: &self.signals.shutdown,
             };
-            let mut spawned = None;
-            let result = agent::run_phase(&self.config, request, |pgid| spawned = Some(pgid))
-                .instrument(tracing::info_span!("phase", phase = %phase))
-                .await;
-            self.record_child(phase, spawned);
+            // Recorded as soon as it exists: if the daemon is killed while the
+            // agent runs, the next start stops what is left of it.
+            let (paths, in_flight) = (&self.paths, &mut self.in_flight);
+            let result = agent::run_phase(&self.config, request, |pgid| {
+                record_child(paths, in_flight, phase, Some(pgid));
+            })
+            .instrument(tracing::info_span!("phase", phase = %phase))
+            .await;
             sweep_descendants().await;
-            self.record_child(phase, None);
+            record_child(&self.paths, &mut self.in_flight, phase, None);
             let mut run = match result {
                 Ok(run) => run,
                 Err(error) => {
@@ -1002,6 +1003,77 @@ fn human_report(record: &CycleRecord, report: &CycleReport) -> String {
         }
     }
     text
+}
+
+/// Kills what is left of the agent of a daemon that died: the processes still
+/// in its recorded process group (never a group whose number was reused).
+fn stop_leftover_agent(child: ChildRecord) {
+    let record = crate::reaper::ProcessRecord {
+        pgid: child.pgid,
+        pid: child.pgid,
+        start_time_ticks: child.start_ticks,
+    };
+    let leftovers = crate::reaper::leftover_group_members(&record);
+    if !leftovers.is_empty() {
+        tracing::warn!(
+            pgid = child.pgid,
+            processes = leftovers.len(),
+            "stopping the agent's processes left over from the previous run"
+        );
+        crate::supervise::signal_group(child.pgid, libc::SIGKILL);
+        // They must be gone before the repository is rolled back under them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !crate::reaper::leftover_group_members(&record).is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Saves what an interrupted cycle left in the repository as an attempt and
+/// rolls the tree back to the cycle's start; returns the attempt's ref.
+fn recover_repo(
+    repo: &GitRepo,
+    cycle: u64,
+    start: &crate::git::CycleStart,
+    (name, email): &(String, String),
+) -> Result<Option<String>> {
+    let message = format!(
+        "ralphd: cycle {cycle} attempt (not kept): interrupted\n\nWhy it was not kept: the daemon died during this cycle (crash, kill -9 or power loss)\n"
+    );
+    let attempt_ref = repo
+        .save_and_roll_back(start, cycle, &message, name, email)
+        .with_context(|| {
+            format!(
+                "cannot save and roll back cycle {cycle}, which the previous daemon left unfinished"
+            )
+        })?;
+    if let Some(reference) = &attempt_ref {
+        tracing::warn!(cycle, attempt = %reference, "the interrupted cycle's work was saved and the tree rolled back to its start");
+    }
+    Ok(attempt_ref)
+}
+
+/// Writes the running agent's process group (or, with `None`, its end) into
+/// in-flight.json.
+fn record_child(
+    paths: &HomePaths,
+    in_flight: &mut Option<InFlight>,
+    phase: Phase,
+    pgid: Option<i32>,
+) {
+    let Some(in_flight) = in_flight.as_mut() else {
+        return;
+    };
+    in_flight.phase = Some(phase.name().to_owned());
+    in_flight.child = pgid.map(|pgid| ChildRecord {
+        pgid,
+        start_ticks: crate::reaper::start_time_of(pgid).unwrap_or(0),
+    });
+    if let Err(error) = state::save_json(&paths.in_flight(), in_flight) {
+        tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
+    }
 }
 
 /// Nothing started for a phase may outlive it: kills every remaining

@@ -33,6 +33,7 @@ use git2::{
     Delta, DiffFormat, ErrorCode, FileMode, IndexAddOption, IndexMatchedPath, ObjectType, Oid,
     Repository, RepositoryOpenFlags, Signature, Status, StatusOptions,
 };
+use serde::{Deserialize, Serialize};
 
 /// Where saved attempts live: `refs/ralph/attempts/<cycle>[-<n>]`.
 const ATTEMPTS_PREFIX: &str = "refs/ralph/attempts/";
@@ -127,18 +128,18 @@ pub(crate) struct Attempt {
 }
 
 /// Where HEAD pointed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum HeadState {
     /// On a branch (full ref name, usually `refs/heads/…`) with a commit.
     Branch {
         refname: Vec<u8>,
+        #[serde(with = "oid_hex")]
         oid: Oid,
     },
     /// On a branch that has no commit yet (fresh `git init`).
-    Unborn {
-        refname: Vec<u8>,
-    },
+    Unborn { refname: Vec<u8> },
     Detached {
+        #[serde(with = "oid_hex")]
         oid: Oid,
     },
 }
@@ -173,17 +174,24 @@ impl HeadState {
 }
 
 /// How one of the user's pre-existing changes looked at cycle start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 enum SavedFile {
     /// The path did not exist (the user deleted it).
     Absent,
     /// A regular file: raw bytes (no git filters) and permission bits.
-    Regular { blob: Oid, permissions: u32 },
+    Regular {
+        #[serde(with = "oid_hex")]
+        blob: Oid,
+        permissions: u32,
+    },
     /// A symbolic link: the target's bytes.
-    Symlink { blob: Oid },
+    Symlink {
+        #[serde(with = "oid_hex")]
+        blob: Oid,
+    },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct UserFile {
     /// Relative to the work tree.
     path: PathBuf,
@@ -191,14 +199,18 @@ struct UserFile {
 }
 
 /// The state of the repository before the agent ran, captured by
-/// [`GitRepo::begin_cycle`]. Only valid for the repo that made it.
-#[derive(Clone, Debug)]
+/// [`GitRepo::begin_cycle`]. Only valid for the repo that made it. It is kept
+/// in `state/in-flight.json` while the cycle runs, so that the start after a
+/// crash can save and roll back what the dead daemon's cycle left behind.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct CycleStart {
     head: HeadState,
     /// The whole work tree at start (HEAD plus the user's changes, through git's
     /// filters), the baseline of progress and rollback.
+    #[serde(with = "oid_hex")]
     start_tree: Oid,
     /// The user's index at start, restored by a rollback.
+    #[serde(with = "oid_hex")]
     index_tree: Oid,
     /// The user's pre-existing changes, byte for byte, sorted by path.
     user_files: Vec<UserFile>,
@@ -782,6 +794,26 @@ impl GitRepo {
         }
     }
 
+    /// When the cycle changed anything: saves the attempt ([`Self::save_attempt`])
+    /// and then, only once it is saved, rolls back to the start
+    /// ([`Self::rollback`]). Returns the attempt's ref, `None` when there was
+    /// nothing to save.
+    pub(crate) fn save_and_roll_back(
+        &self,
+        start: &CycleStart,
+        cycle: u64,
+        message: &str,
+        author_name: &str,
+        author_email: &str,
+    ) -> Result<Option<String>> {
+        if self.measure_progress(start)?.is_empty() {
+            return Ok(None);
+        }
+        let (reference, _) = self.save_attempt(start, cycle, message, author_name, author_email)?;
+        self.rollback(start)?;
+        Ok(Some(reference))
+    }
+
     /// Saves the whole attempt (every non-ignored file of the work tree, on
     /// top of HEAD, so the agent's commits are its ancestors) as a commit under
     /// `refs/ralph/attempts/<cycle>`, or `<cycle>-2`, `-3`… when that exists.
@@ -1253,6 +1285,21 @@ impl GitRepo {
             }
         }
         Ok(())
+    }
+}
+
+/// Object ids as hex strings in JSON.
+mod oid_hex {
+    use git2::Oid;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(oid: &Oid, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(oid)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Oid, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Oid::from_str(&text).map_err(serde::de::Error::custom)
     }
 }
 

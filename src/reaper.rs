@@ -137,7 +137,6 @@ pub(crate) fn become_subreaper() -> io::Result<()> {
     }
 }
 
-#[cfg(test)]
 /// Whether [`become_subreaper`] is in effect.
 pub(crate) fn is_subreaper() -> io::Result<bool> {
     #[cfg(target_os = "linux")]
@@ -618,12 +617,15 @@ mod linux_tests {
             read_stat(grandchild).is_ok_and(|stat| stat.ppid == me)
         });
         // A shell that forks its last command instead of exec'ing it leaves that
-        // killed fork behind as a zombie child too; only the orphan is alive.
-        let live_children: Vec<i32> = direct_children_of_self()
-            .into_iter()
-            .filter(|&pid| read_stat(pid).is_ok_and(|stat| !stat.is_dead()))
-            .collect();
-        assert_eq!(live_children, [grandchild]);
+        // fork, killed with the group, behind as a child too (a zombie once the
+        // SIGKILL has landed); the orphan is the only one alive.
+        wait_until("only the orphan is a live child", TIMEOUT, || {
+            let live_children: Vec<i32> = direct_children_of_self()
+                .into_iter()
+                .filter(|&pid| read_stat(pid).is_ok_and(|stat| !stat.is_dead()))
+                .collect();
+            live_children == [grandchild]
+        });
 
         // A child we own has exited too: reap_zombies must leave it to its handle.
         let mut owned = Command::new("true").spawn().unwrap();

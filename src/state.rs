@@ -288,6 +288,10 @@ pub(crate) struct InFlight {
     /// The agent's process group, to stop it if the daemon died and it lives on.
     #[serde(default)]
     pub(crate) child: Option<ChildRecord>,
+    /// The repository at cycle start, to save and roll back what the cycle
+    /// left behind if the daemon died during it.
+    #[serde(default)]
+    pub(crate) start: Option<crate::git::CycleStart>,
 }
 
 /// Identifies a child process across a daemon restart.

@@ -235,8 +235,10 @@ pub(crate) async fn run(
             }
             status = child.wait(), if exit_status.is_none() => {
                 exit_status = Some(status?);
-                // Nothing of this phase may outlive it: sweep the group.
+                // Nothing of this phase may outlive it: sweep the group, and
+                // whatever left it (tools the CLI runs under `setsid`) too.
                 signal_group(pgid, libc::SIGKILL);
+                kill_adopted_orphans();
                 drain_deadline = Some(Instant::now() + spec.stop_grace.min(Duration::from_secs(2)));
             }
             () = cancel.cancelled(), if matches!(stopping, Stopping::No) && exit_status.is_none() => {
@@ -276,7 +278,12 @@ pub(crate) async fn run(
     if let Some(task) = stdin_task {
         task.abort();
     }
-    let stderr_tail = stderr_task.await.unwrap_or_default();
+    // A process outside our reach may hold stderr open too: wait a bounded time.
+    let stderr_wait = spec.stop_grace.min(Duration::from_secs(2));
+    let stderr_tail = match tokio::time::timeout(stderr_wait, stderr_task).await {
+        Ok(tail) => tail.unwrap_or_default(),
+        Err(_) => "(stderr was held open by a process that outlived the child)".to_owned(),
+    };
     Ok(Finished {
         status: exit_status.expect("loop ends only after the child exited"),
         stopped,
@@ -285,6 +292,18 @@ pub(crate) async fn run(
         stdout_bytes,
         pgid,
     })
+}
+
+/// When the daemon is a child subreaper, processes that detached from the
+/// child's group (`setsid`) are re-parented to it when their parent dies, and
+/// every descendant belongs to the run that just ended (the daemon supervises
+/// one child at a time): kill them so they cannot outlive it or hold its pipes.
+/// A process that is not a subreaper (the unit tests, which run children in
+/// parallel threads) never has such orphans and kills nothing here.
+fn kill_adopted_orphans() {
+    if crate::reaper::is_subreaper().unwrap_or(false) {
+        crate::reaper::kill_descendants(libc::SIGKILL);
+    }
 }
 
 fn far_future() -> Instant {

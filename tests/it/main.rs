@@ -9,6 +9,8 @@ mod run;
 mod git_safety;
 // `init`, `demo`, `status`, bad input.
 mod commands;
+// Signals, no orphans, one daemon per home, kill -9 recovery.
+mod daemon_ops;
 // The scripted fake Messages API the real `claude` CLI talks to.
 mod fake_api;
 // The real CLI layer: smoke tests of the CLI itself against the fake API.

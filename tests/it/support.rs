@@ -2,8 +2,11 @@
 //! `tests/fixtures/fake-claude` scripted per phase; a builder that runs the
 //! built `ralphd` binary against them; helpers to read what it left behind.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -190,6 +193,159 @@ impl RalphdCommand {
         let output = self.command.output().expect("ralphd runs");
         Outcome::from(output)
     }
+
+    /// Starts ralphd in the background (stdin null, stdout and stderr captured).
+    pub fn spawn(&mut self) -> Running {
+        let mut child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ralphd starts");
+        let stdout = drain(child.stdout.take().expect("piped stdout"));
+        let stderr = drain(child.stderr.take().expect("piped stderr"));
+        Running {
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+        }
+    }
+}
+
+/// A ralphd started with [`RalphdCommand::spawn`]; killed (SIGKILL) if dropped unfinished.
+pub struct Running {
+    child: Option<Child>,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        let child = self.child.as_ref().expect("still running");
+        i32::try_from(child.id()).expect("pid fits i32")
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to ralphd itself.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Waits up to `limit` for ralphd to exit; `None` if it is still running then.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<Outcome> {
+        let child = self.child.as_mut().expect("still running");
+        let mut status = None;
+        poll_until(limit, || {
+            status = child.try_wait().expect("wait for ralphd");
+            status.is_some()
+        });
+        let status = status?;
+        self.child = None;
+        Some(self.collect(status.code().unwrap_or(-1)))
+    }
+
+    /// Kills ralphd (SIGKILL) and returns what it printed so far.
+    pub fn kill(&mut self) -> Outcome {
+        let mut child = self.child.take().expect("still running");
+        let _ = child.kill();
+        let status = child.wait().expect("reap ralphd");
+        self.collect(status.code().unwrap_or(-1))
+    }
+
+    fn collect(&mut self, code: i32) -> Outcome {
+        // A tool process that outlived ralphd and still holds the pipes would block here:
+        // the tests check for such leftovers separately, so give up on the output instead.
+        let join = |handle: Option<JoinHandle<String>>| {
+            let handle = handle.expect("output not collected yet");
+            if poll_until(Duration::from_secs(5), || handle.is_finished()) {
+                handle.join().expect("output reader")
+            } else {
+                "<output pipe still held open by another process>".to_owned()
+            }
+        };
+        Outcome {
+            code,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Checks `done` every 20 ms until it holds (true) or `limit` has passed (false).
+pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A live process seen in `/proc`.
+#[derive(Clone, Debug)]
+pub struct ProcInfo {
+    pub pid: i32,
+    /// The arguments, joined with spaces.
+    pub cmdline: String,
+}
+
+/// Every process in `/proc` (Linux) except zombies, with its command line.
+pub fn processes() -> Vec<ProcInfo> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let dir = entry.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // The state letter follows the parenthesised command name.
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+            if state == "Z" || state == "X" {
+                return None;
+            }
+            let raw = std::fs::read(dir.join("cmdline")).ok()?;
+            let cmdline = raw
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            Some(ProcInfo { pid, cmdline })
+        })
+        .collect()
+}
+
+/// Live processes whose command line contains `needle` (e.g. `"sleep 300.123"`).
+pub fn processes_running(needle: &str) -> Vec<ProcInfo> {
+    processes()
+        .into_iter()
+        .filter(|p| p.cmdline.contains(needle))
+        .collect()
 }
 
 /// What a finished `ralphd` printed and returned.

@@ -1,0 +1,172 @@
+//! The daemon as a service: stop signals, no orphans, one daemon per home,
+//! recovery after `kill -9`, `status` while it runs.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Starts `ralphd run --repo R --home H <extra>` in the background.
+fn start(world: &World, extra: &[&str]) -> Running {
+    let mut command = world.ralphd();
+    command
+        .args(["run", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home)
+        .args(extra);
+    command.spawn()
+}
+
+/// A `sleep` command line no other process on the machine has.
+fn unique_sleep(test: u32) -> String {
+    format!("sleep 1000.{}{test}", std::process::id())
+}
+
+/// Pids of the live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    processes_running(needle)
+        .into_iter()
+        .map(|process| process.pid)
+        .collect()
+}
+
+#[track_caller]
+fn wait_for(what: &str, condition: impl FnMut() -> bool) {
+    assert!(
+        poll_until(DEADLINE, condition),
+        "timed out waiting for {what}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_agent_and_its_setsid_grandchild_and_saves_the_attempt() {
+    let world = World::new();
+    let sleep = unique_sleep(1);
+    world.script(
+        "code-edit",
+        None,
+        &format!("echo partial > work.txt\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut running = start(&world, &["--max-iterations", "1"]);
+    wait_for("code-edit to start its tools", || {
+        world.fake.join("started").exists()
+    });
+    wait_for("the setsid grandchild", || {
+        processes_with(&sleep).len() == 2
+    });
+
+    running.signal(libc::SIGTERM);
+    let outcome = running
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits after SIGTERM");
+    outcome.assert_code(130);
+    assert_eq!(
+        processes_with(&sleep),
+        Vec::<i32>::new(),
+        "no process of the phase outlives it"
+    );
+    assert_eq!(world.outcomes(), ["interrupted"]);
+    assert_eq!(world.git_status(), "", "the partial edit is rolled back");
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
+    assert_eq!(saved, "partial\n", "the partial edit is kept as an attempt");
+    let status = read_json(&world.home.join("state/status.json"));
+    assert_eq!(status["state"], "stopped");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_home_exits_2_naming_the_first() {
+    let world = World::new();
+    let sleep = unique_sleep(2);
+    world.script(
+        "scan",
+        None,
+        &format!("touch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut first = start(&world, &["--max-iterations", "1"]);
+    wait_for("the first daemon's scan", || {
+        world.fake.join("started").exists()
+    });
+
+    let second = world.run(&["--max-iterations", "1"]);
+    second.assert_code(2);
+    assert!(
+        second.stderr.contains(&first.pid().to_string()),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        second.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        second.stderr
+    );
+    assert_eq!(world.calls("scan"), 1, "the second daemon ran nothing");
+
+    let mut status = world.ralphd();
+    status.args(["status", "--json", "--home"]).arg(&world.home);
+    let json: serde_json::Value = serde_json::from_str(&status.output().stdout).unwrap();
+    assert_eq!(json["running"], true, "{json}");
+    assert_eq!(json["status"]["phase"], "scan", "{json}");
+
+    first.signal(libc::SIGTERM);
+    first
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits after SIGTERM")
+        .assert_code(130);
+    assert!(processes_with(&sleep).is_empty());
+}
+
+/// kill -9 at many moments of a run: every state file parses afterwards, and the
+/// next start records the cycle that was running as interrupted, saves and rolls
+/// back what it left in the tree, and runs on.
+#[test]
+fn after_kill_9_at_any_moment_every_state_file_parses_and_a_restart_runs_on() {
+    let world = World::new();
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for round in 0..15 {
+        let mut running = start(&world, &["--max-iterations", "2"]);
+        // The moment of the kill is the point of the test, not a wait for something.
+        std::thread::sleep(Duration::from_millis(rng.u64(0..60)));
+        running.kill();
+
+        // Killed before it made its state directory: nothing to check.
+        let entries = std::fs::read_dir(world.home.join("state"))
+            .into_iter()
+            .flatten();
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "json") {
+                read_json(&path);
+            }
+        }
+        let restart = world.run(&["--max-iterations", "1"]);
+        restart.assert_code(1);
+        assert_eq!(
+            world.git_status(),
+            "",
+            "round {round}: the tree is clean after a cycle"
+        );
+        let outcomes = world.outcomes();
+        assert!(
+            outcomes
+                .iter()
+                .all(|outcome| outcome == "committed" || outcome == "interrupted"),
+            "round {round}: {outcomes:?}"
+        );
+        let cycles: Vec<u64> = world.progress()["cycles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|cycle| cycle["cycle"].as_u64().unwrap())
+            .collect();
+        let mut sorted = cycles.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            cycles, sorted,
+            "round {round}: every cycle is recorded once, in order"
+        );
+    }
+}

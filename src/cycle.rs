@@ -144,13 +144,19 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
     let mut checks: Vec<CheckResult> = Vec::new();
     let mut verdict_text = String::new();
     let mut verified: Option<bool> = None;
+    let mut code_edit_skipped = false;
 
     for phase in Phase::ALL {
+        // Completion in scan or idea skips the edit and so its verification;
+        // completion declared later never skips verifying what was edited.
         let skip = match phase {
             Phase::CodeEdit => completion_requested,
-            Phase::Backtest => completion_requested && verified.is_none() || no_changes,
+            Phase::Backtest => no_changes || code_edit_skipped,
             _ => false,
         };
+        if phase == Phase::CodeEdit {
+            code_edit_skipped = skip;
+        }
         if skip {
             tracing::info!(cycle = input.cycle, %phase, "phase skipped");
             continue;
@@ -197,7 +203,11 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                 .clone()
                 .unwrap_or_else(|| "phase failed".to_owned());
             report.error = Some(format!("{phase} failed: {reason}"));
-            report.outcome = Some(Outcome::Failed);
+            // A failed report does not undo the verdict: a committed cycle
+            // stays committed, a rolled-back one rolled back.
+            if report.outcome.is_none() {
+                report.outcome = Some(Outcome::Failed);
+            }
             if phase >= Phase::CodeEdit && verified.is_none() {
                 save_and_roll_back(
                     &mut report,
@@ -306,10 +316,19 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                             })
                             .await
                         {
-                            Ok(commit) => {
+                            Ok(Some(commit)) => {
                                 executor.set_rollback_point(None);
-                                report.commit = commit.map(|oid| oid.to_string());
+                                report.commit = Some(commit.to_string());
                                 report.outcome = Some(Outcome::Committed);
+                            }
+                            Ok(None) => {
+                                // Every change was in files the user had changed
+                                // before (--allow-dirty): those are never committed.
+                                tracing::warn!(
+                                    cycle = input.cycle,
+                                    "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
+                                );
+                                report.outcome = Some(Outcome::NoChanges);
                             }
                             Err(error) => {
                                 report.error = Some(format!("commit failed: {error}"));

@@ -431,6 +431,7 @@ impl Daemon {
         });
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("cycle {cycle}"))]);
 
+        self.reload_prd();
         let input = CycleInput {
             cycle,
             repo: self.config.repo.clone(),
@@ -449,9 +450,14 @@ impl Daemon {
 
         if outcome == Outcome::Committed
             && let Some(story) = &report.story_passed
-            && let Some(prd) = self.prd.as_mut()
         {
-            match prd::mark_passed(&self.paths.prd(), prd, story) {
+            // Re-read first: the user may have edited prd.json during the cycle.
+            let readable = self.reload_prd();
+            let marked = match self.prd.as_mut() {
+                Some(prd) if readable => prd::mark_passed(&self.paths.prd(), prd, story),
+                _ => Ok(false),
+            };
+            match marked {
                 Ok(true) => {
                     tracing::info!(cycle, story = %story, "story marked as passing in prd.json")
                 }
@@ -510,6 +516,24 @@ impl Daemon {
             "cycle finished"
         );
         Ok(report)
+    }
+
+    /// prd.json is the user's file too: it is re-read before each use, so that
+    /// edits made during a run are seen and never overwritten by an older copy.
+    /// A file that has become unreadable is left alone: the copy read before
+    /// still decides which stories are open (completion stays refused), and
+    /// no story is marked. Returns whether the file could be read.
+    fn reload_prd(&mut self) -> bool {
+        match prd::load(&self.paths.prd()) {
+            Ok(prd) => {
+                self.prd = prd;
+                true
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "cannot read prd.json; it is left as it is and no story is marked until it is fixed");
+                false
+            }
+        }
     }
 
     fn open_stories(&self) -> Vec<StoryBrief> {

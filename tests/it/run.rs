@@ -72,7 +72,16 @@ fn five_phases_run_in_order_with_chained_outputs_and_a_commit() {
 #[test]
 fn environment_and_flags_reach_the_agent() {
     let world = World::new();
-    world.run(&["--max-iterations", "1"]).assert_code(1);
+    let mut command = world.ralphd();
+    command
+        .env("CLAUDECODE", "1")
+        .args(["run", "--max-iterations", "1", "--repo"]);
+    command
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home)
+        .output()
+        .assert_code(1);
     let env = std::fs::read_to_string(world.fake.join("env.code-edit.1")).unwrap();
     assert!(env.contains("RALPH_PHASE=code-edit"));
     assert!(env.contains("RALPH_CYCLE=1"));
@@ -109,6 +118,44 @@ fn completion_in_idea_skips_code_edit_and_backtest_but_reports() {
     assert_eq!(world.calls("backtest"), 0);
     assert_eq!(world.calls("report"), 1);
     assert_eq!(world.outcomes(), ["complete"]);
+}
+
+#[test]
+fn completion_in_code_edit_still_verifies_and_commits_the_edit() {
+    let world = World::new();
+    world.script("code-edit", None, "echo done > work.txt\n");
+    world.reply("code-edit", None, &answer(&format!("Edited.\n{MARKER}")));
+    world.run(&["--max-iterations", "5"]).assert_code(0);
+    assert_eq!(world.calls("backtest"), 1, "the edit is verified");
+    assert_eq!(world.outcomes(), ["committed"]);
+    assert_eq!(world.git_status(), "");
+    assert_eq!(world.read_repo("work.txt").unwrap(), "done\n");
+}
+
+#[test]
+fn a_failed_report_leaves_a_committed_cycle_committed() {
+    let world = World::new();
+    world.config("max_attempts = 1\n");
+    world.reply(
+        "report",
+        None,
+        &[
+            init_line(),
+            error_result_line(Some(500), "API Error: 500 boom"),
+        ],
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+    assert_eq!(
+        world.git_log()[0],
+        "ralphd: cycle 1: Add a line to work.txt"
+    );
+    assert!(
+        world.progress()["cycles"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("report failed")
+    );
 }
 
 #[test]
@@ -167,6 +214,37 @@ fn a_passing_story_is_marked_only_when_the_cycle_is_committed() {
     let saved = read_json(&world.home.join("state/prd.json"));
     assert_eq!(saved["userStories"][0]["passes"], true);
     assert_eq!(saved["userStories"][0]["notes"], "n");
+}
+
+#[test]
+fn stories_the_user_adds_during_a_run_survive_marking() {
+    let world = World::new();
+    std::fs::create_dir_all(world.home.join("state")).unwrap();
+    let prd_path = world.home.join("state/prd.json");
+    let prd =
+        r#"{"project":"p","userStories":[{"id":"US-1","title":"a","priority":1,"passes":false}]}"#;
+    std::fs::write(&prd_path, prd).unwrap();
+    // The user edits prd.json while the agent works on US-1.
+    let edited = r#"{"project":"p","userStories":[{"id":"US-1","title":"a","priority":1,"passes":false},{"id":"US-2","title":"new","priority":2,"passes":false}]}"#;
+    world.script(
+        "code-edit",
+        None,
+        &format!("echo '{edited}' > '{}'\n", prd_path.display()),
+    );
+    let report = "ok\n```json\n{\"summary\":\"s\",\"learnings\":[],\"patterns\":[],\"story\":{\"id\":\"US-1\",\"passes\":true}}\n```";
+    world.reply("report", None, &answer(report));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    let saved = read_json(&prd_path);
+    let stories = saved["userStories"].as_array().unwrap();
+    assert_eq!(stories.len(), 2, "{saved}");
+    assert_eq!(stories[0]["passes"], true);
+    assert_eq!(stories[1]["id"], "US-2");
+    let keys: Vec<&String> = stories[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["id", "title", "priority", "passes"],
+        "the user's key order is kept"
+    );
 }
 
 #[test]

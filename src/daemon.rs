@@ -1,8 +1,8 @@
 //! The daemon loop: start-up checks, then cycle after cycle until
 //! completion, `--max-iterations`, a guard or a signal. It owns the guards
 //! (limiter, breaker, budget, usage-limit waits, retries with backoff), the
-//! state of the home (progress, prd, status, in-flight cycle) and every wait.
-//! Only this module reads the clock or sleeps.
+//! state of the home (progress, prd, status, in-flight cycle) and every wait:
+//! the guards and the cycle logic it drives take the time from here.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

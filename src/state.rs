@@ -1,7 +1,9 @@
 //! The on-disk state of a home: its paths, the versioned serde schema of every
 //! state file, atomic writes (temp file, fsync, rename, fsync of the
 //! directory), loading that never overwrites a corrupt file, and the
-//! single-instance lock. The only module that writes files under `state/`.
+//! single-instance lock. Every state file goes through it, except the phase
+//! transcripts (`cycles/<n>/<phase>.jsonl`), which `supervise` appends to as
+//! the stream arrives.
 //!
 //! It decides nothing: timestamps and contents are handed to it.
 

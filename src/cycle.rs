@@ -145,6 +145,8 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
     let mut verdict_text = String::new();
     let mut verified: Option<bool> = None;
     let mut code_edit_skipped = false;
+    // The work tree as code-edit left it: what the verdict is about.
+    let mut edit_checkpoint: Option<CycleStart> = None;
 
     for phase in Phase::ALL {
         // Completion in scan or idea skips the edit and so its verification;
@@ -254,23 +256,23 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                 let measured = executor
                     .git(move |repo| {
                         let progress = repo.measure_progress(&cycle_start)?;
-                        let summary = if progress.is_empty() {
-                            String::new()
-                        } else {
-                            repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?
-                        };
-                        Ok((progress, summary))
+                        if progress.is_empty() {
+                            return Ok((progress, String::new(), None));
+                        }
+                        let summary = repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?;
+                        Ok((progress, summary, Some(repo.checkpoint()?)))
                     })
                     .await;
                 match measured {
-                    Ok((progress, _)) if progress.is_empty() => {
+                    Ok((progress, _, _)) if progress.is_empty() => {
                         tracing::info!(
                             cycle = input.cycle,
                             "code-edit changed nothing: outcome no_changes"
                         );
                         no_changes = true;
                     }
-                    Ok((progress, summary)) => {
+                    Ok((progress, summary, checkpoint)) => {
+                        edit_checkpoint = checkpoint;
                         tracing::info!(
                             cycle = input.cycle,
                             files = progress.files_changed,
@@ -297,6 +299,21 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                 }
             }
             Phase::Backtest => {
+                if let Some(checkpoint) = edit_checkpoint.clone()
+                    && let Err(error) = undo_after_edit(executor, checkpoint, input.cycle).await
+                {
+                    report.error = Some(format!("cannot restore the edit: {error}"));
+                    report.outcome = Some(Outcome::Failed);
+                    save_and_roll_back(
+                        &mut report,
+                        &start,
+                        input.cycle,
+                        executor,
+                        "the edit could not be restored after backtest",
+                    )
+                    .await;
+                    return report;
+                }
                 let (pass, reason) = decide(&text, &checks, input.checks_configured);
                 verdict_text = format!("{}: {reason}", if pass { "pass" } else { "fail" });
                 tracing::info!(cycle = input.cycle, pass, %reason, "verdict");
@@ -454,6 +471,34 @@ fn check_brief(check: &CheckResult) -> CheckBrief {
         timed_out: check.timed_out,
         output_tail: check.output_tail.clone(),
     }
+}
+
+/// Undoes what changed after code-edit (files the checks or the backtest
+/// agent's Bash wrote, commits it made), so that exactly the verified edit is
+/// committed or saved.
+async fn undo_after_edit(
+    executor: &mut impl PhaseExecutor,
+    checkpoint: CycleStart,
+    cycle: u64,
+) -> Result<(), GitError> {
+    let changed = executor
+        .git(move |repo| {
+            let changed = repo.measure_progress(&checkpoint)?;
+            if !changed.is_empty() {
+                repo.rollback(&checkpoint)?;
+            }
+            Ok(changed)
+        })
+        .await?;
+    if !changed.is_empty() {
+        tracing::warn!(
+            cycle,
+            files = changed.files_changed,
+            commits = changed.agent_commits,
+            "the checks or the backtest agent changed the work tree; undone, only code-edit's work is kept"
+        );
+    }
+    Ok(())
 }
 
 /// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and puts

@@ -43,6 +43,9 @@ const ATTEMPTS_PREFIX: &str = "refs/ralph/attempts/";
 /// leaves them recoverable (`git checkout refs/ralph/dirty-start -- <path>`).
 const DIRTY_START_REF: &str = "refs/ralph/dirty-start";
 
+/// Likewise for the work tree after code-edit ([`GitRepo::checkpoint`]).
+const CHECKPOINT_REF: &str = "refs/ralph/checkpoint";
+
 /// The identity of the daemon's own bookkeeping commits (the dirty snapshot).
 const BOOKKEEPING_NAME: &str = "ralphd";
 const BOOKKEEPING_EMAIL: &str = "ralphd@localhost";
@@ -497,15 +500,27 @@ impl GitRepo {
     /// for byte snapshot of the user's uncommitted changes (empty on a clean
     /// tree). The snapshot's blobs are kept alive by `refs/ralph/dirty-start`.
     pub(crate) fn begin_cycle(&self) -> Result<CycleStart> {
-        const OP: &str = "snapshot the cycle start";
-        let repo = self.open_repo(OP)?;
-        let git_error = |error| self.git_error(OP, error);
+        self.snapshot("snapshot the cycle start", DIRTY_START_REF)
+    }
+
+    /// Captures the state after code-edit the same way, every uncommitted
+    /// change (the agent's and the user's) counting as one to keep: what later
+    /// phases change (the checks, the backtest agent's Bash) can then be undone
+    /// with [`Self::rollback`] to this checkpoint, leaving the edit exactly as
+    /// it was verified. Pinned by `refs/ralph/checkpoint`.
+    pub(crate) fn checkpoint(&self) -> Result<CycleStart> {
+        self.snapshot("snapshot the edit", CHECKPOINT_REF)
+    }
+
+    fn snapshot(&self, op: &'static str, pin_ref: &str) -> Result<CycleStart> {
+        let repo = self.open_repo(op)?;
+        let git_error = |error| self.git_error(op, error);
         let head = read_head(&repo).map_err(git_error)?;
         let mut index = repo.index().map_err(git_error)?;
         if index.has_conflicts() {
             return Err(GitError::Conflicted {
                 repo: self.workdir.clone(),
-                op: OP,
+                op,
             });
         }
         let index_tree = index.write_tree().map_err(git_error)?;
@@ -532,14 +547,14 @@ impl GitRepo {
             if entry.status() == Status::CURRENT {
                 continue;
             }
-            if let Some(saved) = self.save_user_file(&repo, OP, &path)? {
+            if let Some(saved) = self.save_user_file(&repo, op, &path)? {
                 user_files.push(UserFile { path, saved });
             }
         }
         user_files.sort_by(|left, right| left.path.cmp(&right.path));
-        let start_tree = self.worktree_tree(OP)?;
+        let start_tree = self.worktree_tree(op)?;
         if !user_files.is_empty() {
-            self.record_dirty_start(&repo, &head, &user_files)
+            self.pin_snapshot(&repo, &head, &user_files, pin_ref)
                 .map_err(git_error)?;
         }
         Ok(CycleStart {
@@ -1113,13 +1128,14 @@ impl GitRepo {
         }))
     }
 
-    /// Points `refs/ralph/dirty-start` at a commit holding HEAD's tree with
-    /// the user's changes applied (raw bytes).
-    fn record_dirty_start(
+    /// Points `pin_ref` at a commit holding HEAD's tree with the snapshot's
+    /// uncommitted changes applied (raw bytes).
+    fn pin_snapshot(
         &self,
         repo: &Repository,
         head: &HeadState,
         user_files: &[UserFile],
+        pin_ref: &str,
     ) -> std::result::Result<(), git2::Error> {
         let head_commit = match head.oid() {
             Some(oid) => Some(repo.find_commit(oid)?),
@@ -1161,7 +1177,7 @@ impl GitRepo {
             &tree,
             &parents,
         )?;
-        repo.reference(DIRTY_START_REF, oid, true, "ralphd: cycle start")?;
+        repo.reference(pin_ref, oid, true, "ralphd: snapshot")?;
         Ok(())
     }
 

@@ -53,6 +53,28 @@ fn a_failing_check_vetoes_the_agents_pass() {
 }
 
 #[test]
+fn only_code_edits_work_is_committed_not_what_checks_or_backtest_wrote() {
+    let world = World::new();
+    world.config("\n[backtest]\nchecks = [\"echo report > check-report.txt\"]\n");
+    world.script(
+        "backtest",
+        None,
+        "echo artifact > backtest-artifact.txt; echo tampered >> README.md; echo more >> work.txt\n",
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+    let files = git(&world.repo, &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(files.trim(), "work.txt");
+    assert_eq!(
+        world.read_repo("work.txt").unwrap(),
+        "cycle 1\n",
+        "the verified edit, as verified"
+    );
+    assert_eq!(world.read_repo("README.md").unwrap(), "# test project\n");
+    assert_eq!(world.git_status(), "", "no artifact is left behind");
+}
+
+#[test]
 fn passing_checks_decide_when_the_verdict_block_is_missing() {
     let world = World::new();
     world.config("\n[backtest]\nchecks = [\"test -f work.txt\"]\n");

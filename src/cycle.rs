@@ -70,6 +70,8 @@ pub(crate) struct CycleInput {
     pub(crate) open_stories: Vec<StoryBrief>,
     pub(crate) auto_commit: bool,
     pub(crate) checks_configured: bool,
+    /// `--allow-dirty`: the user's uncommitted changes are expected in the tree.
+    pub(crate) allow_dirty: bool,
 }
 
 /// Everything the daemon records about a finished cycle.
@@ -127,6 +129,31 @@ pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
 /// become the cycle's outcome; only the daemon's stop requests end it early.
 pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -> CycleReport {
     let mut report = CycleReport::default();
+    if !input.allow_dirty {
+        // Changes that appeared since start-up (a rollback that failed, someone
+        // editing the repo) must never be snapshotted as the user's and carried on.
+        match executor.git(|repo| repo.dirty_paths(10)).await {
+            Ok(dirty) if dirty.is_empty() => {}
+            Ok(dirty) => {
+                report.outcome = Some(Outcome::Failed);
+                report.error = Some(format!(
+                    "the work tree has uncommitted changes that ralphd did not start with ({}); commit, stash or remove them",
+                    dirty.join(", ")
+                ));
+                tracing::error!(
+                    cycle = input.cycle,
+                    error = report.error.as_deref().unwrap_or(""),
+                    "cycle not started"
+                );
+                return report;
+            }
+            Err(error) => {
+                report.outcome = Some(Outcome::Failed);
+                report.error = Some(error.to_string());
+                return report;
+            }
+        }
+    }
     let start = match executor.git(|repo| repo.begin_cycle()).await {
         Ok(start) => {
             executor.set_rollback_point(Some(&start));
@@ -516,18 +543,37 @@ async fn save_and_roll_back(
     );
     let (name, email) = executor.git_author();
     let cycle_start = start.clone();
+    // Never roll back what could not be saved: save first, record it, then reset.
     let saved = executor
-        .git(move |repo| repo.save_and_roll_back(&cycle_start, cycle, &message, &name, &email))
+        .git(move |repo| {
+            if repo.measure_progress(&cycle_start)?.is_empty() {
+                return Ok(None);
+            }
+            repo.save_attempt(&cycle_start, cycle, &message, &name, &email)
+                .map(|(reference, _)| Some(reference))
+        })
         .await;
-    match saved {
-        Ok(Some(reference)) => {
-            tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
-            report.attempt_ref = Some(reference);
-        }
-        Ok(None) => {}
+    let reference = match saved {
+        Ok(Some(reference)) => reference,
+        Ok(None) => return,
         Err(error) => {
             let message = format!(
-                "could not save the attempt or roll back ({error}); the work tree may hold the cycle's changes"
+                "could not save the attempt ({error}); the work tree still holds the cycle's changes"
+            );
+            tracing::error!(cycle, %message);
+            report.error.get_or_insert(message);
+            return;
+        }
+    };
+    report.attempt_ref = Some(reference.clone());
+    let cycle_start = start.clone();
+    match executor.git(move |repo| repo.rollback(&cycle_start)).await {
+        Ok(()) => {
+            tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
+        }
+        Err(error) => {
+            let message = format!(
+                "attempt saved as {reference}, but the rollback failed ({error}); the work tree still holds the cycle's changes"
             );
             tracing::error!(cycle, %message);
             report.error.get_or_insert(message);

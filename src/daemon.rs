@@ -441,6 +441,7 @@ impl Daemon {
             open_stories: self.open_stories(),
             auto_commit: self.config.git.auto_commit,
             checks_configured: !self.config.backtest.checks.is_empty(),
+            allow_dirty: self.config.allow_dirty,
         };
         tracing::info!(cycle, branch = %self.branch, "cycle started");
         let report = cycle::run(&input, self)

@@ -153,6 +153,23 @@ fn a_dirty_tree_is_refused_unless_allowed_and_user_changes_survive_rollback() {
 }
 
 #[test]
+fn changes_that_appear_between_cycles_are_never_adopted_nor_touched() {
+    let world = World::new();
+    // Something outside the cycle's edit (here: during cycle 1's report)
+    // leaves a file in the tree.
+    world.script("report", Some(1), "echo wip > stray.txt\n");
+    world.run(&["--max-iterations", "2"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "failed"]);
+    assert_eq!(world.calls("scan"), 1, "cycle 2 did not start its agent");
+    let error = world.progress()["cycles"][1]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("stray.txt"), "{error}");
+    assert_eq!(world.read_repo("stray.txt").unwrap(), "wip\n");
+}
+
+#[test]
 fn user_changes_are_never_committed_by_the_daemon() {
     let world = World::new();
     world.write_repo("notes.txt", "untracked user notes\n");

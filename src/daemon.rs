@@ -200,12 +200,13 @@ impl Daemon {
                 None => None,
             };
             if !allow_dirty {
-                let dirty = repo.dirty_paths(10)?;
+                let dirty = repo.dirty_paths(11)?;
                 if !dirty.is_empty() {
+                    let more = if dirty.len() > 10 { ", …" } else { "" };
                     bail!(UsageError(format!(
-                        "the repository {} has uncommitted changes ({}); commit or stash them, or pass --allow-dirty to keep them untouched",
+                        "the repository {} has uncommitted changes ({}{more}); commit or stash them, or pass --allow-dirty to keep them untouched",
                         repo_path.display(),
-                        dirty.join(", ")
+                        dirty[..dirty.len().min(10)].join(", ")
                     )));
                 }
             }

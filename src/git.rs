@@ -282,6 +282,9 @@ impl GitRepo {
             Ok(repo) => repo,
             Err(error) if error.code() == ErrorCode::NotFound => {
                 let hint = match Repository::discover(path) {
+                    _ if !path.is_dir() => String::from(
+                        " (no such directory; check the --repo path or git.repo in ralph.toml)",
+                    ),
                     Ok(outer) => match outer.workdir() {
                         Some(top) => format!(
                             " (it lies inside the work tree {}; pass that directory as --repo)",

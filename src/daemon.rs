@@ -151,9 +151,10 @@ impl Daemon {
         // A cycle the previous daemon was running when it died.
         let interrupted: Option<InFlight> =
             state::load_json(&paths.in_flight(), state::OnCorrupt::MoveAside, &stamp)?;
-        if let Some(child) = interrupted.as_ref().and_then(|in_flight| in_flight.child) {
-            stop_leftover_agent(child);
-        }
+        stop_leftover_agents(
+            &config.home,
+            interrupted.as_ref().and_then(|in_flight| in_flight.child),
+        );
         let now = SystemTime::now();
         let (per_minute, per_hour) = (
             config.rate_limit.requests_per_minute,
@@ -256,6 +257,8 @@ impl Daemon {
             daemon.record_interrupted_cycle(in_flight, attempt_ref)?;
         }
         daemon.check_branch().await?;
+        let spent = daemon.progress.total_cost_usd;
+        daemon.set_status(|status| status.spent_usd = spent);
         daemon.save_guards()?;
         daemon.spawn_heartbeat();
         daemon.set_status(|status| status.state = "running".to_owned());
@@ -504,10 +507,11 @@ impl Daemon {
         )?;
         state::clear_in_flight(&self.paths)?;
         self.in_flight = None;
+        let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
         self.set_status(|status| {
             status.phase = None;
             status.phase_started_at = None;
-            status.spent_usd += record.cost_usd;
+            status.spent_usd = spent;
             status.last_error = report.error.clone().or(status.last_error.take());
         });
         tracing::info!(
@@ -875,9 +879,8 @@ impl PhaseExecutor for Daemon {
             };
             total_cost += run.cost_usd;
             self.unrecorded_cost_usd += run.cost_usd;
-            self.set_status(|status| {
-                status.spent_usd = 0.0f64.max(status.spent_usd) + run.cost_usd
-            });
+            let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
+            self.set_status(|status| status.spent_usd = spent);
             run.cost_usd = total_cost;
             run.attempts = attempt;
             if run.cancelled || self.signals.shutdown.is_cancelled() {
@@ -1031,29 +1034,49 @@ fn human_report(record: &CycleRecord, report: &CycleReport) -> String {
     text
 }
 
-/// Kills what is left of the agent of a daemon that died: the processes still
-/// in its recorded process group (never a group whose number was reused).
-fn stop_leftover_agent(child: ChildRecord) {
-    let record = crate::reaper::ProcessRecord {
+/// Kills what is left of the agents of a daemon of this home that died: the
+/// processes still in the recorded process group (never a group whose number
+/// was reused), and every process carrying the home's agent marker in its
+/// environment (tools that left the group with `setsid`, or an agent whose
+/// group was never recorded). The home's lock is held, so no live daemon owns them.
+fn stop_leftover_agents(home: &std::path::Path, child: Option<ChildRecord>) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let record = child.map(|child| crate::reaper::ProcessRecord {
         pgid: child.pgid,
         pid: child.pgid,
         start_time_ticks: child.start_ticks,
-    };
-    let leftovers = crate::reaper::leftover_group_members(&record);
-    if !leftovers.is_empty() {
-        tracing::warn!(
-            pgid = child.pgid,
-            processes = leftovers.len(),
-            "stopping the agent's processes left over from the previous run"
+    });
+    let leftovers = || {
+        let mut pids = crate::reaper::processes_with_env(
+            crate::agent::claude::AGENT_MARKER,
+            home.as_os_str().as_bytes(),
         );
-        crate::supervise::signal_group(child.pgid, libc::SIGKILL);
-        // They must be gone before the repository is rolled back under them.
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while !crate::reaper::leftover_group_members(&record).is_empty()
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(5));
+        if let Some(record) = &record {
+            pids.extend(crate::reaper::leftover_group_members(record));
         }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    };
+    let found = leftovers();
+    if found.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        processes = found.len(),
+        "stopping the agent processes left over from the previous run"
+    );
+    // They must be gone before the repository is rolled back under them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut pids = found;
+    while !pids.is_empty() && std::time::Instant::now() < deadline {
+        for pid in &pids {
+            // SAFETY: kill takes plain integers; each pid was seen a moment ago
+            // carrying this home's marker or in the recorded group.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        pids = leftovers();
     }
 }
 

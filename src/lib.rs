@@ -195,8 +195,10 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
                     }
                 };
                 if signal_token.is_cancelled() {
-                    // State is consistent at every await point: leave now.
+                    // State is consistent at every await point: leave now, but
+                    // take the agent and its tools along (nothing may outlive us).
                     eprintln!("ralphd: second {name}: exiting at once");
+                    reaper::kill_descendants(libc::SIGKILL);
                     std::process::exit(130);
                 }
                 tracing::warn!(signal = name, "stopping: the current phase is stopped and the cycle recorded as interrupted");

@@ -115,6 +115,36 @@ pub(crate) fn processes() -> Vec<ProcStat> {
     }
 }
 
+/// Pids of the live processes (other than this one) whose environment holds
+/// `name=value`. Processes of other users, whose environment cannot be read,
+/// are skipped. Empty where there is no `/proc`.
+pub(crate) fn processes_with_env(name: &str, value: &[u8]) -> Vec<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut wanted = name.as_bytes().to_vec();
+        wanted.push(b'=');
+        wanted.extend_from_slice(value);
+        let me = std::process::id() as i32;
+        processes()
+            .into_iter()
+            .filter(|process| process.pid != me && !process.is_dead())
+            .filter(|process| {
+                std::fs::read(format!("/proc/{}/environ", process.pid)).is_ok_and(|environ| {
+                    environ
+                        .split(|byte| *byte == 0)
+                        .any(|entry| entry == wanted)
+                })
+            })
+            .map(|process| process.pid)
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (name, value);
+        Vec::new()
+    }
+}
+
 /// Makes the daemon the reaper of orphans below it: a process whose parent dies
 /// is re-parented to the daemon instead of to init. Process-wide; Linux only.
 pub(crate) fn become_subreaper() -> io::Result<()> {

@@ -151,6 +151,7 @@ pub(crate) async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    die_with_parent(&mut spec.command);
     let mut child: Child = spec.command.spawn()?;
     let pgid = child
         .id()
@@ -292,6 +293,41 @@ pub(crate) async fn run(
         stdout_bytes,
         pgid,
     })
+}
+
+/// Linux: the child gets SIGKILL if the daemon dies (kill -9, crash), so an
+/// agent never goes on editing the repository unsupervised. (Its tools are
+/// found by the next start through their environment; see `daemon`.)
+fn die_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and calls
+        // only async-signal-safe functions (prctl, getppid) on plain integers.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                // The daemon died between fork and prctl: do not run orphaned.
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::other(
+                        "the daemon exited before the child started",
+                    ));
+                }
+                Ok(())
+            });
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = command;
 }
 
 /// When the daemon is a child subreaper, processes that detached from the

@@ -78,6 +78,11 @@ pub(crate) fn arguments(
     args
 }
 
+/// Set on every agent process to the home it works for, and inherited by the
+/// tools it starts (even those that leave its process group): after a crash,
+/// the next daemon of that home finds and stops them by it.
+pub(crate) const AGENT_MARKER: &str = "RALPHD_AGENT_OF";
+
 /// The command for one phase run: arguments, cwd and environment.
 pub(crate) fn command(
     agent: &AgentSettings,
@@ -99,7 +104,8 @@ pub(crate) fn command(
         .env("RALPH_PHASE", phase.name())
         .env("RALPH_CYCLE", cycle.to_string())
         .env("RALPH_HOME", home)
-        .env("RALPH_REPO", repo);
+        .env("RALPH_REPO", repo)
+        .env(AGENT_MARKER, home);
     // Keep the CLI's own retries short so that minutes of retrying are not
     // hidden from us; an explicit setting in the environment wins.
     if std::env::var_os("CLAUDE_CODE_MAX_RETRIES").is_none() {

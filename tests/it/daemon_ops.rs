@@ -170,3 +170,89 @@ fn after_kill_9_at_any_moment_every_state_file_parses_and_a_restart_runs_on() {
         );
     }
 }
+
+/// kill -9 while the agent's tools run, one of them detached with `setsid`:
+/// the restart stops every one of them before it rolls the tree back, keeps
+/// the partial work as an attempt and records the cycle as interrupted.
+#[test]
+fn after_kill_9_during_code_edit_a_restart_stops_the_leftover_tools() {
+    let world = World::new();
+    let sleep = unique_sleep(3);
+    world.script(
+        "code-edit",
+        Some(1),
+        &format!("echo partial > work.txt\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut running = start(&world, &["--max-iterations", "1"]);
+    wait_for("code-edit to start its tools", || {
+        world.fake.join("started").exists()
+    });
+    wait_for("the setsid grandchild", || {
+        processes_with(&sleep).len() == 2
+    });
+    running.kill();
+    assert!(
+        !processes_with(&sleep).is_empty(),
+        "the tools outlive a kill -9 of the daemon"
+    );
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(
+        processes_with(&sleep),
+        Vec::<i32>::new(),
+        "the restart stopped them"
+    );
+    assert_eq!(world.outcomes(), ["interrupted", "committed"]);
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
+    assert_eq!(saved, "partial\n");
+    assert_eq!(
+        world.read_repo("work.txt").unwrap(),
+        "cycle 2\n",
+        "cycle 2 started from a clean tree"
+    );
+}
+
+/// A second signal exits at once, and still takes the agent and its tools along,
+/// even an agent that ignores SIGINT and SIGTERM.
+#[test]
+fn a_second_signal_exits_at_once_and_leaves_nothing_running() {
+    let world = World::new();
+    let sleep = unique_sleep(4);
+    world.script(
+        "scan",
+        None,
+        &format!(
+            "trap '' INT TERM\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"
+        ),
+    );
+    let mut running = start(&world, &["--max-iterations", "1"]);
+    wait_for("scan to start its tools", || {
+        world.fake.join("started").exists()
+    });
+    wait_for("the setsid grandchild", || {
+        processes_with(&sleep).len() == 2
+    });
+    running.signal(libc::SIGTERM);
+    wait_for("the first signal to be logged", || {
+        running_stderr_contains(&world, "stopping")
+    });
+    running.signal(libc::SIGTERM);
+    let outcome = running
+        .wait_for_exit(Duration::from_secs(10))
+        .expect("exits long before the 20 s grace");
+    outcome.assert_code(130);
+    assert_eq!(processes_with(&sleep), Vec::<i32>::new());
+}
+
+/// Whether today's log file of the home mentions `text`.
+fn running_stderr_contains(world: &World, text: &str) -> bool {
+    std::fs::read_dir(world.home.join("logs"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|entry| std::fs::read_to_string(entry.path()).is_ok_and(|log| log.contains(text)))
+}

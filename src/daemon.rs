@@ -106,6 +106,9 @@ pub(crate) struct Daemon {
     /// every phase anyway). The watcher lives as long as this field.
     head_watch: Option<(HeadWatcher, watch::Receiver<u64>)>,
     in_flight: Option<InFlight>,
+    /// Set when a phase failed in a way no retry or later cycle can fix
+    /// (credentials, a refused command line): the run stops after this cycle.
+    fatal: Option<String>,
 }
 
 /// Runs the daemon until it has a reason to exit.
@@ -252,6 +255,7 @@ impl Daemon {
             repo,
             head_watch,
             in_flight: None,
+            fatal: None,
         };
         if let Some(in_flight) = interrupted {
             daemon.record_interrupted_cycle(in_flight, attempt_ref)?;
@@ -383,6 +387,9 @@ impl Daemon {
                 }
             }
             self.save_guards()?;
+            if let Some(message) = self.fatal.take() {
+                return Err(UsageError(message).into());
+            }
             if report.complete {
                 tracing::info!(cycle, "completion accepted: stopping");
                 return Ok(RunExit::Complete);
@@ -925,6 +932,11 @@ impl PhaseExecutor for Daemon {
                         retry_in = %humantime::format_duration(delay), error = %failure, "API error: retrying the phase");
                     self.wait_until(SystemTime::now() + delay, "retry backoff")
                         .await?;
+                }
+                Some(failure) if failure.is_fatal() => {
+                    tracing::error!(cycle, %phase, error = %failure, "phase failed; stopping: no retry can help until this is fixed");
+                    self.fatal = Some(failure.to_string());
+                    return Ok(run);
                 }
                 Some(failure) => {
                     tracing::error!(cycle, %phase, attempt, error = %failure, "phase failed");

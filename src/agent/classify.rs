@@ -122,7 +122,6 @@ impl PhaseFailure {
         matches!(self, PhaseFailure::Retryable { .. })
     }
 
-    #[cfg(test)]
     /// No later run can succeed until the user acts (credentials or
     /// configuration): the daemon should stop with a message.
     pub(crate) fn is_fatal(&self) -> bool {

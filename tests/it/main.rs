@@ -15,3 +15,5 @@ mod daemon_ops;
 mod fake_api;
 // The real CLI layer: smoke tests of the CLI itself against the fake API.
 mod real_cli;
+// ralphd end to end with the real CLI against the fake API (issue 6 scenarios).
+mod real_loop;

@@ -314,3 +314,26 @@ fn offline_agent_runs_the_loop_through_the_run_command() {
     assert_eq!(world.outcomes(), ["committed", "committed"]);
     assert_eq!(world.calls("scan"), 0, "the fake CLI is not used");
 }
+
+#[test]
+fn rejected_credentials_stop_the_run_with_exit_2_instead_of_retrying_all_night() {
+    let world = World::new();
+    world.reply(
+        "scan",
+        None,
+        &[
+            init_line(),
+            error_result_line(Some(401), "Invalid API key · Fix external API key"),
+        ],
+    );
+    let outcome = world.run(&[]);
+    outcome.assert_code(2);
+    assert_eq!(world.calls("scan"), 1, "no retry, no next cycle");
+    assert_eq!(world.outcomes(), ["failed"]);
+    let last = outcome.stderr.trim().lines().last().unwrap();
+    assert!(last.starts_with("error: authentication failed"), "{last}");
+    assert!(
+        last.contains("ANTHROPIC_API_KEY") || last.contains("login"),
+        "says how to fix it: {last}"
+    );
+}

@@ -310,9 +310,11 @@ pub struct ProcInfo {
     pub pid: i32,
     /// The arguments, joined with spaces.
     pub cmdline: String,
+    /// The working directory, when readable.
+    pub cwd: Option<PathBuf>,
 }
 
-/// Every process in `/proc` (Linux) except zombies, with its command line.
+/// Every process in `/proc` (Linux) except zombies, with its command line and cwd.
 pub fn processes() -> Vec<ProcInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -335,7 +337,11 @@ pub fn processes() -> Vec<ProcInfo> {
                 .map(|part| String::from_utf8_lossy(part).into_owned())
                 .collect::<Vec<_>>()
                 .join(" ");
-            Some(ProcInfo { pid, cmdline })
+            Some(ProcInfo {
+                pid,
+                cmdline,
+                cwd: std::fs::read_link(dir.join("cwd")).ok(),
+            })
         })
         .collect()
 }
@@ -345,6 +351,14 @@ pub fn processes_running(needle: &str) -> Vec<ProcInfo> {
     processes()
         .into_iter()
         .filter(|p| p.cmdline.contains(needle))
+        .collect()
+}
+
+/// Live processes whose working directory lies under `dir`.
+pub fn processes_under(dir: &Path) -> Vec<ProcInfo> {
+    processes()
+        .into_iter()
+        .filter(|p| p.cwd.as_deref().is_some_and(|cwd| cwd.starts_with(dir)))
         .collect()
 }
 

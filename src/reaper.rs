@@ -568,18 +568,23 @@ mod linux_tests {
             .spawn()
             .unwrap();
         let root = child.id() as i32;
-        wait_until("the tree has 3 descendants", TIMEOUT, || {
-            descendants_of(root).len() == 3
-        });
-        let tree: Vec<ProcStat> = descendants_of(root)
-            .into_iter()
-            .filter_map(|pid| read_stat(pid).ok())
-            .collect();
-        let sleeps = tree
-            .iter()
-            .filter(|process| process.comm == "sleep")
-            .count();
-        assert_eq!(sleeps, 2, "{tree:?}");
+        // Until both forks have exec'd, a `sleep` still shows as `sh`.
+        let mut tree: Vec<ProcStat> = Vec::new();
+        wait_until(
+            "the tree has 3 descendants, 2 of them sleeps",
+            TIMEOUT,
+            || {
+                tree = descendants_of(root)
+                    .into_iter()
+                    .filter_map(|pid| read_stat(pid).ok())
+                    .collect();
+                let sleeps = tree
+                    .iter()
+                    .filter(|process| process.comm == "sleep")
+                    .count();
+                tree.len() == 3 && sleeps == 2
+            },
+        );
         assert!(
             tree.iter().any(|process| process.ppid != root),
             "a grandchild: {tree:?}"

@@ -11,6 +11,8 @@ mod git_safety;
 mod commands;
 // Signals, no orphans, one daemon per home, kill -9 recovery.
 mod daemon_ops;
+// The guards through the binary: usage limits, retries, breaker, budget, limiter.
+mod guards;
 // The scripted fake Messages API the real `claude` CLI talks to.
 mod fake_api;
 // The real CLI layer: smoke tests of the CLI itself against the fake API.

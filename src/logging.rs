@@ -223,7 +223,21 @@ const SECRET_NAMES: &[&str] = &[
 ];
 
 /// Anthropic API keys (`sk-ant-api03-…`) and OAuth tokens (`sk-ant-oat01-…`).
-const ANTHROPIC_KEY_PREFIX: &str = "sk-ant-";
+/// Prefixes of well-known credentials (lower case) and how many token
+/// characters must follow for it to count: Anthropic keys and OAuth tokens,
+/// GitHub tokens (an agent's Bash may print them), Slack tokens, AWS key ids.
+const TOKEN_PREFIXES: &[(&str, usize)] = &[
+    ("sk-ant-", 1),
+    ("github_pat_", 20),
+    ("ghp_", 20),
+    ("gho_", 20),
+    ("ghu_", 20),
+    ("ghs_", 20),
+    ("ghr_", 20),
+    ("xoxb-", 10),
+    ("xoxp-", 10),
+    ("akia", 16),
+];
 
 /// Authorization schemes that precede the secret itself.
 const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "token"];
@@ -239,14 +253,20 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     let bytes = lower.as_bytes();
     let mut ranges: Vec<(usize, usize)> = Vec::new();
 
-    for (start, _) in lower.match_indices(ANTHROPIC_KEY_PREFIX) {
-        let end = start
-            + ANTHROPIC_KEY_PREFIX.len()
-            + bytes[start + ANTHROPIC_KEY_PREFIX.len()..]
+    for (prefix, min_tail) in TOKEN_PREFIXES {
+        for (start, _) in lower.match_indices(prefix) {
+            // A prefix inside a longer word ("Nakia…") is not a token.
+            if start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let tail = bytes[start + prefix.len()..]
                 .iter()
                 .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
                 .count();
-        ranges.push((start, end));
+            if tail >= *min_tail {
+                ranges.push((start, start + prefix.len() + tail));
+            }
+        }
     }
     for name in SECRET_NAMES {
         for (start, _) in lower.match_indices(name) {
@@ -426,6 +446,15 @@ mod tests {
                 "ANTHROPIC_API_KEY=[REDACTED] next",
             ),
             ("key sk-ant-oat01-xyz_12-3. done", "key [REDACTED]. done"),
+            (
+                "pushed with ghp_0123456789abcdefABCDEF0123456789abcd ok",
+                "pushed with [REDACTED] ok",
+            ),
+            (
+                "aws AKIAIOSFODNN7EXAMPLE and Nakiai0123456789012345",
+                "aws [REDACTED] and Nakiai0123456789012345",
+            ),
+            ("the ghp_ prefix alone", "the ghp_ prefix alone"),
             (
                 "export CLAUDE_CODE_OAUTH_TOKEN='tok.123/+='",
                 "export CLAUDE_CODE_OAUTH_TOKEN='[REDACTED]'",

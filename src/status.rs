@@ -13,6 +13,17 @@ use crate::state::{self, HomePaths, InstanceLock, OnCorrupt, Progress, StatusFil
 /// How many recent cycles `status` lists.
 const RECENT_CYCLES: usize = 10;
 
+/// A running daemon rewrites its heartbeat every 10 s at the most; one older
+/// than this means its runtime is wedged.
+const STALE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the heartbeat (RFC 3339) is recent; `None` when it cannot be read.
+fn heartbeat_is_fresh(heartbeat_at: &str, now: jiff::Timestamp) -> Option<bool> {
+    let at: jiff::Timestamp = heartbeat_at.parse().ok()?;
+    let age = now.duration_since(at);
+    Some(age < jiff::SignedDuration::try_from(STALE_HEARTBEAT).ok()?)
+}
+
 /// Collects everything `status` shows into one JSON value (also the `--json` output).
 pub(crate) fn collect(home: &Path) -> Result<Value> {
     let paths = HomePaths::new(home);
@@ -39,8 +50,12 @@ pub(crate) fn collect(home: &Path) -> Result<Value> {
                 .collect()
         })
         .unwrap_or_default();
+    let heartbeat_fresh = status
+        .as_ref()
+        .and_then(|status| heartbeat_is_fresh(&status.heartbeat_at, jiff::Timestamp::now()));
     Ok(json!({
         "running": running,
+        "heartbeat_fresh": running.then_some(heartbeat_fresh).flatten(),
         "home": home,
         "status": status,
         "branch": progress.as_ref().map(|p| p.branch.clone()),
@@ -68,6 +83,12 @@ pub(crate) fn render_text(value: &Value) -> String {
                     "ralphd is running (pid {pid}), started {}\n",
                     text(status, "started_at")
                 ));
+                if value["heartbeat_fresh"] == false {
+                    out.push_str(&format!(
+                        "warning: its last heartbeat was at {}: it may be hung (stop it with kill -TERM {pid})\n",
+                        text(status, "heartbeat_at")
+                    ));
+                }
             } else {
                 out.push_str(&format!(
                     "ralphd is not running (last pid {pid}, last heartbeat {}; {})\n",
@@ -152,4 +173,30 @@ pub(crate) fn render_text(value: &Value) -> String {
 
 fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_older_than_a_minute_is_stale() {
+        let now: jiff::Timestamp = "2026-11-25T04:00:00Z".parse().unwrap();
+        assert_eq!(heartbeat_is_fresh("2026-11-25T03:59:50Z", now), Some(true));
+        assert_eq!(heartbeat_is_fresh("2026-11-25T03:58:00Z", now), Some(false));
+        assert_eq!(heartbeat_is_fresh("garbage", now), None);
+    }
+
+    #[test]
+    fn a_stale_heartbeat_of_a_running_daemon_is_a_warning() {
+        let value = json!({"running": true, "heartbeat_fresh": false, "home": "/h",
+            "status": {"pid": 42, "started_at": "s", "heartbeat_at": "2026-11-25T03:00:00Z", "repo": "/r", "branch": "main"},
+            "total_cost_usd": 0.0, "cycles": [], "attempts": []});
+        let text = render_text(&value);
+        assert!(text.contains("may be hung"), "{text}");
+        let fresh = json!({"running": true, "heartbeat_fresh": true, "home": "/h",
+            "status": {"pid": 42, "started_at": "s", "heartbeat_at": "t", "repo": "/r", "branch": "main"},
+            "total_cost_usd": 0.0, "cycles": [], "attempts": []});
+        assert!(!render_text(&fresh).contains("may be hung"));
+    }
 }

@@ -454,6 +454,11 @@ pub(crate) fn parse_usage_limit(text: &str, now: Timestamp) -> Option<UsageLimit
         &normalized[start..at]
     };
     let kind = kind.trim();
+    // "Rate limit reached" is the API's request throttling (429): retried
+    // with backoff, not waited out until a reset.
+    if kind.eq_ignore_ascii_case("rate") {
+        return None;
+    }
     let kind = if kind.is_empty() { "usage" } else { kind };
 
     let resets_at = lower.find("resets ").and_then(|at| {
@@ -913,6 +918,7 @@ mod tests {
             "API Error: Server is temporarily limiting requests (not your usage limit) · Rate limited",
             "API Error: Request rejected (429) · rate limit exceeded",
             "The limit is 5 per hour",
+            "API Error: Request rejected (429) · Rate limit reached for requests",
         ] {
             assert_eq!(parse_usage_limit(text, now()), None, "text: {text}");
         }
@@ -946,6 +952,10 @@ mod tests {
             "API Error: 500 Internal server error. This is a server-side issue, usually temporary",
         );
         check_retryable("503", "API Error: 503 upstream connect error");
+        check_retryable(
+            "429",
+            "API Error: Request rejected (429) · Rate limit reached for requests",
+        );
         check_retryable(
             "null",
             "API Error: Unable to connect to API (ConnectionRefused)",

@@ -109,6 +109,10 @@ pub(crate) struct Daemon {
     /// Set when a phase failed in a way no retry or later cycle can fix
     /// (credentials, a refused command line): the run stops after this cycle.
     fatal: Option<String>,
+    /// The archive made during the running cycle: (branch left, archive
+    /// directory, that branch's progress). A rollback that puts HEAD back on
+    /// that branch undoes it instead of archiving again.
+    archived_this_cycle: Option<(String, std::path::PathBuf, Progress)>,
 }
 
 /// Runs the daemon until it has a reason to exit.
@@ -256,6 +260,7 @@ impl Daemon {
             head_watch,
             in_flight: None,
             fatal: None,
+            archived_this_cycle: None,
         };
         if let Some(in_flight) = interrupted {
             daemon.record_interrupted_cycle(in_flight, attempt_ref)?;
@@ -436,6 +441,7 @@ impl Daemon {
         };
         state::save_json(&self.paths.in_flight(), &in_flight)?;
         self.in_flight = Some(in_flight);
+        self.archived_this_cycle = None;
         self.set_status(|status| {
             status.cycle = Some(cycle);
             status.state = "running".to_owned();
@@ -615,6 +621,24 @@ impl Daemon {
         };
         match last {
             Some(_) if continues => state::write_last_branch(&self.paths, &current)?,
+            Some(last)
+                if last != current
+                    && self
+                        .archived_this_cycle
+                        .as_ref()
+                        .is_some_and(|(left, ..)| *left == current) =>
+            {
+                // The cycle's own switch was undone (its rollback put HEAD
+                // back): the branch goes on with its history, not afresh.
+                let (_, dir, progress) = self.archived_this_cycle.take().expect("checked above");
+                tracing::info!(from = %last, to = %current, "back on the cycle's branch: its progress is restored from the archive just made");
+                self.progress = progress;
+                state::save_json(&self.paths.progress(), &self.progress)?;
+                state::write_last_branch(&self.paths, &current)?;
+                if let Err(error) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(%error, archive = %dir.display(), "cannot remove the archive that was undone");
+                }
+            }
             Some(last) if last != current => {
                 let date = jiff::Zoned::now().date();
                 let progress = std::fs::read(self.paths.progress()).ok();
@@ -629,7 +653,10 @@ impl Daemon {
                     ],
                 )?;
                 tracing::info!(from = %last, to = %current, archive = %dir.display(), "branch changed: progress archived, starting fresh");
-                self.progress = fresh_progress(&current);
+                let left = std::mem::replace(&mut self.progress, fresh_progress(&current));
+                if self.in_flight.is_some() {
+                    self.archived_this_cycle = Some((last, dir, left));
+                }
                 state::save_json(&self.paths.progress(), &self.progress)?;
                 state::write_last_branch(&self.paths, &current)?;
             }

@@ -289,6 +289,31 @@ fn a_branch_switch_by_the_agent_is_archived_at_the_next_phase() {
 }
 
 #[test]
+fn a_branch_switch_undone_by_the_rollback_keeps_the_branch_history() {
+    let world = World::new();
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    world.script(
+        "code-edit",
+        None,
+        "git checkout -q -b agent-branch; echo x > work.txt\n",
+    );
+    world.reply("backtest", None, &answer(&verdict(false, "no")));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(
+        git(&world.repo, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
+        "main"
+    );
+    assert_eq!(
+        world.outcomes(),
+        ["committed", "rolled_back"],
+        "cycle 1 is still in main's progress"
+    );
+    assert_eq!(world.progress()["branch"], "main");
+    let archives = std::fs::read_dir(world.home.join("archive")).map_or(0, |dir| dir.count());
+    assert_eq!(archives, 0, "the archive of the undone switch is gone");
+}
+
+#[test]
 fn a_corrupt_prd_is_refused_by_name_and_left_alone() {
     let world = World::new();
     std::fs::create_dir_all(world.home.join("state")).unwrap();

@@ -238,7 +238,7 @@ fn a_second_signal_exits_at_once_and_leaves_nothing_running() {
     });
     running.signal(libc::SIGTERM);
     wait_for("the first signal to be logged", || {
-        running_stderr_contains(&world, "stopping")
+        log_contains(&world, "stopping")
     });
     running.signal(libc::SIGTERM);
     let outcome = running
@@ -249,10 +249,69 @@ fn a_second_signal_exits_at_once_and_leaves_nothing_running() {
 }
 
 /// Whether today's log file of the home mentions `text`.
-fn running_stderr_contains(world: &World, text: &str) -> bool {
+fn log_contains(world: &World, text: &str) -> bool {
     std::fs::read_dir(world.home.join("logs"))
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
         .any(|entry| std::fs::read_to_string(entry.path()).is_ok_and(|log| log.contains(text)))
+}
+
+/// SIGHUP re-reads ralph.toml at the next phase boundary, guards included; an
+/// invalid file is refused and the running configuration kept.
+#[test]
+fn sighup_applies_a_new_budget_at_the_next_phase_and_refuses_a_broken_file() {
+    let world = World::new();
+    // Each of the first two phases says it started, then waits for its go file.
+    let gate = |phase: &str| {
+        let go = world.root.join(format!("go-{phase}"));
+        world.script(
+            phase,
+            None,
+            &format!(
+                "touch \"$FAKE_CLAUDE_DIR/started-{phase}\"\nwhile [ ! -f '{}' ]; do sleep 0.02; done\n",
+                go.display()
+            ),
+        );
+        go
+    };
+    let (go_scan, go_idea) = (gate("scan"), gate("idea"));
+    let mut running = start(&world, &["--max-iterations", "1"]);
+    wait_for("scan to start", || world.fake.join("started-scan").exists());
+
+    // A broken file: refused at the next boundary, the old configuration kept.
+    std::fs::write(world.home.join("ralph.toml"), "[agent\n").unwrap();
+    running.signal(libc::SIGHUP);
+    wait_for("the SIGHUP to be logged", || log_contains(&world, "SIGHUP"));
+    std::fs::write(&go_scan, "").unwrap();
+    wait_for("idea to start on the old configuration", || {
+        world.fake.join("started-idea").exists()
+    });
+    assert!(log_contains(&world, "not reloaded"));
+
+    // A valid file with a budget the run has already spent: no phase after idea.
+    world.config("\n[budget]\nmax_cost_usd = 0.001\n");
+    running.signal(libc::SIGHUP);
+    wait_for("the second SIGHUP to be logged", || {
+        log_count(&world, "SIGHUP") >= 2
+    });
+    std::fs::write(&go_idea, "").unwrap();
+    let outcome = running.wait_for_exit(DEADLINE).expect("ralphd halts");
+    outcome.assert_code(3);
+    assert_eq!(
+        world.calls("code-edit"),
+        0,
+        "no phase run after the new budget applied"
+    );
+}
+
+/// How many lines of the home's log files mention `text`.
+fn log_count(world: &World, text: &str) -> usize {
+    std::fs::read_dir(world.home.join("logs"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .map(|log| log.lines().filter(|line| line.contains(text)).count())
+        .sum()
 }

@@ -139,11 +139,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     anyhow::anyhow!("HOME is not set; cannot find the user's service directory")
                 })?;
             let report = service::install(kind, &spec, &user_home)?;
-            println!(
-                "wrote {} ({:?})\nnext:",
-                report.path.display(),
-                report.previous
-            );
+            let what = match report.previous {
+                service::Previous::None => "wrote",
+                service::Previous::Replaced => "replaced",
+                service::Previous::Identical => "unchanged:",
+            };
+            println!("{what} {}\nnext:", report.path.display());
             for command in report.commands {
                 println!("  {command}");
             }

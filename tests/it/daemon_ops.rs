@@ -7,18 +7,6 @@ use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Starts `ralphd run --repo R --home H <extra>` in the background.
-fn start(world: &World, extra: &[&str]) -> Running {
-    let mut command = world.ralphd();
-    command
-        .args(["run", "--repo"])
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home)
-        .args(extra);
-    command.spawn()
-}
-
 /// A `sleep` command line no other process on the machine has.
 fn unique_sleep(test: u32) -> String {
     format!("sleep 1000.{}{test}", std::process::id())
@@ -49,7 +37,7 @@ fn sigterm_stops_the_agent_and_its_setsid_grandchild_and_saves_the_attempt() {
         None,
         &format!("echo partial > work.txt\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
     );
-    let mut running = start(&world, &["--max-iterations", "1"]);
+    let mut running = world.start(&["--max-iterations", "1"]);
     wait_for("code-edit to start its tools", || {
         world.fake.join("started").exists()
     });
@@ -84,7 +72,7 @@ fn a_second_daemon_on_the_same_home_exits_2_naming_the_first() {
         None,
         &format!("touch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
     );
-    let mut first = start(&world, &["--max-iterations", "1"]);
+    let mut first = world.start(&["--max-iterations", "1"]);
     wait_for("the first daemon's scan", || {
         world.fake.join("started").exists()
     });
@@ -126,7 +114,7 @@ fn after_kill_9_at_any_moment_every_state_file_parses_and_a_restart_runs_on() {
     let world = World::new();
     let mut rng = fastrand::Rng::with_seed(0x5eed);
     for round in 0..15 {
-        let mut running = start(&world, &["--max-iterations", "2"]);
+        let mut running = world.start(&["--max-iterations", "2"]);
         // The moment of the kill is the point of the test, not a wait for something.
         std::thread::sleep(Duration::from_millis(rng.u64(0..60)));
         running.kill();
@@ -183,7 +171,7 @@ fn after_kill_9_during_code_edit_a_restart_stops_the_leftover_tools() {
         Some(1),
         &format!("echo partial > work.txt\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
     );
-    let mut running = start(&world, &["--max-iterations", "1"]);
+    let mut running = world.start(&["--max-iterations", "1"]);
     wait_for("code-edit to start its tools", || {
         world.fake.join("started").exists()
     });
@@ -229,7 +217,7 @@ fn a_second_signal_exits_at_once_and_leaves_nothing_running() {
             "trap '' INT TERM\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"
         ),
     );
-    let mut running = start(&world, &["--max-iterations", "1"]);
+    let mut running = world.start(&["--max-iterations", "1"]);
     wait_for("scan to start its tools", || {
         world.fake.join("started").exists()
     });
@@ -276,7 +264,7 @@ fn sighup_applies_a_new_budget_at_the_next_phase_and_refuses_a_broken_file() {
         go
     };
     let (go_scan, go_idea) = (gate("scan"), gate("idea"));
-    let mut running = start(&world, &["--max-iterations", "1"]);
+    let mut running = world.start(&["--max-iterations", "1"]);
     wait_for("scan to start", || world.fake.join("started-scan").exists());
 
     // A broken file: refused at the next boundary, the old configuration kept.

@@ -10,18 +10,6 @@ use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Starts `ralphd run --repo R --home H <extra>` in the background.
-fn start(world: &World, extra: &[&str]) -> Running {
-    let mut command = world.ralphd();
-    command
-        .args(["run", "--repo"])
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home)
-        .args(extra);
-    command.spawn()
-}
-
 /// `ralphd status --home H --json`, parsed.
 fn status_json(world: &World) -> Value {
     let mut command = world.ralphd();
@@ -127,7 +115,7 @@ fn a_usage_limit_is_waited_out_visibly_and_the_same_phase_runs_again() {
     world.config("\n[breaker]\nfailure_threshold = 1\nhalt_on_open = true\n");
 
     let started = Instant::now();
-    let mut running = start(&world, &["--max-iterations", "1"]);
+    let mut running = world.start(&["--max-iterations", "1"]);
     let status = wait_for_status(&world, "the usage-limit wait", |status| {
         waiting_reason(status) == Some("usage limit")
     });
@@ -422,7 +410,7 @@ fn an_open_breaker_without_halt_waits_then_a_committed_probe_closes_it() {
         "\n[breaker]\nfailure_threshold = 1\nrecovery_timeout = \"1s\"\nhalt_on_open = false\n",
     );
 
-    let mut running = start(&world, &["--max-iterations", "2"]);
+    let mut running = world.start(&["--max-iterations", "2"]);
     let status = wait_for_status(&world, "the open breaker", |status| {
         waiting_reason(status) == Some("circuit breaker open")
     });
@@ -462,7 +450,7 @@ fn waiting_on_an_open_breaker_makes_no_calls_and_sigterm_exits_130() {
     world.config(
         "\n[breaker]\nfailure_threshold = 1\nrecovery_timeout = \"1h\"\nhalt_on_open = false\n",
     );
-    let mut running = start(&world, &[]);
+    let mut running = world.start(&[]);
     wait_for_status(&world, "the open breaker", |status| {
         waiting_reason(status) == Some("circuit breaker open")
     });
@@ -621,7 +609,7 @@ fn the_rate_limiter_remembers_calls_across_a_restart_and_throttles_visibly() {
     );
 
     // A restart must not hand out a fresh burst: it waits for the quota.
-    let mut running = start(&world, &["--max-iterations", "1"]);
+    let mut running = world.start(&["--max-iterations", "1"]);
     let status = wait_for_status(&world, "the throttle", |status| {
         waiting_reason(status).is_some_and(|reason| reason.starts_with("throttled"))
     });

@@ -145,6 +145,18 @@ impl World {
         command.output()
     }
 
+    /// Starts `ralphd run --repo R --home H <extra args>` in the background.
+    pub fn start(&self, extra: &[&str]) -> Running {
+        let mut command = self.ralphd();
+        command
+            .args(["run", "--repo"])
+            .arg(&self.repo)
+            .arg("--home")
+            .arg(&self.home)
+            .args(extra);
+        command.spawn()
+    }
+
     pub fn progress(&self) -> Value {
         read_json(&self.home.join("state/progress.json"))
     }

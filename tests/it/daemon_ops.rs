@@ -303,3 +303,130 @@ fn log_count(world: &World, text: &str) -> usize {
         .map(|log| log.lines().filter(|line| line.contains(text)).count())
         .sum()
 }
+
+/// The systemd notify protocol on a socket of the test's own: READY=1 after
+/// the start-up checks, STATUS= lines, WATCHDOG=1 during a long phase (at half
+/// WATCHDOG_USEC), STOPPING=1 at the end; the agent never sees NOTIFY_SOCKET.
+#[test]
+fn systemd_notify_ready_status_watchdog_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let world = World::new();
+    let socket_path = world.root.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // A scan long enough for two watchdog pings at a 1 s watchdog (0.5 s period).
+    world.script("scan", None, "sleep 1.5\n");
+    let mut command = world.ralphd();
+    command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .args(["run", "--max-iterations", "1", "--repo"]);
+    let mut running = command
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home)
+        .spawn();
+
+    let mut messages: Vec<String> = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let exited = poll_until(DEADLINE, || {
+        while let Ok(count) = socket.recv(&mut buffer) {
+            messages.push(String::from_utf8_lossy(&buffer[..count]).into_owned());
+        }
+        messages
+            .iter()
+            .any(|message| message.contains("STOPPING=1"))
+    });
+    assert!(exited, "no STOPPING=1: {messages:?}");
+    running
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits")
+        .assert_code(1);
+
+    let first = |needle: &str| messages.iter().position(|message| message.contains(needle));
+    let ready = first("READY=1").expect("READY=1");
+    assert!(first("STATUS=cycle 1: scan").is_some(), "{messages:?}");
+    let watchdogs = messages
+        .iter()
+        .filter(|message| message.contains("WATCHDOG=1"))
+        .count();
+    assert!(
+        watchdogs >= 2,
+        "WATCHDOG=1 during the 1.5 s phase: {messages:?}"
+    );
+    assert!(ready < first("STOPPING=1").unwrap());
+    let env = std::fs::read_to_string(world.fake.join("env.scan.1")).unwrap();
+    assert!(
+        !env.contains("NOTIFY_SOCKET"),
+        "the agent must not notify systemd"
+    );
+}
+
+/// `--log-format json`: every stderr line is a JSON object with the cycle and
+/// phase fields; an API key the agent prints never reaches stderr, the log
+/// file or progress.json.
+#[test]
+fn json_logs_parse_line_by_line_and_never_carry_the_api_key() {
+    let world = World::new();
+    world.config("max_attempts = 1\n");
+    world.script(
+        "scan",
+        None,
+        "echo \"debug: using $ANTHROPIC_API_KEY\" >&2\nEXIT=1\n",
+    );
+    world.reply("scan", None, &[init_line()]);
+    let mut command = world.ralphd();
+    command
+        .env("ANTHROPIC_API_KEY", "sk-ant-api03-NEVERLOGGED42")
+        .args([
+            "run",
+            "--max-iterations",
+            "1",
+            "--log-format",
+            "json",
+            "--repo",
+        ]);
+    let outcome = command
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home)
+        .output();
+    outcome.assert_code(1);
+
+    for line in outcome.stderr.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}"));
+        assert!(
+            event.get("level").is_some() && event.get("fields").is_some(),
+            "{line}"
+        );
+    }
+    assert!(
+        outcome.stderr.contains("\"phase\":\"scan\""),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stderr.contains("[REDACTED]"),
+        "the agent's stderr was logged, redacted: {}",
+        outcome.stderr
+    );
+    let logs: String = std::fs::read_dir(world.home.join("logs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
+        .collect();
+    let progress = std::fs::read_to_string(world.home.join("state/progress.json")).unwrap();
+    for (name, text) in [
+        ("stderr", &outcome.stderr),
+        ("log file", &logs),
+        ("progress.json", &progress),
+    ] {
+        assert!(
+            !text.contains("NEVERLOGGED42"),
+            "the key leaked into the {name}"
+        );
+    }
+}

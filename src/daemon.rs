@@ -26,8 +26,8 @@ use crate::phase::Phase;
 use crate::prd;
 use crate::prompt::{self, PromptContext, StoryBrief};
 use crate::state::{
-    self, ChildRecord, CycleRecord, HomePaths, InFlight, InstanceLock, Outcome, Progress,
-    StatusFile, VERSION, Waiting,
+    self, ChildRecord, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome,
+    Progress, StatusFile, VERSION, Waiting,
 };
 use crate::watch::HeadWatcher;
 
@@ -224,7 +224,7 @@ impl Daemon {
         .await
         .context("git start-up check panicked")??;
 
-        let head_watch = match HeadWatcher::start(repo.git_dir(), Duration::from_millis(200)) {
+        let head_watch = match HeadWatcher::start(repo.git_dir()) {
             Ok(watch) => Some(watch),
             Err(error) => {
                 tracing::warn!(%error, "cannot watch .git/HEAD; branch changes are noticed at phase boundaries only");
@@ -708,7 +708,9 @@ impl Daemon {
         let mut status = self.status.lock().expect("status lock");
         change(&mut status);
         status.heartbeat_at = now_rfc3339();
-        if let Err(error) = state::save_json(&self.paths.status(), &*status) {
+        if let Err(error) =
+            state::save_json_with(&self.paths.status(), &*status, Durability::ProcessDeath)
+        {
             tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
         }
     }
@@ -739,7 +741,7 @@ impl Daemon {
                     status.heartbeat_at = now_rfc3339();
                     status.clone()
                 };
-                let _ = state::save_json(&path, &snapshot);
+                let _ = state::save_json_with(&path, &snapshot, Durability::ProcessDeath);
             }
         });
     }
@@ -748,9 +750,11 @@ impl Daemon {
         loop {
             match self.limiter.try_acquire(SystemTime::now()) {
                 Ok(()) => {
-                    if let Err(error) =
-                        state::save_json(&self.paths.limiter(), &self.limiter.snapshot())
-                    {
+                    if let Err(error) = state::save_json_with(
+                        &self.paths.limiter(),
+                        &self.limiter.snapshot(),
+                        Durability::ProcessDeath,
+                    ) {
                         tracing::warn!(error = %format!("{error:#}"), "cannot write limiter.json");
                     }
                     return Ok(());
@@ -1193,7 +1197,10 @@ fn record_child(
         pgid,
         start_ticks: crate::reaper::start_time_of(pgid).unwrap_or(0),
     });
-    if let Err(error) = state::save_json(&paths.in_flight(), in_flight) {
+    // The process group is useless after a reboot: no fsync for it.
+    if let Err(error) =
+        state::save_json_with(&paths.in_flight(), in_flight, Durability::ProcessDeath)
+    {
         tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
     }
 }

@@ -229,7 +229,29 @@ fn descendants_in(table: &[ProcStat], root: i32) -> Vec<&ProcStat> {
 /// forked during the scan is missed, so to clear the tree call it with SIGKILL
 /// (and [`reap_zombies`]) until it returns 0.
 pub(crate) fn kill_descendants(signal: i32) -> usize {
+    if !has_children() {
+        return 0;
+    }
     kill_descendants_of(std::process::id() as i32, signal)
+}
+
+/// Whether this process has any child, live or zombie (orphans adopted as a
+/// subreaper included): without one it has no descendant at all, and the
+/// `/proc` scan can be skipped. Never blocks and never reaps.
+fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain old data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes one siginfo_t through a pointer to a live local;
+    // WNOWAIT leaves any child's state to be collected later by its owner.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &raw mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
 /// Like [`kill_descendants`], for the processes below `root`.
@@ -258,6 +280,9 @@ pub(crate) struct Reaped {
 pub(crate) fn reap_zombies(owned: &[i32]) -> Vec<Reaped> {
     use std::os::unix::process::ExitStatusExt as _;
 
+    if !has_children() {
+        return Vec::new();
+    }
     let me = std::process::id() as i32;
     processes()
         .into_iter()
@@ -619,6 +644,7 @@ mod linux_tests {
             return;
         }
         let me = std::process::id() as i32;
+        assert!(!has_children(), "a fresh test process has no child");
         become_subreaper().unwrap();
         assert!(is_subreaper().unwrap());
 
@@ -644,6 +670,7 @@ mod linux_tests {
             grandchild != 0
         });
 
+        assert!(has_children());
         // Stopping the child's group, as the agent runner does, misses the grandchild.
         // SAFETY: killpg takes plain integers; pgid is our child's own group (> 1).
         assert_eq!(unsafe { libc::killpg(pgid, libc::SIGKILL) }, 0);
@@ -693,6 +720,7 @@ mod linux_tests {
             "the owned child's status is intact"
         );
         assert!(descendants_of(me).is_empty());
+        assert!(!has_children(), "every child has been reaped");
         assert_eq!(kill_descendants(libc::SIGKILL), 0);
     }
 

@@ -98,29 +98,59 @@ impl HomePaths {
     }
 }
 
+/// What a write must survive before it returns. Either way it is atomic:
+/// readers see the old or the new content, never a mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Power loss: the file and its directory are fsynced. For everything a
+    /// restart after a reboot needs (progress, breaker, prd, the cycle start).
+    PowerLoss,
+    /// The daemon's own death (kill -9, a crash), not power loss: no fsync.
+    /// For what only matters while the machine stays up and is rewritten
+    /// often: the live status, the running child's process group (dead after
+    /// a reboot anyway), the limiter's recent calls.
+    ProcessDeath,
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
-/// content, never a mix: temp file in the same directory, fsync, rename,
-/// fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// content, never a mix: temp file in the same directory, (fsync,) rename,
+/// (fsync of the directory).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    let synced = durability == Durability::PowerLoss;
     let write = || -> io::Result<()> {
         let mut temp = tempfile::Builder::new()
             .prefix(".state.")
             .suffix(".tmp")
             .tempfile_in(dir)?;
         temp.write_all(bytes)?;
-        temp.as_file().sync_all()?;
+        if synced {
+            temp.as_file().sync_all()?;
+        }
         temp.persist(path).map_err(|error| error.error)?;
-        File::open(dir)?.sync_all()
+        if synced {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Serialises `value` as pretty JSON and writes it atomically.
+/// Serialises `value` as pretty JSON and writes it atomically, surviving
+/// power loss.
 pub(crate) fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    save_json_with(path, value, Durability::PowerLoss)
+}
+
+/// [`save_json`] with the durability of the caller's choice.
+pub(crate) fn save_json_with<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
     bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    write_atomic(path, &bytes, durability)
 }
 
 /// What to do with a state file that does not parse.
@@ -410,7 +440,11 @@ pub(crate) fn read_last_branch(paths: &HomePaths) -> Option<String> {
 }
 
 pub(crate) fn write_last_branch(paths: &HomePaths, branch: &str) -> Result<()> {
-    write_atomic(&paths.last_branch(), format!("{branch}\n").as_bytes())
+    write_atomic(
+        &paths.last_branch(),
+        format!("{branch}\n").as_bytes(),
+        Durability::PowerLoss,
+    )
 }
 
 /// Writes a small text file (phase output, report) atomically.
@@ -418,7 +452,7 @@ pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    write_atomic(path, text.as_bytes())
+    write_atomic(path, text.as_bytes(), Durability::PowerLoss)
 }
 
 /// Removes `in-flight.json` once its cycle is recorded.

@@ -152,10 +152,27 @@ pub(crate) fn parse_line(line: &str) -> Result<Event, ParseError> {
     if line.is_empty() {
         return Err(ParseError::Blank);
     }
-    let head: Head = serde_json::from_str(line).map_err(|error| ParseError::NotJson {
+    let not_json = |error: serde_json::Error| ParseError::NotJson {
         detail: error.to_string(),
         excerpt: excerpt(line),
-    })?;
+    };
+    let Some(head) = Head::from_prefix(line) else {
+        let head: Head = serde_json::from_str(line).map_err(not_json)?;
+        return event_of(line, head);
+    };
+    // Only the line's start was read: a line that is not JSON after all is
+    // still reported as such, whatever its type claims.
+    match event_of(line, head) {
+        Err(ParseError::Malformed { .. }) | Ok(Event::Unknown(_) | Event::OtherSystem { .. }) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(line).map_err(not_json)?;
+            event_of(line, Head::from_prefix(line).expect("read above"))
+        }
+        parsed => parsed,
+    }
+}
+
+/// The typed event of a line whose `type` (and `subtype`) are known.
+fn event_of(line: &str, head: Head) -> Result<Event, ParseError> {
     let Some(event_type) = head.event_type else {
         return Err(ParseError::NotJson {
             detail: "no string \"type\" field".to_owned(),
@@ -405,6 +422,32 @@ struct Head {
     event_type: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     subtype: Option<String>,
+}
+
+impl Head {
+    /// The CLI writes `type` first (and a system line's `subtype` second):
+    /// read them from the line's start, so that a long line is parsed once,
+    /// by its typed parse, not twice. `None` for any other shape, which then
+    /// gets the full parse.
+    fn from_prefix(line: &str) -> Option<Head> {
+        let quoted = |text: &str, key: &str| -> Option<(String, usize)> {
+            let rest = text.strip_prefix(key)?;
+            let end = rest.find('"')?;
+            let value = &rest[..end];
+            // An escape would need the JSON parser: leave it to the full parse.
+            (!value.contains('\\')).then(|| (value.to_owned(), key.len() + end + 1))
+        };
+        let (event_type, used) = quoted(line, "{\"type\":\"")?;
+        let subtype = if event_type == "system" {
+            Some(quoted(&line[used..], ",\"subtype\":\"")?.0)
+        } else {
+            None
+        };
+        Some(Head {
+            event_type: Some(event_type),
+            subtype,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -858,6 +901,21 @@ mod tests {
             r#"{"type":"brand_new","x":[1,{"y":2}]}"#,
             Event::Unknown("brand_new".to_owned()),
         );
+        // Other spellings than the CLI's (spaces, key order) take the full parse.
+        check(
+            r#"{ "x": 1, "type": "brand_new" }"#,
+            Event::Unknown("brand_new".to_owned()),
+        );
+        // A line that only starts like an event is still not JSON.
+        for line in [
+            r#"{"type":"brand_new","x":[1"#,
+            r#"{"type":"system","subtype":"what"#,
+        ] {
+            assert!(
+                matches!(parse_line(line), Err(ParseError::NotJson { .. })),
+                "{line}"
+            );
+        }
     }
 
     #[test]

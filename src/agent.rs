@@ -121,19 +121,14 @@ fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
     summary.record(event);
 }
 
-/// Runs one phase with the configured agent. `on_spawn` receives the child's
-/// process group as soon as it exists (the daemon records it for crash recovery).
-pub(crate) async fn run_phase(
-    config: &Config,
-    request: PhaseRequest<'_>,
-    on_spawn: impl FnOnce(i32),
-) -> Result<PhaseRun> {
+/// Runs one phase with the configured agent.
+pub(crate) async fn run_phase(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseRun> {
     if let Some(dir) = request.transcript.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     match config.agent.kind {
         AgentKind::Offline => run_offline(config, &request),
-        AgentKind::Claude => run_claude(config, request, on_spawn).await,
+        AgentKind::Claude => run_claude(config, request).await,
     }
 }
 
@@ -167,11 +162,7 @@ fn run_offline(config: &Config, request: &PhaseRequest<'_>) -> Result<PhaseRun> 
     ))
 }
 
-async fn run_claude(
-    config: &Config,
-    request: PhaseRequest<'_>,
-    on_spawn: impl FnOnce(i32),
-) -> Result<PhaseRun> {
+async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseRun> {
     let started = std::time::Instant::now();
     let command = claude::command(
         &config.agent,
@@ -192,7 +183,7 @@ async fn run_claude(
     };
     let mut summary = StreamSummary::default();
     let phase = request.phase;
-    let finished = supervise::run(spec, request.cancel, on_spawn, |line| {
+    let finished = supervise::run(spec, request.cancel, |line| {
         observe_line(&mut summary, line, phase)
     })
     .await

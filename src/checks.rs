@@ -52,18 +52,13 @@ pub(crate) async fn run_all(
             idle_timeout: None,
             stop_grace,
         };
-        let finished = supervise::run(
-            spec,
-            cancel,
-            |_| {},
-            |line| {
-                stdout_tail.push_str(line);
-                stdout_tail.push('\n');
-                if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
-                    stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
-                }
-            },
-        )
+        let finished = supervise::run(spec, cancel, |line| {
+            stdout_tail.push_str(line);
+            stdout_tail.push('\n');
+            if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
+                stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
+            }
+        })
         .await;
         let result = match finished {
             Ok(finished) => {

@@ -26,8 +26,8 @@ use crate::phase::Phase;
 use crate::prd;
 use crate::prompt::{self, PromptContext, StoryBrief};
 use crate::state::{
-    self, ChildRecord, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome,
-    Progress, StatusFile, VERSION, Waiting,
+    self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress,
+    StatusFile, VERSION, Waiting,
 };
 use crate::watch::HeadWatcher;
 
@@ -71,6 +71,22 @@ pub(crate) struct Signals {
 /// Shared with the heartbeat task, which rewrites it periodically.
 type StatusBoard = Arc<Mutex<StatusFile>>;
 
+/// How long status changes are gathered before status.json is rewritten.
+const STATUS_COALESCE: Duration = Duration::from_millis(100);
+
+/// Stamps the heartbeat and writes status.json (atomically, without fsync: it
+/// is a live view).
+fn write_status(status: &StatusBoard, path: &std::path::Path) {
+    let snapshot = {
+        let mut status = status.lock().expect("status lock");
+        status.heartbeat_at = now_rfc3339();
+        status.clone()
+    };
+    if let Err(error) = state::save_json_with(path, &snapshot, Durability::ProcessDeath) {
+        tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
+    }
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .round(jiff::Unit::Second)
@@ -113,6 +129,8 @@ pub(crate) struct Daemon {
     /// directory, that branch's progress). A rollback that puts HEAD back on
     /// that branch undoes it instead of archiving again.
     archived_this_cycle: Option<(String, std::path::PathBuf, Progress)>,
+    /// Wakes the heartbeat task to write a changed status.
+    status_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Runs the daemon until it has a reason to exit.
@@ -128,6 +146,7 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
             Err(error) => format!("error: {error:#}"),
         });
     });
+    daemon.publish_status();
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit
 }
@@ -158,10 +177,7 @@ impl Daemon {
         // A cycle the previous daemon was running when it died.
         let interrupted: Option<InFlight> =
             state::load_json(&paths.in_flight(), state::OnCorrupt::MoveAside, &stamp)?;
-        stop_leftover_agents(
-            &config.home,
-            interrupted.as_ref().and_then(|in_flight| in_flight.child),
-        );
+        stop_leftover_agents(&config.home);
         let now = SystemTime::now();
         let (per_minute, per_hour) = (
             config.rate_limit.requests_per_minute,
@@ -253,6 +269,7 @@ impl Daemon {
             breaker,
             prd,
             status: Arc::new(Mutex::new(status)),
+            status_changed: Arc::new(tokio::sync::Notify::new()),
             branch,
             unrecorded_cost_usd: 0.0,
             rng: fastrand::Rng::new(),
@@ -271,6 +288,7 @@ impl Daemon {
         daemon.save_guards()?;
         daemon.spawn_heartbeat();
         daemon.set_status(|status| status.state = "running".to_owned());
+        daemon.publish_status();
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(repo = %daemon.config.repo.display(), home = %daemon.config.home.display(),
             branch = %daemon.branch, agent = ?daemon.config.agent.kind, "ralphd started");
@@ -435,8 +453,6 @@ impl Daemon {
             cycle,
             started_at: started_at.clone(),
             branch: self.branch.clone(),
-            phase: None,
-            child: None,
             start: None,
         };
         state::save_json(&self.paths.in_flight(), &in_flight)?;
@@ -704,15 +720,17 @@ impl Daemon {
         }
     }
 
+    /// Changes the status; the heartbeat task writes it to status.json within
+    /// [`STATUS_COALESCE`], once for all the changes made meanwhile (a fast
+    /// cycle changes it a dozen times in a few milliseconds).
     fn set_status(&self, change: impl FnOnce(&mut StatusFile)) {
-        let mut status = self.status.lock().expect("status lock");
-        change(&mut status);
-        status.heartbeat_at = now_rfc3339();
-        if let Err(error) =
-            state::save_json_with(&self.paths.status(), &*status, Durability::ProcessDeath)
-        {
-            tracing::warn!(error = %format!("{error:#}"), "cannot write status.json");
-        }
+        change(&mut self.status.lock().expect("status lock"));
+        self.status_changed.notify_one();
+    }
+
+    /// Writes status.json now (start-up and the final state at exit).
+    fn publish_status(&self) {
+        write_status(&self.status, &self.paths.status());
     }
 
     /// Rewrites status.json's heartbeat and pings the systemd watchdog from
@@ -725,23 +743,26 @@ impl Daemon {
         let period = watchdog.map_or(Duration::from_secs(10), |interval| {
             (interval / 2).min(Duration::from_secs(10))
         });
+        let changed = Arc::clone(&self.status_changed);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = ticker.tick() => {}
+                    _ = ticker.tick() => {
+                        if watchdog.is_some() {
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                        }
+                    }
+                    () = changed.notified() => {
+                        tokio::select! {
+                            () = tokio::time::sleep(STATUS_COALESCE) => {}
+                            () = shutdown.cancelled() => return,
+                        }
+                    }
                     () = shutdown.cancelled() => return,
                 }
-                if watchdog.is_some() {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-                let snapshot = {
-                    let mut status = status.lock().expect("status lock");
-                    status.heartbeat_at = now_rfc3339();
-                    status.clone()
-                };
-                let _ = state::save_json_with(&path, &snapshot, Durability::ProcessDeath);
+                write_status(&status, &path);
             }
         });
     }
@@ -931,16 +952,12 @@ impl PhaseExecutor for Daemon {
                 transcript: transcript.clone(),
                 cancel: &self.signals.shutdown,
             };
-            // Recorded as soon as it exists: if the daemon is killed while the
-            // agent runs, the next start stops what is left of it.
-            let (paths, in_flight) = (&self.paths, &mut self.in_flight);
-            let result = agent::run_phase(&self.config, request, |pgid| {
-                record_child(paths, in_flight, phase, Some(pgid));
-            })
-            .instrument(tracing::info_span!("phase", phase = %phase))
-            .await;
+            // If the daemon dies meanwhile, the agent dies with it (PDEATHSIG)
+            // and the next start stops its tools by their environment marker.
+            let result = agent::run_phase(&self.config, request)
+                .instrument(tracing::info_span!("phase", phase = %phase))
+                .await;
             sweep_descendants().await;
-            record_child(&self.paths, &mut self.in_flight, phase, None);
             let mut run = match result {
                 Ok(run) => run,
                 Err(error) => {
@@ -1111,45 +1128,33 @@ fn human_report(record: &CycleRecord, report: &CycleReport) -> String {
     text
 }
 
-/// Kills what is left of the agents of a daemon of this home that died: the
-/// processes still in the recorded process group (never a group whose number
-/// was reused), and every process carrying the home's agent marker in its
-/// environment (tools that left the group with `setsid`, or an agent whose
-/// group was never recorded). The home's lock is held, so no live daemon owns them.
-fn stop_leftover_agents(home: &std::path::Path, child: Option<ChildRecord>) {
+/// Kills what is left of the agents of a daemon of this home that died:
+/// every process carrying the home's agent marker in its environment (the
+/// agent itself if it outlived the daemon, and its tools, also those that
+/// left its process group with `setsid`). The home's lock is held, so no
+/// live daemon owns them.
+fn stop_leftover_agents(home: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt as _;
-    let record = child.map(|child| crate::reaper::ProcessRecord {
-        pgid: child.pgid,
-        pid: child.pgid,
-        start_time_ticks: child.start_ticks,
-    });
     let leftovers = || {
-        let mut pids = crate::reaper::processes_with_env(
+        crate::reaper::processes_with_env(
             crate::agent::claude::AGENT_MARKER,
             home.as_os_str().as_bytes(),
-        );
-        if let Some(record) = &record {
-            pids.extend(crate::reaper::leftover_group_members(record));
-        }
-        pids.sort_unstable();
-        pids.dedup();
-        pids
+        )
     };
-    let found = leftovers();
-    if found.is_empty() {
+    let mut pids = leftovers();
+    if pids.is_empty() {
         return;
     }
     tracing::warn!(
-        processes = found.len(),
+        processes = pids.len(),
         "stopping the agent processes left over from the previous run"
     );
     // They must be gone before the repository is rolled back under them.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let mut pids = found;
     while !pids.is_empty() && std::time::Instant::now() < deadline {
         for pid in &pids {
             // SAFETY: kill takes plain integers; each pid was seen a moment ago
-            // carrying this home's marker or in the recorded group.
+            // carrying this home's marker.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -1179,30 +1184,6 @@ fn recover_repo(
         tracing::warn!(cycle, attempt = %reference, "the interrupted cycle's work was saved and the tree rolled back to its start");
     }
     Ok(attempt_ref)
-}
-
-/// Writes the running agent's process group (or, with `None`, its end) into
-/// in-flight.json.
-fn record_child(
-    paths: &HomePaths,
-    in_flight: &mut Option<InFlight>,
-    phase: Phase,
-    pgid: Option<i32>,
-) {
-    let Some(in_flight) = in_flight.as_mut() else {
-        return;
-    };
-    in_flight.phase = Some(phase.name().to_owned());
-    in_flight.child = pgid.map(|pgid| ChildRecord {
-        pgid,
-        start_ticks: crate::reaper::start_time_of(pgid).unwrap_or(0),
-    });
-    // The process group is useless after a reboot: no fsync for it.
-    if let Err(error) =
-        state::save_json_with(&paths.in_flight(), in_flight, Durability::ProcessDeath)
-    {
-        tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
-    }
 }
 
 /// Nothing started for a phase may outlive it: kills every remaining

@@ -77,7 +77,7 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
 }
 
 /// Reads `/proc/<pid>/stat`.
-#[cfg(target_os = "linux")]
+#[cfg(all(test, target_os = "linux"))]
 pub(crate) fn read_stat(pid: i32) -> io::Result<ProcStat> {
     read_stat_at(&Path::new("/proc").join(pid.to_string()).join("stat"))
 }
@@ -300,118 +300,6 @@ pub(crate) fn reap_zombies(owned: &[i32]) -> Vec<Reaped> {
         .collect()
 }
 
-/// Identifies a process across a daemon restart: saved in the state when a child
-/// is spawned, checked on the next start to kill a group left over by a daemon
-/// that was killed with SIGKILL, without ever hitting a process that merely
-/// reuses the pid.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ProcessRecord {
-    pub(crate) pgid: i32,
-    pub(crate) pid: i32,
-    /// Start time, from [`start_time_of`].
-    pub(crate) start_time_ticks: u64,
-}
-
-impl ProcessRecord {
-    #[cfg(test)]
-    /// Records a live process: its pid, process group and start time.
-    pub(crate) fn of(pid: i32) -> io::Result<ProcessRecord> {
-        let (pgid, start_time_ticks) = group_and_start_time(pid)?;
-        Ok(ProcessRecord {
-            pgid,
-            pid,
-            start_time_ticks,
-        })
-    }
-}
-
-/// The start time of `pid`: on Linux field 22 of `/proc/<pid>/stat` (clock ticks
-/// since boot), on macOS microseconds since the epoch. Only compare values taken
-/// on the same machine.
-pub(crate) fn start_time_of(pid: i32) -> io::Result<u64> {
-    group_and_start_time(pid).map(|(_, start_time)| start_time)
-}
-
-/// Whether `record.pid` is still the process that was recorded (same start time),
-/// even if it has exited and is waiting to be reaped. False when the pid is gone or
-/// reused, or when it cannot be told.
-#[cfg(test)]
-pub(crate) fn is_same_process(record: &ProcessRecord) -> bool {
-    record.pid > 0
-        && start_time_of(record.pid).is_ok_and(|start_time| start_time == record.start_time_ticks)
-}
-
-/// The live processes still in the recorded process group, so that the caller can
-/// `killpg(record.pgid, …)` after a crash. Empty when the group is gone or its
-/// number now belongs to an unrelated group: the recorded leader's pid is alive
-/// with another start time. When the leader has exited, the members are the
-/// processes with that pgid that started after it (Linux keeps a pgid number
-/// reserved while any process uses it). On macOS only the leader is checked.
-pub(crate) fn leftover_group_members(record: &ProcessRecord) -> Vec<i32> {
-    if record.pgid <= 1 {
-        return Vec::new();
-    }
-    #[cfg(target_os = "linux")]
-    {
-        let table = processes();
-        let leader = table.iter().find(|process| process.pid == record.pid);
-        if leader.is_some_and(|leader| leader.start_time_ticks != record.start_time_ticks) {
-            return Vec::new();
-        }
-        table
-            .iter()
-            .filter(|process| {
-                process.pgrp == record.pgid
-                    && !process.is_dead()
-                    && process.start_time_ticks >= record.start_time_ticks
-            })
-            .map(|process| process.pid)
-            .collect()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        if is_same_process(record) {
-            vec![record.pid]
-        } else {
-            Vec::new()
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn group_and_start_time(pid: i32) -> io::Result<(i32, u64)> {
-    let stat = read_stat(pid)?;
-    Ok((stat.pgrp, stat.start_time_ticks))
-}
-
-#[cfg(target_os = "macos")]
-fn group_and_start_time(pid: i32) -> io::Result<(i32, u64)> {
-    // SAFETY: proc_bsdinfo is plain old data; all zeroes is a valid value.
-    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
-    // SAFETY: the buffer is a live proc_bsdinfo of `size` bytes, which is what
-    // PROC_PIDTBSDINFO writes.
-    let written =
-        unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&raw mut info).cast(), size) };
-    if written != size {
-        return Err(if written <= 0 {
-            io::Error::last_os_error()
-        } else {
-            io::Error::other("short answer from proc_pidinfo")
-        });
-    }
-    let start_time = info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec;
-    Ok((info.pbi_pgid as i32, start_time))
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-fn group_and_start_time(_pid: i32) -> io::Result<(i32, u64)> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "process start times are read on Linux and macOS only",
-    ))
-}
-
 /// Runs one test of this binary in a child process, for tests that change
 /// process-wide state (the subreaper flag, the global tracing subscriber) or that
 /// signal every descendant, which would hit the children of tests running in
@@ -555,37 +443,6 @@ mod linux_tests {
     const TIMEOUT: Duration = Duration::from_secs(20);
 
     #[test]
-    fn start_time_identifies_a_process() {
-        let me = std::process::id() as i32;
-        let record = ProcessRecord::of(me).unwrap();
-        assert_eq!(record.pid, me);
-        // SAFETY: getpgrp has no preconditions.
-        assert_eq!(record.pgid, unsafe { libc::getpgrp() });
-        assert_eq!(start_time_of(me).unwrap(), record.start_time_ticks);
-        assert!(is_same_process(&record));
-        let reused = ProcessRecord {
-            start_time_ticks: record.start_time_ticks + 1,
-            ..record
-        };
-        assert!(!is_same_process(&reused));
-
-        let mut child = Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
-        child.wait().unwrap();
-        assert!(
-            start_time_of(pid).is_err(),
-            "reaped child {pid} still has a stat"
-        );
-        let gone = ProcessRecord {
-            pid,
-            pgid: pid,
-            ..record
-        };
-        assert!(!is_same_process(&gone));
-        assert!(!is_same_process(&ProcessRecord { pid: 0, ..record }));
-    }
-
-    #[test]
     fn finds_descendants_transitively_and_kills_them() {
         let mut child = Command::new("sh")
             .args(["-c", "sh -c 'sleep 1000 & wait' & sleep 1000 & wait"])
@@ -722,47 +579,5 @@ mod linux_tests {
         assert!(descendants_of(me).is_empty());
         assert!(!has_children(), "every child has been reaped");
         assert_eq!(kill_descendants(libc::SIGKILL), 0);
-    }
-
-    #[test]
-    fn leftover_group_members_only_of_the_same_group() {
-        let mut leader = {
-            use std::os::unix::process::CommandExt as _;
-            Command::new("sh")
-                .args(["-c", "sleep 1000 & sleep 1000 & wait"])
-                .stdin(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap()
-        };
-        let pid = leader.id() as i32;
-        let record = ProcessRecord::of(pid).unwrap();
-        assert_eq!(record.pgid, pid);
-        wait_until("the group has 3 members", TIMEOUT, || {
-            leftover_group_members(&record).len() == 3
-        });
-        let reused = ProcessRecord {
-            start_time_ticks: record.start_time_ticks - 1,
-            ..record
-        };
-        assert!(
-            leftover_group_members(&reused).is_empty(),
-            "pid reused by another group"
-        );
-        assert!(leftover_group_members(&ProcessRecord { pgid: 1, ..record }).is_empty());
-
-        // The leader dies first: its children are still the group's leftovers.
-        // SAFETY: kill takes plain integers; pid is our child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        leader.wait().unwrap();
-        assert!(!is_same_process(&record));
-        wait_until("only the 2 sleeps are left", TIMEOUT, || {
-            leftover_group_members(&record).len() == 2
-        });
-        // SAFETY: as above; the group's number is reserved while its members live.
-        assert_eq!(unsafe { libc::killpg(record.pgid, libc::SIGKILL) }, 0);
-        wait_until("the group is gone", TIMEOUT, || {
-            leftover_group_members(&record).is_empty()
-        });
     }
 }

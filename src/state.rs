@@ -315,23 +315,10 @@ pub(crate) struct InFlight {
     pub(crate) cycle: u64,
     pub(crate) started_at: String,
     pub(crate) branch: String,
-    #[serde(default)]
-    pub(crate) phase: Option<String>,
-    /// The agent's process group, to stop it if the daemon died and it lives on.
-    #[serde(default)]
-    pub(crate) child: Option<ChildRecord>,
     /// The repository at cycle start, to save and roll back what the cycle
     /// left behind if the daemon died during it.
     #[serde(default)]
     pub(crate) start: Option<crate::git::CycleStart>,
-}
-
-/// Identifies a child process across a daemon restart.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub(crate) struct ChildRecord {
-    pub(crate) pgid: i32,
-    /// Field 22 of `/proc/<pid>/stat`: tells a reused pid from ours.
-    pub(crate) start_ticks: u64,
 }
 
 /// `status.json`: what the daemon is doing, for `ralphd status`.

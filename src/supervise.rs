@@ -138,7 +138,6 @@ enum Stopping {
 pub(crate) async fn run(
     mut spec: Supervised,
     cancel: &CancellationToken,
-    on_spawn: impl FnOnce(i32),
     mut on_line: impl FnMut(&str),
 ) -> io::Result<Finished> {
     spec.command
@@ -159,7 +158,6 @@ pub(crate) async fn run(
         .filter(|pid| *pid > 1)
         .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
     let _group_guard = GroupGuard { pgid };
-    on_spawn(pgid);
 
     let stdin_task = match (child.stdin.take(), spec.stdin.take()) {
         (Some(mut stdin), Some(text)) => Some(tokio::spawn(async move {
@@ -403,7 +401,7 @@ mod tests {
     async fn collect(spec: Supervised) -> (Finished, Vec<String>) {
         let mut lines = Vec::new();
         let cancel = CancellationToken::new();
-        let finished = run(spec, &cancel, |_| {}, |line| lines.push(line.to_owned()))
+        let finished = run(spec, &cancel, |line| lines.push(line.to_owned()))
             .await
             .expect("child runs");
         (finished, lines)

@@ -92,11 +92,15 @@ fn a_second_daemon_on_the_same_home_exits_2_naming_the_first() {
     );
     assert_eq!(world.calls("scan"), 1, "the second daemon ran nothing");
 
-    let mut status = world.ralphd();
-    status.args(["status", "--json", "--home"]).arg(&world.home);
-    let json: serde_json::Value = serde_json::from_str(&status.output().stdout).unwrap();
+    // status.json follows the daemon within a fraction of a second.
+    let mut json = serde_json::Value::Null;
+    wait_for("status to show the first daemon in scan", || {
+        let mut status = world.ralphd();
+        status.args(["status", "--json", "--home"]).arg(&world.home);
+        json = serde_json::from_str(&status.output().stdout).unwrap();
+        json["status"]["phase"] == "scan"
+    });
     assert_eq!(json["running"], true, "{json}");
-    assert_eq!(json["status"]["phase"], "scan", "{json}");
 
     first.signal(libc::SIGTERM);
     first

@@ -72,6 +72,8 @@ pub(crate) struct CycleInput {
     pub(crate) checks_configured: bool,
     /// `--allow-dirty`: the user's uncommitted changes are expected in the tree.
     pub(crate) allow_dirty: bool,
+    /// The home, whose steering files the user may edit during a run.
+    pub(crate) home: PathBuf,
 }
 
 /// Everything the daemon records about a finished cycle.
@@ -129,10 +131,12 @@ pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
 /// become the cycle's outcome; only the daemon's stop requests end it early.
 pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -> CycleReport {
     let mut report = CycleReport::default();
-    if !input.allow_dirty {
+    // With auto_commit = false, verified changes stay in the tree on purpose.
+    if !input.allow_dirty && input.auto_commit {
         // Changes that appeared since start-up (a rollback that failed, someone
         // editing the repo) must never be snapshotted as the user's and carried on.
-        match executor.git(|repo| repo.dirty_paths(10)).await {
+        let home = input.home.clone();
+        match executor.git(move |repo| repo.stray_paths(&home, 10)).await {
             Ok(dirty) if dirty.is_empty() => {}
             Ok(dirty) => {
                 report.outcome = Some(Outcome::Failed);

@@ -224,7 +224,8 @@ impl Daemon {
                 None => None,
             };
             if !allow_dirty {
-                let dirty = repo.dirty_paths(11)?;
+                // The home's steering files are the user's to edit at any time.
+                let dirty = repo.stray_paths(&home, 11)?;
                 if !dirty.is_empty() {
                     let more = if dirty.len() > 10 { ", …" } else { "" };
                     bail!(UsageError(format!(
@@ -283,6 +284,10 @@ impl Daemon {
             daemon.record_interrupted_cycle(in_flight, attempt_ref)?;
         }
         daemon.check_branch().await?;
+        // A progress without cycles belongs to whatever branch we start on.
+        if daemon.progress.cycles.is_empty() {
+            daemon.progress.branch = daemon.branch.clone();
+        }
         let spent = daemon.progress.total_cost_usd;
         daemon.set_status(|status| status.spent_usd = spent);
         daemon.save_guards()?;
@@ -475,11 +480,17 @@ impl Daemon {
             auto_commit: self.config.git.auto_commit,
             checks_configured: !self.config.backtest.checks.is_empty(),
             allow_dirty: self.config.allow_dirty,
+            home: self.config.home.clone(),
         };
         tracing::info!(cycle, branch = %self.branch, "cycle started");
         let report = cycle::run(&input, self)
             .instrument(tracing::info_span!("cycle", cycle))
             .await;
+        // Settle the branch before the cycle is recorded: a rollback at its
+        // end may have put HEAD back on the branch an archive was made for.
+        if let Err(error) = self.check_branch().await {
+            tracing::error!(cycle, error = %format!("{error:#}"), "branch check failed");
+        }
         let outcome = report.outcome.unwrap_or(Outcome::Failed);
 
         if outcome == Outcome::Committed
@@ -678,9 +689,6 @@ impl Daemon {
             }
             Some(_) => {}
             None => state::write_last_branch(&self.paths, &current)?,
-        }
-        if self.progress.branch != current && self.progress.cycles.is_empty() && !continues {
-            self.progress.branch = current.clone();
         }
         self.branch = current.clone();
         self.set_status(|status| status.branch = current);
@@ -1170,6 +1178,19 @@ fn recover_repo(
     start: &crate::git::CycleStart,
     (name, email): &(String, String),
 ) -> Result<Option<String>> {
+    // Died between the cycle's commit and the note that it was committed:
+    // the verified commit stays.
+    let commit_prefix = format!("ralphd: cycle {cycle}: ");
+    if repo
+        .head_summary()?
+        .is_some_and(|summary| summary.starts_with(&commit_prefix))
+    {
+        tracing::info!(
+            cycle,
+            "the interrupted cycle had already committed its verified work; kept"
+        );
+        return Ok(None);
+    }
     let message = format!(
         "ralphd: cycle {cycle} attempt (not kept): interrupted\n\nWhy it was not kept: the daemon died during this cycle (crash, kill -9 or power loss)\n"
     );

@@ -342,13 +342,25 @@ impl GitRepo {
     /// work tree when `home` lies inside it (also when home is the work tree
     /// itself), else nothing.
     pub(crate) fn home_dirs_in_repo(&self, home: &Path) -> Vec<PathBuf> {
+        self.in_home(home, &HOME_DIRS)
+    }
+
+    /// The home's own files that the user may edit while the daemon runs
+    /// (`ralph.toml`, `PROMPT.md`, `prompts/`), relative to the work tree,
+    /// when the home lies inside it. They may be committed; ralphd never
+    /// counts an edit of them as a stray change.
+    pub(crate) fn steering_files_in_repo(&self, home: &Path) -> Vec<PathBuf> {
+        self.in_home(home, &["ralph.toml", "PROMPT.md", "prompts"])
+    }
+
+    fn in_home(&self, home: &Path, names: &[&str]) -> Vec<PathBuf> {
         let home = fs::canonicalize(home)
             .or_else(|_| std::path::absolute(home))
             .unwrap_or_else(|_| home.to_path_buf());
         let Ok(relative) = home.strip_prefix(&self.workdir) else {
             return Vec::new();
         };
-        HOME_DIRS.iter().map(|dir| relative.join(dir)).collect()
+        names.iter().map(|name| relative.join(name)).collect()
     }
 
     /// Adds each directory (relative to the work tree) to `info/exclude`
@@ -457,6 +469,36 @@ impl GitRepo {
             paths.push(String::from_utf8_lossy(entry.path_bytes()).into_owned());
         }
         Ok(paths)
+    }
+
+    /// The first line of HEAD's commit message, `None` on an unborn branch.
+    pub(crate) fn head_summary(&self) -> Result<Option<String>> {
+        const OP: &str = "read HEAD";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let Some(oid) = read_head(&repo).map_err(git_error)?.oid() else {
+            return Ok(None);
+        };
+        let commit = repo.find_commit(oid).map_err(git_error)?;
+        Ok(Some(
+            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+        ))
+    }
+
+    /// [`Self::dirty_paths`] without the home's steering files
+    /// ([`Self::steering_files_in_repo`]): the changes nobody announced.
+    pub(crate) fn stray_paths(&self, home: &Path, limit: usize) -> Result<Vec<String>> {
+        let steering = self.steering_files_in_repo(home);
+        Ok(self
+            .dirty_paths(usize::MAX)?
+            .into_iter()
+            .filter(|path| {
+                !steering
+                    .iter()
+                    .any(|file| Path::new(path).starts_with(file))
+            })
+            .take(limit)
+            .collect())
     }
 
     /// The branch name (`main`, `feature/login`), `detached-<7 hex>` for a

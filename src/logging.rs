@@ -255,8 +255,10 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
 
     for (prefix, min_tail) in TOKEN_PREFIXES {
         for (start, _) in lower.match_indices(prefix) {
-            // A prefix inside a longer word ("Nakia…") is not a token.
-            if start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
+            // A key id prefix inside a longer word ("Nakia…") is not a token.
+            // (Only for that plain-letter prefix: the others are distinctive,
+            // and may follow an escape such as `\n` in JSON text.)
+            if *prefix == "akia" && start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
                 continue;
             }
             let tail = bytes[start + prefix.len()..]
@@ -455,6 +457,7 @@ mod tests {
                 "aws [REDACTED] and Nakiai0123456789012345",
             ),
             ("the ghp_ prefix alone", "the ghp_ prefix alone"),
+            (r"boom\nsk-ant-api03-abc", r"boom\n[REDACTED]"),
             (
                 "export CLAUDE_CODE_OAUTH_TOKEN='tok.123/+='",
                 "export CLAUDE_CODE_OAUTH_TOKEN='[REDACTED]'",

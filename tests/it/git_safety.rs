@@ -314,6 +314,86 @@ fn a_branch_switch_undone_by_the_rollback_keeps_the_branch_history() {
 }
 
 #[test]
+fn a_branch_switch_undone_by_a_rollback_at_the_cycles_end_keeps_the_history_too() {
+    let world = World::new();
+    world.config("max_attempts = 1\n");
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    world.script(
+        "code-edit",
+        None,
+        "git checkout -q -b agent-branch; echo x > work.txt\n",
+    );
+    // backtest itself fails: the cycle ends with the rollback, no report runs.
+    world.reply(
+        "backtest",
+        None,
+        &[
+            init_line(),
+            error_result_line(Some(400), "API Error: 400 bad"),
+        ],
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "failed"]);
+    assert_eq!(world.progress()["branch"], "main");
+    let archives = std::fs::read_dir(world.home.join("archive")).map_or(0, |dir| dir.count());
+    assert_eq!(archives, 0);
+}
+
+#[test]
+fn with_auto_commit_off_the_verified_change_stays_and_the_next_cycles_run() {
+    let world = World::new();
+    world.config("\n[git]\nauto_commit = false\n");
+    world.run(&["--max-iterations", "2"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    assert_eq!(world.read_repo("work.txt").unwrap(), "cycle 1\ncycle 2\n");
+    assert_eq!(world.git_log(), ["initial"]);
+}
+
+#[test]
+fn a_steering_file_edited_during_the_run_is_no_stray_change() {
+    let world = World::new();
+    let home = world.repo.join(".ralph");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(world.home.join("ralph.toml"), home.join("ralph.toml")).unwrap();
+    std::fs::write(home.join("PROMPT.md"), "Focus on the README.\n").unwrap();
+    world.commit_all("home in the repo");
+    // The user edits the steering text while cycle 1 runs.
+    world.script(
+        "report",
+        Some(1),
+        &format!(
+            "echo 'Now focus on tests.' > '{}'\n",
+            home.join("PROMPT.md").display()
+        ),
+    );
+    let mut command = world.ralphd();
+    command
+        .args(["run", "--max-iterations", "2", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&home);
+    command.output().assert_code(1);
+    let progress = read_json(&home.join("state/progress.json"));
+    let outcomes: Vec<&str> = progress["cycles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["committed", "committed"]);
+    assert!(
+        world.stdin_of("scan", 2).contains("Now focus on tests."),
+        "cycle 2 reads the new steering"
+    );
+    let files = git(&world.repo, &["show", "--name-only", "--format=", "HEAD"]);
+    assert_eq!(
+        files.trim(),
+        "work.txt",
+        "the user's edit is never committed by ralphd"
+    );
+}
+
+#[test]
 fn a_corrupt_prd_is_refused_by_name_and_left_alone() {
     let world = World::new();
     std::fs::create_dir_all(world.home.join("state")).unwrap();

@@ -434,3 +434,44 @@ fn json_logs_parse_line_by_line_and_never_carry_the_api_key() {
         );
     }
 }
+
+/// Killed between the cycle's commit and the record that it was committed:
+/// the restart keeps the verified commit on the branch instead of rolling it
+/// back. (The in-flight record from before the commit is put back by hand, as
+/// a kill in that narrow window would leave it.)
+#[test]
+fn a_crash_right_after_the_commit_keeps_the_commit() {
+    let world = World::new();
+    world.script(
+        "code-edit",
+        Some(1),
+        "cp \"$RALPH_HOME/state/in-flight.json\" \"$FAKE_CLAUDE_DIR/in-flight.copy\"\n",
+    );
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    assert_eq!(
+        world.git_log()[0],
+        "ralphd: cycle 1: Add a line to work.txt"
+    );
+    std::fs::copy(
+        world.fake.join("in-flight.copy"),
+        world.home.join("state/in-flight.json"),
+    )
+    .unwrap();
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(
+        world.git_log(),
+        [
+            "ralphd: cycle 2: Add a line to work.txt",
+            "ralphd: cycle 1: Add a line to work.txt",
+            "initial"
+        ]
+    );
+    assert_eq!(
+        git(&world.repo, &["for-each-ref", "refs/ralph/attempts"]),
+        ""
+    );
+    assert_eq!(world.read_repo("work.txt").unwrap(), "cycle 1\ncycle 2\n");
+}

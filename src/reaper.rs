@@ -1,5 +1,5 @@
-//! No orphans: find, signal and reap every process below the daemon, and tell
-//! whether a process recorded by an earlier run is still that same process.
+//! No orphans: find, signal and reap every process below the daemon, and find
+//! the processes a dead daemon left behind by a marker in their environment.
 //!
 //! The claude CLI starts tool commands in their own sessions (`setsid`), so killing
 //! the child's process group misses them. With [`become_subreaper`], such a process
@@ -7,10 +7,9 @@
 //! still one of our descendants: [`kill_descendants`] finds it and [`reap_zombies`]
 //! collects its exit status once it is dead.
 //!
-//! Linux reads `/proc`. Elsewhere the scans find nothing, [`become_subreaper`]
-//! reports `Unsupported`, and only the process identity check works (macOS); on
-//! macOS the child's process group is all we can kill. This module does not spawn,
-//! sleep or read the clock: callers loop and wait.
+//! Linux reads `/proc`. Elsewhere the scans find nothing and [`become_subreaper`]
+//! reports `Unsupported`: on macOS the child's process group is all we can kill.
+//! This module does not spawn, sleep or read the clock: callers loop and wait.
 //!
 //! **Reaping and Tokio.** Tokio's `Child::wait` (and std's) reaps its own child by
 //! pid. If we reaped that pid first, its `wait` would fail with `ECHILD` and the

@@ -79,6 +79,7 @@ pub(crate) fn init(options: LogOptions) -> anyhow::Result<LogGuard> {
 }
 
 fn try_init(options: LogOptions) -> anyhow::Result<LogGuard> {
+    let _ = SECRET_VALUES.set(secret_values(std::env::vars_os()));
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = build_filter(&options.level, options.verbosity, rust_log.as_deref())?;
     let (file_writer, file_worker) = match &options.dir {
@@ -205,6 +206,25 @@ fn shift_level(base: LevelFilter, verbosity: i8) -> LevelFilter {
 /// Variable and header names whose value is a secret, lowercase. A name matches
 /// anywhere (so `api_key` covers `ANTHROPIC_API_KEY` and `x-api-key`), but only
 /// when `=` or `:` follows it, possibly with quotes and spaces in between.
+/// The values of this process's secret-looking environment variables (a key
+/// of any shape, say a proxy's, would otherwise be logged in clear if some
+/// output echoed it). Set once when logging starts.
+static SECRET_VALUES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Values of variables whose name ends like a credential's, long enough not to
+/// match ordinary words.
+fn secret_values(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<String> {
+    const SUFFIXES: [&str; 5] = ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_CREDENTIALS"];
+    vars.filter_map(|(name, value)| {
+        let name = name.to_str()?.to_ascii_uppercase();
+        let value = value.into_string().ok()?;
+        (SUFFIXES.iter().any(|suffix| name.ends_with(suffix)) && value.len() >= 12).then_some(value)
+    })
+    .collect()
+}
+
 const SECRET_NAMES: &[&str] = &[
     "api_key",
     "api-key",
@@ -296,6 +316,12 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
         {
             ranges.push((value_start, value_end));
         }
+    }
+    for value in SECRET_VALUES.get().into_iter().flatten() {
+        ranges.extend(
+            text.match_indices(value.as_str())
+                .map(|(start, _)| (start, start + value.len())),
+        );
     }
     if ranges.is_empty() {
         return Cow::Borrowed(text);
@@ -439,6 +465,22 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    #[test]
+    fn secret_values_come_from_credential_like_variables() {
+        let vars = [
+            ("MY_PROXY_TOKEN", "plainsecretvalue123"),
+            ("ANTHROPIC_API_KEY", "not-an-sk-ant-key-but-secret"),
+            ("SHORT_TOKEN", "abc"),
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("KEYBOARD", "a-long-but-harmless-value"),
+        ]
+        .map(|(name, value)| (name.into(), value.into()));
+        assert_eq!(
+            secret_values(vars.into_iter()),
+            ["plainsecretvalue123", "not-an-sk-ant-key-but-secret"]
+        );
+    }
 
     #[test]
     fn redacts_keys_and_tokens() {

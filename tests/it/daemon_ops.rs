@@ -378,12 +378,13 @@ fn json_logs_parse_line_by_line_and_never_carry_the_api_key() {
     world.script(
         "scan",
         None,
-        "echo \"debug: using $ANTHROPIC_API_KEY\" >&2\nEXIT=1\n",
+        "echo \"debug: using $ANTHROPIC_API_KEY via $MY_PROXY_TOKEN\" >&2\nEXIT=1\n",
     );
     world.reply("scan", None, &[init_line()]);
     let mut command = world.ralphd();
     command
         .env("ANTHROPIC_API_KEY", "sk-ant-api03-NEVERLOGGED42")
+        .env("MY_PROXY_TOKEN", "plain-NEVERLOGGED43")
         .args([
             "run",
             "--max-iterations",
@@ -429,7 +430,7 @@ fn json_logs_parse_line_by_line_and_never_carry_the_api_key() {
         ("progress.json", &progress),
     ] {
         assert!(
-            !text.contains("NEVERLOGGED42"),
+            !text.contains("NEVERLOGGED"),
             "the key leaked into the {name}"
         );
     }

@@ -315,16 +315,8 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                         diff_summary = summary;
                     }
                     Err(error) => {
-                        report.error = Some(format!("cannot measure progress: {error}"));
-                        report.outcome = Some(Outcome::Failed);
-                        save_and_roll_back(
-                            &mut report,
-                            &start,
-                            input.cycle,
-                            executor,
-                            "progress could not be measured",
-                        )
-                        .await;
+                        let error = format!("cannot measure progress: {error}");
+                        fail_and_roll_back(&mut report, &start, input.cycle, executor, error).await;
                         return report;
                     }
                 }
@@ -333,16 +325,8 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                 if let Some(checkpoint) = edit_checkpoint.clone()
                     && let Err(error) = undo_after_edit(executor, checkpoint, input.cycle).await
                 {
-                    report.error = Some(format!("cannot restore the edit: {error}"));
-                    report.outcome = Some(Outcome::Failed);
-                    save_and_roll_back(
-                        &mut report,
-                        &start,
-                        input.cycle,
-                        executor,
-                        "the edit could not be restored after backtest",
-                    )
-                    .await;
+                    let error = format!("cannot restore the edit after backtest: {error}");
+                    fail_and_roll_back(&mut report, &start, input.cycle, executor, error).await;
                     return report;
                 }
                 let (pass, reason) = decide(&text, &checks, input.checks_configured);
@@ -379,14 +363,13 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                                 report.outcome = Some(Outcome::NoChanges);
                             }
                             Err(error) => {
-                                report.error = Some(format!("commit failed: {error}"));
-                                report.outcome = Some(Outcome::Failed);
-                                save_and_roll_back(
+                                let error = format!("commit failed: {error}");
+                                fail_and_roll_back(
                                     &mut report,
                                     &start,
                                     input.cycle,
                                     executor,
-                                    "commit failed",
+                                    error,
                                 )
                                 .await;
                             }
@@ -532,6 +515,20 @@ async fn undo_after_edit(
     Ok(())
 }
 
+/// Ends the cycle as failed with `error`, which is also why its work was not
+/// kept: saved as an attempt, then rolled back.
+async fn fail_and_roll_back(
+    report: &mut CycleReport,
+    start: &CycleStart,
+    cycle: u64,
+    executor: &mut impl PhaseExecutor,
+    error: String,
+) {
+    report.outcome = Some(Outcome::Failed);
+    report.error = Some(error.clone());
+    save_and_roll_back(report, start, cycle, executor, &error).await;
+}
+
 /// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and puts
 /// the repository back to the cycle's start (the user's own changes included).
 async fn save_and_roll_back(
@@ -549,13 +546,7 @@ async fn save_and_roll_back(
     let cycle_start = start.clone();
     // Never roll back what could not be saved: save first, record it, then reset.
     let saved = executor
-        .git(move |repo| {
-            if repo.measure_progress(&cycle_start)?.is_empty() {
-                return Ok(None);
-            }
-            repo.save_attempt(&cycle_start, cycle, &message, &name, &email)
-                .map(|(reference, _)| Some(reference))
-        })
+        .git(move |repo| repo.save_changes(&cycle_start, cycle, &message, &name, &email))
         .await;
     let reference = match saved {
         Ok(Some(reference)) => reference,

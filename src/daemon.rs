@@ -1195,7 +1195,13 @@ fn recover_repo(
         "ralphd: cycle {cycle} attempt (not kept): interrupted\n\nWhy it was not kept: the daemon died during this cycle (crash, kill -9 or power loss)\n"
     );
     let attempt_ref = repo
-        .save_and_roll_back(start, cycle, &message, name, email)
+        .save_changes(start, cycle, &message, name, email)
+        .and_then(|saved| {
+            if saved.is_some() {
+                repo.rollback(start)?;
+            }
+            Ok(saved)
+        })
         .with_context(|| {
             format!(
                 "cannot save and roll back cycle {cycle}, which the previous daemon left unfinished"

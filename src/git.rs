@@ -784,18 +784,7 @@ impl GitRepo {
                 op: OP,
             });
         }
-        let mut skip = |path: &Path, _: &[u8]| -> i32 {
-            i32::from(self.skip_when_staging(path) || start.is_user_path(path))
-        };
-        index
-            .add_all(
-                ["*"],
-                IndexAddOption::DEFAULT,
-                Some(&mut skip as &mut IndexMatchedPath),
-            )
-            .map_err(git_error)?;
-        index
-            .update_all(["*"], Some(&mut skip as &mut IndexMatchedPath))
+        self.stage_work_tree(&mut index, |path| start.is_user_path(path))
             .map_err(git_error)?;
         let staged_tree = index.write_tree().map_err(git_error)?;
 
@@ -854,11 +843,10 @@ impl GitRepo {
         }
     }
 
-    /// When the cycle changed anything: saves the attempt ([`Self::save_attempt`])
-    /// and then, only once it is saved, rolls back to the start
-    /// ([`Self::rollback`]). Returns the attempt's ref, `None` when there was
-    /// nothing to save.
-    pub(crate) fn save_and_roll_back(
+    /// [`Self::save_attempt`] when the cycle changed anything; returns the
+    /// attempt's ref, `None` when there was nothing to save. Callers roll back
+    /// ([`Self::rollback`]) only once this has succeeded.
+    pub(crate) fn save_changes(
         &self,
         start: &CycleStart,
         cycle: u64,
@@ -870,7 +858,6 @@ impl GitRepo {
             return Ok(None);
         }
         let (reference, _) = self.save_attempt(start, cycle, message, author_name, author_email)?;
-        self.rollback(start)?;
         Ok(Some(reference))
     }
 
@@ -1110,18 +1097,28 @@ impl GitRepo {
         let repo = self.open_repo(op)?;
         let git_error = |error| self.git_error(op, error);
         let mut index = repo.index().map_err(git_error)?;
-        let mut skip = |path: &Path, _: &[u8]| -> i32 { i32::from(self.skip_when_staging(path)) };
-        index
-            .add_all(
-                ["*"],
-                IndexAddOption::DEFAULT,
-                Some(&mut skip as &mut IndexMatchedPath),
-            )
-            .map_err(git_error)?;
-        index
-            .update_all(["*"], Some(&mut skip as &mut IndexMatchedPath))
+        self.stage_work_tree(&mut index, |_| false)
             .map_err(git_error)?;
         index.write_tree().map_err(git_error)
+    }
+
+    /// Stages every new, modified and deleted file of the work tree into
+    /// `index` (respecting `.gitignore`), except what
+    /// [`Self::skip_when_staging`] or `also_skip` leaves out.
+    fn stage_work_tree(
+        &self,
+        index: &mut git2::Index,
+        also_skip: impl Fn(&Path) -> bool,
+    ) -> std::result::Result<(), git2::Error> {
+        let mut skip = |path: &Path, _: &[u8]| -> i32 {
+            i32::from(self.skip_when_staging(path) || also_skip(path))
+        };
+        index.add_all(
+            ["*"],
+            IndexAddOption::DEFAULT,
+            Some(&mut skip as &mut IndexMatchedPath),
+        )?;
+        index.update_all(["*"], Some(&mut skip as &mut IndexMatchedPath))
     }
 
     fn cycle_diff<'repo>(

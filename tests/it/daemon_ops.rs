@@ -28,22 +28,38 @@ fn wait_for(what: &str, condition: impl FnMut() -> bool) {
     );
 }
 
+/// Scripts `phase` (call `call`, or every call) of the fake agent to run
+/// `first`, start `sleep` under `setsid` (a tool that leaves the group), then
+/// hang in `sleep` itself.
+fn hang_with_a_setsid_tool(
+    world: &World,
+    phase: &str,
+    call: Option<u32>,
+    first: &str,
+    sleep: &str,
+) {
+    world.script(
+        phase,
+        call,
+        &format!("{first}\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+}
+
+/// Waits until the phase scripted by [`hang_with_a_setsid_tool`] hangs.
+fn wait_until_hanging(world: &World, sleep: &str) {
+    wait_for("the phase to start its tools", || {
+        world.fake.join("started").exists()
+    });
+    wait_for("the setsid tool", || processes_with(sleep).len() == 2);
+}
+
 #[test]
 fn sigterm_stops_the_agent_and_its_setsid_grandchild_and_saves_the_attempt() {
     let world = World::new();
     let sleep = unique_sleep(1);
-    world.script(
-        "code-edit",
-        None,
-        &format!("echo partial > work.txt\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
-    );
+    hang_with_a_setsid_tool(&world, "code-edit", None, "echo partial > work.txt", &sleep);
     let mut running = world.start(&["--max-iterations", "1"]);
-    wait_for("code-edit to start its tools", || {
-        world.fake.join("started").exists()
-    });
-    wait_for("the setsid grandchild", || {
-        processes_with(&sleep).len() == 2
-    });
+    wait_until_hanging(&world, &sleep);
 
     running.signal(libc::SIGTERM);
     let outcome = running
@@ -170,18 +186,15 @@ fn after_kill_9_at_any_moment_every_state_file_parses_and_a_restart_runs_on() {
 fn after_kill_9_during_code_edit_a_restart_stops_the_leftover_tools() {
     let world = World::new();
     let sleep = unique_sleep(3);
-    world.script(
+    hang_with_a_setsid_tool(
+        &world,
         "code-edit",
         Some(1),
-        &format!("echo partial > work.txt\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+        "echo partial > work.txt",
+        &sleep,
     );
     let mut running = world.start(&["--max-iterations", "1"]);
-    wait_for("code-edit to start its tools", || {
-        world.fake.join("started").exists()
-    });
-    wait_for("the setsid grandchild", || {
-        processes_with(&sleep).len() == 2
-    });
+    wait_until_hanging(&world, &sleep);
     running.kill();
     assert!(
         !processes_with(&sleep).is_empty(),
@@ -214,20 +227,9 @@ fn after_kill_9_during_code_edit_a_restart_stops_the_leftover_tools() {
 fn a_second_signal_exits_at_once_and_leaves_nothing_running() {
     let world = World::new();
     let sleep = unique_sleep(4);
-    world.script(
-        "scan",
-        None,
-        &format!(
-            "trap '' INT TERM\nsetsid {sleep} &\ntouch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"
-        ),
-    );
+    hang_with_a_setsid_tool(&world, "scan", None, "trap '' INT TERM", &sleep);
     let mut running = world.start(&["--max-iterations", "1"]);
-    wait_for("scan to start its tools", || {
-        world.fake.join("started").exists()
-    });
-    wait_for("the setsid grandchild", || {
-        processes_with(&sleep).len() == 2
-    });
+    wait_until_hanging(&world, &sleep);
     running.signal(libc::SIGTERM);
     wait_for("the first signal to be logged", || {
         log_contains(&world, "stopping")

@@ -3,7 +3,9 @@
 //! against the cycle's start, the daemon's checks and the agent's verdict
 //! decide between commit and rollback, and the report's story update is
 //! applied only to committed work. Completion is accepted here (or refused
-//! while prd.json has open stories).
+//! while prd.json has open stories). After every phase run the repository
+//! must still be the cycle's (DESIGN §14): what the agent did to the branch or
+//! a submodule is saved as an attempt and undone.
 //!
 //! It decides nothing about limits, retries, backoff, waiting or the
 //! breaker: running a phase is delegated to a [`PhaseExecutor`], which the
@@ -178,6 +180,9 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
     let mut code_edit_skipped = false;
     // The work tree as code-edit left it: what the verdict is about.
     let mut edit_checkpoint: Option<CycleStart> = None;
+    // What every phase run must leave the branch and submodules at: the start,
+    // then, once the verdict passed, the verified state.
+    let mut guard: Option<CycleStart> = Some(start.clone());
 
     for phase in Phase::ALL {
         // Completion in scan or idea skips the edit and so its verification;
@@ -230,6 +235,12 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
         };
         report.cost_usd += run.cost_usd;
         report.phases.push(phase_record(phase, &run));
+        if let Some(guard) = &guard
+            && let Some(reason) = trespass_after(executor, guard, phase).await
+        {
+            undo_trespass(&mut report, guard, input.cycle, executor, reason).await;
+            return report;
+        }
         let Some(text) = run.result_text.clone().filter(|_| run.succeeded()) else {
             let reason = run
                 .failure
@@ -392,6 +403,17 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                     )
                     .await;
                 }
+                if report.outcome == Some(Outcome::Committed) {
+                    // The report may not undo what was verified: it is
+                    // checked against the state after the commit.
+                    guard = match executor.git(|repo| repo.checkpoint()).await {
+                        Ok(verified) => Some(verified),
+                        Err(error) => {
+                            tracing::warn!(cycle = input.cycle, %error, "cannot snapshot the committed state; the report's git use is not checked");
+                            None
+                        }
+                    };
+                }
             }
             Phase::Report => apply_report_block(&mut report, &text),
             Phase::Scan => {}
@@ -513,6 +535,48 @@ async fn undo_after_edit(
         );
     }
     Ok(())
+}
+
+/// DESIGN §14: after a phase run HEAD must still be on the branch of `guard`,
+/// that branch must still contain `guard`'s commit and no submodule may have
+/// changed. Returns the cycle's reason when not (`code-edit: the agent …`),
+/// also when the check itself fails: a repository that cannot be checked is
+/// not trusted.
+async fn trespass_after(
+    executor: &mut impl PhaseExecutor,
+    guard: &CycleStart,
+    phase: Phase,
+) -> Option<String> {
+    let base = guard.clone();
+    match executor.git(move |repo| repo.trespasses(&base)).await {
+        Ok(found) if found.is_empty() => None,
+        Ok(found) => {
+            let what: Vec<String> = found.iter().map(ToString::to_string).collect();
+            Some(format!("{phase}: {}", what.join("; ")))
+        }
+        Err(error) => Some(format!(
+            "cannot check the repository after {phase}: {error}"
+        )),
+    }
+}
+
+/// Saves what the agent did (its commits, its branch, its submodule work) as
+/// an attempt and puts the repository back to `guard`. A committed cycle stays
+/// committed (its commit is kept); any other cycle fails with `reason`.
+async fn undo_trespass(
+    report: &mut CycleReport,
+    guard: &CycleStart,
+    cycle: u64,
+    executor: &mut impl PhaseExecutor,
+    reason: String,
+) {
+    tracing::error!(cycle, %reason, "the agent touched what belongs to the cycle; saving its work and restoring the repository");
+    if report.outcome == Some(Outcome::Committed) {
+        report.error = Some(reason.clone());
+        save_and_roll_back(report, guard, cycle, executor, &reason).await;
+    } else {
+        fail_and_roll_back(report, guard, cycle, executor, reason).await;
+    }
 }
 
 /// Ends the cycle as failed with `error`, which is also why its work was not

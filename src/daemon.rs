@@ -637,6 +637,18 @@ impl Daemon {
     /// last run or phase, and starts a fresh progress for the new branch.
     async fn check_branch(&mut self) -> Result<()> {
         let current = self.git(|repo| repo.branch_label()).await?;
+        // Mid-cycle, HEAD off the branch the cycle started on is the agent's
+        // doing (DESIGN §14): the cycle saves and undoes it after the phase
+        // run; it is no branch change of the user's to archive.
+        if let Some(start) = self
+            .in_flight
+            .as_ref()
+            .and_then(|flight| flight.start.as_ref())
+            && start.branch_label() != current
+        {
+            tracing::debug!(cycle_branch = %start.branch_label(), head = %current, "HEAD is off the cycle's branch; the cycle undoes it after the phase run");
+            return Ok(());
+        }
         let last = state::read_last_branch(&self.paths);
         let continues = match &last {
             Some(last) if last != &current => {

@@ -14,6 +14,13 @@
 //! either [`GitRepo::commit_cycle`] or [`GitRepo::save_attempt`] followed by
 //! [`GitRepo::rollback`].
 //!
+//! While a cycle runs the repository is the cycle's (DESIGN §14):
+//! [`GitRepo::trespasses`] finds what the agent may not do — leave or delete
+//! the cycle's branch, take commits off it (reset, amend, rebase), change a
+//! submodule — and the saved attempt and the rollback cover all of it: the
+//! start branch is restored at its start commit and each submodule's work is
+//! saved in the submodule's own repository, then rolled back the same way.
+//!
 //! Paths the user had changed before the cycle started (`--allow-dirty`) are
 //! snapshotted byte for byte at cycle start, are the baseline for progress,
 //! are never committed by the daemon and are restored exactly by a rollback.
@@ -49,6 +56,9 @@ const CHECKPOINT_REF: &str = "refs/ralph/checkpoint";
 /// The identity of the daemon's own bookkeeping commits (the dirty snapshot).
 const BOOKKEEPING_NAME: &str = "ralphd";
 const BOOKKEEPING_EMAIL: &str = "ralphd@localhost";
+
+/// The index mode of a submodule entry (a gitlink).
+const GITLINK_MODE: u32 = 0o160000;
 
 /// Home subdirectories kept out of git when the home lies inside the repo.
 const HOME_DIRS: [&str; 3] = ["state", "archive", "logs"];
@@ -174,6 +184,59 @@ impl HeadState {
             HeadState::Detached { oid } => format!("detached-{}", short_hex(*oid)),
         }
     }
+
+    /// For messages: `branch main`, `a detached HEAD at 1a2b3c4`.
+    fn describe(&self) -> String {
+        match self {
+            HeadState::Detached { oid } => format!("a detached HEAD at {}", short_hex(*oid)),
+            _ => format!("branch {}", self.label()),
+        }
+    }
+}
+
+/// Something the agent did to the repository that a cycle may not do
+/// (DESIGN §14), found by [`GitRepo::trespasses`]. Its text is the reason the
+/// cycle gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Trespass {
+    /// HEAD left the branch (or the detached HEAD) the cycle started on.
+    LeftBranch { from: String, to: String },
+    /// The cycle's branch no longer exists.
+    DeletedBranch { branch: String },
+    /// The branch (or the detached HEAD) no longer contains the commit where
+    /// the cycle had it: a reset, an amend or a rebase took commits off it.
+    RewroteHistory { branch: String, commit: Oid },
+    /// Work inside submodules, one entry each: `lib (files edited, HEAD moved)`.
+    ChangedSubmodules { changes: Vec<String> },
+}
+
+impl std::fmt::Display for Trespass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trespass::LeftBranch { from, to } => write!(
+                f,
+                "the agent switched from {from} to {to} (git checkout/switch)"
+            ),
+            Trespass::DeletedBranch { branch } => write!(f, "the agent deleted branch {branch}"),
+            Trespass::RewroteHistory { branch, commit } => write!(
+                f,
+                "the agent moved {branch} off {}, where the cycle had it (git reset, --amend or rebase)",
+                short_hex(*commit)
+            ),
+            Trespass::ChangedSubmodules { changes } => {
+                let noun = if changes.len() == 1 {
+                    "submodule"
+                } else {
+                    "submodules"
+                };
+                write!(
+                    f,
+                    "the agent changed {noun} {} (ralphd never keeps work inside a submodule)",
+                    changes.join(", ")
+                )
+            }
+        }
+    }
 }
 
 /// How one of the user's pre-existing changes looked at cycle start.
@@ -220,6 +283,20 @@ pub(crate) struct CycleStart {
     /// Ignored paths present at start (directories as one entry): a rollback
     /// never removes anything under them, even if the agent changed `.gitignore`.
     ignored_at_start: Vec<PathBuf>,
+    /// Each checked-out submodule's own start state (empty without submodules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    submodules: Vec<SubmoduleStart>,
+}
+
+/// A checked-out submodule at cycle start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SubmoduleStart {
+    /// Relative to the parent's work tree.
+    path: PathBuf,
+    /// The submodule's git dir, to give a removed work tree its repository back.
+    git_dir: PathBuf,
+    /// The submodule's own state, snapshotted like the parent's.
+    start: CycleStart,
 }
 
 impl CycleStart {
@@ -228,7 +305,6 @@ impl CycleStart {
         self.head.oid()
     }
 
-    #[cfg(test)]
     /// The branch label at start (`main`, `detached-1a2b3c4`).
     pub(crate) fn branch_label(&self) -> String {
         self.head.label()
@@ -602,13 +678,152 @@ impl GitRepo {
             self.pin_snapshot(&repo, &head, &user_files, pin_ref)
                 .map_err(git_error)?;
         }
+        let submodules = self.snapshot_submodules(&index, op, pin_ref)?;
         Ok(CycleStart {
             head,
             start_tree,
             index_tree,
             user_files,
             ignored_at_start,
+            submodules,
         })
+    }
+
+    /// Snapshots every checked-out submodule (gitlinks of `index` whose work
+    /// tree has a repository), recursively. A repository without submodules
+    /// pays one pass over the index entries already in memory.
+    fn snapshot_submodules(
+        &self,
+        index: &git2::Index,
+        op: &'static str,
+        pin_ref: &str,
+    ) -> Result<Vec<SubmoduleStart>> {
+        let mut submodules = Vec::new();
+        for entry in index.iter() {
+            if entry.mode != GITLINK_MODE {
+                continue;
+            }
+            let path = path_from_bytes(&entry.path).to_path_buf();
+            if self.is_excluded(&path) {
+                continue;
+            }
+            let Some(submodule) = self.open_submodule(&path) else {
+                continue;
+            };
+            let git_dir =
+                fs::canonicalize(&submodule.git_dir).unwrap_or_else(|_| submodule.git_dir.clone());
+            submodules.push(SubmoduleStart {
+                start: submodule.snapshot(op, pin_ref)?,
+                git_dir,
+                path,
+            });
+        }
+        Ok(submodules)
+    }
+
+    /// The submodule at `path` (relative), `None` when it is not checked out
+    /// (no repository in its work tree).
+    fn open_submodule(&self, path: &Path) -> Option<GitRepo> {
+        let full = self.workdir.join(path);
+        if fs::symlink_metadata(full.join(".git")).is_err() {
+            return None;
+        }
+        GitRepo::open(&full).ok()
+    }
+
+    /// What the agent did that a cycle may not do, relative to `start` (the
+    /// cycle's start, or the state after its commit): HEAD off the start
+    /// branch, the branch deleted, the start commit no longer its
+    /// ancestor-or-self (commits taken off it), submodules changed. Empty when
+    /// the repository is still the cycle's; commits that build on the start
+    /// commit are fine. Cheap without submodules: a few ref lookups.
+    pub(crate) fn trespasses(&self, start: &CycleStart) -> Result<Vec<Trespass>> {
+        const OP: &str = "check the cycle's branch";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let head = read_head(&repo).map_err(git_error)?;
+        let mut found = Vec::new();
+        let left = match &start.head {
+            HeadState::Detached { .. } => !matches!(head, HeadState::Detached { .. }),
+            HeadState::Branch { refname, .. } | HeadState::Unborn { refname } => {
+                !head.is_on(refname)
+            }
+        };
+        if left {
+            found.push(Trespass::LeftBranch {
+                from: start.head.describe(),
+                to: head.describe(),
+            });
+        }
+        // Where the start commit must still be: the branch's tip, or the
+        // detached HEAD.
+        let (tip, holder) = match &start.head {
+            HeadState::Branch { refname, .. } => {
+                let tip = branch_tip(&repo, refname).map_err(git_error)?;
+                if tip.is_none() {
+                    found.push(Trespass::DeletedBranch {
+                        branch: start.head.label(),
+                    });
+                }
+                (tip, start.head.describe())
+            }
+            HeadState::Detached { .. } if !left => (head.oid(), "the detached HEAD".to_owned()),
+            _ => (None, String::new()),
+        };
+        if let (Some(tip), Some(commit)) = (tip, start.start_commit())
+            && tip != commit
+            && !repo.graph_descendant_of(tip, commit).map_err(git_error)?
+        {
+            found.push(Trespass::RewroteHistory {
+                branch: holder,
+                commit,
+            });
+        }
+        let changes = self.changed_submodules(start)?;
+        if !changes.is_empty() {
+            found.push(Trespass::ChangedSubmodules { changes });
+        }
+        Ok(found)
+    }
+
+    /// The submodules (recursively) whose files or HEAD changed since
+    /// `start`, each as `path (what changed)`.
+    fn changed_submodules(&self, start: &CycleStart) -> Result<Vec<String>> {
+        let mut changes = Vec::new();
+        for submodule in &start.submodules {
+            let label = submodule.path.display();
+            let Some(repo) = self.open_submodule(&submodule.path) else {
+                changes.push(format!("{label} (its work tree was removed)"));
+                continue;
+            };
+            let mut what = Vec::new();
+            if repo.head_state("read HEAD")? != submodule.start.head {
+                what.push("HEAD moved");
+            }
+            if repo.measure_progress(&submodule.start)?.files_changed > 0 {
+                what.push("files edited");
+            }
+            if !what.is_empty() {
+                changes.push(format!("{label} ({})", what.join(", ")));
+            }
+            for nested in repo.changed_submodules(&submodule.start)? {
+                changes.push(format!("{label}/{nested}"));
+            }
+        }
+        Ok(changes)
+    }
+
+    fn head_state(&self, op: &'static str) -> Result<HeadState> {
+        let repo = self.open_repo(op)?;
+        read_head(&repo).map_err(|error| self.git_error(op, error))
+    }
+
+    /// Whether anything differs from `start`: files, commits, where HEAD is,
+    /// submodules.
+    fn changed_since(&self, start: &CycleStart) -> Result<bool> {
+        Ok(!self.measure_progress(start)?.is_empty()
+            || self.head_state("read HEAD")? != start.head
+            || !self.changed_submodules(start)?.is_empty())
     }
 
     /// Files and lines changed since the cycle start (work tree and index,
@@ -843,9 +1058,10 @@ impl GitRepo {
         }
     }
 
-    /// [`Self::save_attempt`] when the cycle changed anything; returns the
-    /// attempt's ref, `None` when there was nothing to save. Callers roll back
-    /// ([`Self::rollback`]) only once this has succeeded.
+    /// [`Self::save_attempt`] when the cycle changed anything (files,
+    /// commits, where HEAD is, submodules); returns the attempt's ref, `None`
+    /// when there was nothing to save. Callers roll back ([`Self::rollback`])
+    /// only once this has succeeded.
     pub(crate) fn save_changes(
         &self,
         start: &CycleStart,
@@ -854,7 +1070,7 @@ impl GitRepo {
         author_name: &str,
         author_email: &str,
     ) -> Result<Option<String>> {
-        if self.measure_progress(start)?.is_empty() {
+        if !self.changed_since(start)? {
             return Ok(None);
         }
         let (reference, _) = self.save_attempt(start, cycle, message, author_name, author_email)?;
@@ -864,8 +1080,12 @@ impl GitRepo {
     /// Saves the whole attempt (every non-ignored file of the work tree, on
     /// top of HEAD, so the agent's commits are its ancestors) as a commit under
     /// `refs/ralph/attempts/<cycle>`, or `<cycle>-2`, `-3`… when that exists.
-    /// HEAD, the index and the work tree are not touched. Returns the ref name
-    /// and the commit.
+    /// When HEAD left the start branch and the branch moved, the branch's tip
+    /// is a second parent, so what the agent committed there stays reachable
+    /// too. Each changed submodule's work is saved first, the same way, in the
+    /// submodule's own repository; the message names those refs
+    /// (`Submodule-Attempt: <path> <ref>`). HEAD, the index and the work tree
+    /// are not touched. Returns the ref name and the commit.
     pub(crate) fn save_attempt(
         &self,
         start: &CycleStart,
@@ -879,11 +1099,23 @@ impl GitRepo {
         let git_error = |error| self.git_error(OP, error);
         let tree_oid = self.worktree_tree(OP)?;
         let tree = repo.find_tree(tree_oid).map_err(git_error)?;
-        let head_commit = match read_head(&repo).map_err(git_error)?.oid() {
-            Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
-            None => None,
-        };
-        let parents: Vec<&git2::Commit<'_>> = head_commit.iter().collect();
+        let submodule_lines =
+            self.save_submodule_attempts(start, cycle, message, author_name, author_email)?;
+        let head_oid = read_head(&repo).map_err(git_error)?.oid();
+        let mut parent_oids: Vec<Oid> = head_oid.into_iter().collect();
+        if let HeadState::Branch { refname, oid } = &start.head
+            && let Some(tip) = branch_tip(&repo, refname).map_err(git_error)?
+            && tip != *oid
+            && Some(tip) != head_oid
+        {
+            parent_oids.push(tip);
+        }
+        let parent_commits = parent_oids
+            .iter()
+            .map(|oid| repo.find_commit(*oid))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(git_error)?;
+        let parents: Vec<&git2::Commit<'_>> = parent_commits.iter().collect();
         let start_label = match start.start_commit() {
             Some(oid) => oid.to_string(),
             None => String::from("unborn"),
@@ -896,6 +1128,7 @@ impl GitRepo {
             }
             full_message.push('\n');
         }
+        full_message.push_str(&submodule_lines);
         let signature = Signature::now(author_name, author_email).map_err(git_error)?;
         let oid = repo
             .commit(None, &signature, &signature, &full_message, &tree, &parents)
@@ -915,12 +1148,52 @@ impl GitRepo {
         unreachable!("u32 attempt suffixes ran out")
     }
 
+    /// Saves each changed submodule's work in its own repository
+    /// ([`Self::save_changes`] there); returns one trailer line per submodule
+    /// for the parent's attempt message.
+    fn save_submodule_attempts(
+        &self,
+        start: &CycleStart,
+        cycle: u64,
+        message: &str,
+        author_name: &str,
+        author_email: &str,
+    ) -> Result<String> {
+        let mut lines = String::new();
+        for submodule in &start.submodules {
+            let path = submodule.path.display();
+            match self.open_submodule(&submodule.path) {
+                Some(repo) => {
+                    let saved = repo.save_changes(
+                        &submodule.start,
+                        cycle,
+                        message,
+                        author_name,
+                        author_email,
+                    )?;
+                    if let Some(reference) = saved {
+                        let _ = writeln!(lines, "Submodule-Attempt: {path} {reference}");
+                    }
+                }
+                None => {
+                    let _ = writeln!(lines, "Submodule-Removed: {path}");
+                }
+            }
+        }
+        Ok(lines)
+    }
+
     /// Puts the repository back as it was at cycle start: HEAD on the start
     /// branch at the start commit (unborn again for an unborn start), tracked
     /// files as in the start commit, files created by the cycle removed
     /// (never ignored files, never the excluded directories), then the user's
     /// pre-existing changes restored byte for byte (content and permission
     /// bits; files the user had deleted stay deleted) and the user's index.
+    ///
+    /// A deleted start branch is recreated; a branch the agent created is left
+    /// as it is. Each changed submodule is rolled back to its own start the
+    /// same way (a removed submodule work tree is re-attached to its git dir
+    /// first).
     ///
     /// Commits the agent made are dropped from the branch: call
     /// [`GitRepo::save_attempt`] first. Rollback is idempotent, so a failed
@@ -991,7 +1264,44 @@ impl GitRepo {
         let index_tree = repo.find_tree(start.index_tree).map_err(git_error)?;
         index.read_tree(&index_tree).map_err(git_error)?;
         index.write().map_err(git_error)?;
+        for submodule in &start.submodules {
+            self.restore_submodule(OP, submodule)?;
+        }
         Ok(())
+    }
+
+    /// Rolls a changed submodule back to its start (an unchanged one is not
+    /// touched, so its index keeps its stat cache).
+    fn restore_submodule(&self, op: &'static str, submodule: &SubmoduleStart) -> Result<()> {
+        let repo = match self.open_submodule(&submodule.path) {
+            Some(repo) => repo,
+            None => self.reattach_submodule(op, submodule)?,
+        };
+        if repo.changed_since(&submodule.start)? {
+            repo.rollback(&submodule.start)?;
+        }
+        Ok(())
+    }
+
+    /// Gives a submodule whose work tree (or its `.git` file) was removed its
+    /// repository back: the directory and a `.git` file pointing at the
+    /// submodule's git dir, as `git submodule` writes it. Its files are then
+    /// restored by the rollback.
+    fn reattach_submodule(&self, op: &'static str, submodule: &SubmoduleStart) -> Result<GitRepo> {
+        let full = self.workdir.join(&submodule.path);
+        let gone = |error| self.io_error(op, &submodule.git_dir, error);
+        if !submodule.git_dir.is_dir() {
+            return Err(gone(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the submodule's repository is gone; run `git submodule update --init`",
+            )));
+        }
+        fs::create_dir_all(&full).map_err(|error| self.io_error(op, &full, error))?;
+        let git_file = full.join(".git");
+        let target = relative_path(&full, &submodule.git_dir);
+        let contents = format!("gitdir: {}\n", target.display());
+        fs::write(&git_file, contents).map_err(|error| self.io_error(op, &git_file, error))?;
+        GitRepo::open(&full)
     }
 
     /// The saved attempts, oldest cycle first.
@@ -1396,6 +1706,40 @@ fn read_head(repo: &Repository) -> std::result::Result<HeadState, git2::Error> {
         }
         Err(error) => Err(error),
     }
+}
+
+/// The tip of the branch `refname` (a full ref name), `None` if it does not exist.
+fn branch_tip(repo: &Repository, refname: &[u8]) -> std::result::Result<Option<Oid>, git2::Error> {
+    let name = std::str::from_utf8(refname)
+        .map_err(|_| git2::Error::from_str("the start branch name is not UTF-8"))?;
+    match repo.find_reference(name) {
+        Ok(reference) => Ok(reference.resolve()?.target()),
+        Err(error) if error.code() == ErrorCode::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// `to` relative to the directory `from` (both absolute), or `to` itself
+/// when they share nothing but the root.
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component<'_>> = from.components().collect();
+    let to_parts: Vec<Component<'_>> = to.components().collect();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(left, right)| left == right)
+        .count();
+    if common <= 1 {
+        return to.to_path_buf();
+    }
+    let mut relative = PathBuf::new();
+    for _ in common..from.len() {
+        relative.push("..");
+    }
+    for part in &to_parts[common..] {
+        relative.push(part.as_os_str());
+    }
+    relative
 }
 
 fn agent_commits(repo: &Repository, start: &CycleStart) -> std::result::Result<usize, git2::Error> {

@@ -271,46 +271,251 @@ fn a_branch_switch_between_runs_archives_progress_with_same_day_suffixes() {
 }
 
 #[test]
-fn a_branch_switch_by_the_agent_is_archived_at_the_next_phase() {
+fn a_branch_switch_by_the_agent_fails_the_cycle_and_the_run_stays_on_the_users_branch() {
     let world = World::new();
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    let cycle_1 = git(&world.repo, &["rev-parse", "HEAD"]);
     world.script(
         "code-edit",
-        None,
-        "git checkout -q -b agent-branch; echo x > work.txt\n",
+        Some(2),
+        &format!(
+            "git checkout -q -b agent-branch; echo x > work.txt; git add -A; {AGENT_GIT} commit -qm 'agent on its own branch'\n"
+        ),
     );
-    world.run(&["--max-iterations", "1"]).assert_code(1);
-    let archives: Vec<String> = std::fs::read_dir(world.home.join("archive"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(archives.len(), 1, "{archives:?}");
-    assert!(archives[0].ends_with("-main"));
-    assert_eq!(world.progress()["branch"], "agent-branch");
+    world.run(&["--max-iterations", "2"]).assert_code(1);
+
+    assert_eq!(
+        current_branch(&world),
+        "main",
+        "HEAD is back on the user's branch"
+    );
+    assert_eq!(world.outcomes(), ["committed", "failed", "committed"]);
+    assert_error_contains(
+        &world,
+        1,
+        "code-edit: the agent switched from branch main to branch agent-branch",
+    );
+    assert_eq!(world.progress()["branch"], "main");
+    assert_eq!(
+        archive_count(&world),
+        0,
+        "the agent's switch is not archived as a branch change"
+    );
+    let log = world.git_log();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log[0].starts_with("ralphd: cycle 3: "), "{log:?}");
+    assert_eq!(
+        git(&world.repo, &["rev-parse", "HEAD~1"]),
+        cycle_1,
+        "cycle 3 builds on cycle 1, not on the agent's branch"
+    );
+    assert_attempt_holds(&world, "refs/ralph/attempts/2", "agent on its own branch");
+    // The agent's branch is the agent's: left as it made it.
+    let agent_tip = git(&world.repo, &["log", "-1", "--format=%s", "agent-branch"]);
+    assert_eq!(agent_tip.trim(), "agent on its own branch");
 }
 
 #[test]
-fn a_branch_switch_undone_by_the_rollback_keeps_the_branch_history() {
+fn a_branch_switch_before_a_retried_phase_is_never_archived() {
     let world = World::new();
-    world.run(&["--max-iterations", "1"]).assert_code(1);
+    world.script(
+        "code-edit",
+        Some(1),
+        "git checkout -q -b agent-branch; echo x > work.txt\n",
+    );
+    world.reply(
+        "code-edit",
+        Some(1),
+        &[
+            init_line(),
+            error_result_line(Some(529), "API Error: 529 overloaded"),
+        ],
+    );
+    // The retry waits long enough for the HEAD watcher to see the switch.
+    let outcome = world
+        .ralphd()
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home)
+        .env("RALPH_AGENT_RETRY_BASE_DELAY", "400ms")
+        .env("RALPH_AGENT_RETRY_MAX_DELAY", "400ms")
+        .output();
+    outcome.assert_code(1);
+
+    assert_eq!(world.outcomes(), ["failed"]);
+    assert_error_contains(
+        &world,
+        0,
+        "switched from branch main to branch agent-branch",
+    );
+    assert_eq!(current_branch(&world), "main");
+    assert!(
+        !outcome.stderr.contains("progress archived"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(archive_count(&world), 0);
+}
+
+#[test]
+fn a_branch_deleted_by_the_agent_is_recreated_at_the_cycles_start() {
+    let world = World::new();
+    world.write_repo("user.txt", "mine\n");
+    world.commit_all("user work");
+    let user_commit = git(&world.repo, &["rev-parse", "HEAD"]);
     world.script(
         "code-edit",
         None,
-        "git checkout -q -b agent-branch; echo x > work.txt\n",
+        &format!(
+            "git checkout -q -b scratch; git branch -q -D main; echo x > work.txt; git add -A; {AGENT_GIT} commit -qm 'agent after deleting main'\n"
+        ),
     );
-    world.reply("backtest", None, &answer(&verdict(false, "no")));
     world.run(&["--max-iterations", "1"]).assert_code(1);
-    assert_eq!(
-        git(&world.repo, &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
-        "main"
+
+    assert_eq!(current_branch(&world), "main");
+    assert_eq!(git(&world.repo, &["rev-parse", "main"]), user_commit);
+    assert_eq!(world.git_log(), ["user work", "initial"]);
+    assert_eq!(world.outcomes(), ["failed"]);
+    assert_error_contains(&world, 0, "deleted branch main");
+    assert_attempt_holds(&world, "refs/ralph/attempts/1", "agent after deleting main");
+    assert_eq!(world.git_status(), "");
+    assert_eq!(archive_count(&world), 0);
+}
+
+#[test]
+fn an_agent_that_rewrites_history_in_any_phase_leaves_the_users_commits_on_the_branch() {
+    for phase in ["scan", "idea", "code-edit", "backtest", "report"] {
+        let world = World::new();
+        world.write_repo("user.txt", "mine\n");
+        world.commit_all("user work");
+        world.script(
+            phase,
+            None,
+            &format!(
+                "git reset -q --hard HEAD~1; echo agent > agent.txt; git add agent.txt; {AGENT_GIT} commit -qm 'agent rewrote history'\n"
+            ),
+        );
+        world.run(&["--max-iterations", "1"]).assert_code(1);
+
+        let log = world.git_log();
+        assert!(
+            log.ends_with(&["user work".to_owned(), "initial".to_owned()]),
+            "{phase}: {log:?}"
+        );
+        assert!(
+            !log.contains(&"agent rewrote history".to_owned()),
+            "{phase}: {log:?}"
+        );
+        assert_eq!(current_branch(&world), "main", "{phase}");
+        assert_eq!(world.read_repo("user.txt").unwrap(), "mine\n", "{phase}");
+        assert!(world.read_repo("agent.txt").is_none(), "{phase}");
+        assert_eq!(world.git_status(), "", "{phase}");
+        // A verified commit made before the report stays; otherwise the cycle fails.
+        let expected = if phase == "report" {
+            "committed"
+        } else {
+            "failed"
+        };
+        assert_eq!(world.outcomes(), [expected], "{phase}");
+        assert_error_contains(
+            &world,
+            0,
+            &format!("{phase}: the agent moved branch main off "),
+        );
+        let attempt = world.progress()["cycles"][0]["attempt_ref"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            attempt.starts_with("refs/ralph/attempts/1"),
+            "{phase}: {attempt}"
+        );
+        assert_attempt_holds(&world, &attempt, "agent rewrote history");
+    }
+}
+
+#[test]
+fn an_amend_of_the_users_commit_is_undone_and_kept_in_the_attempt() {
+    let world = World::new();
+    world.write_repo("user.txt", "mine\n");
+    world.commit_all("user work");
+    let user_commit = git(&world.repo, &["rev-parse", "HEAD"]);
+    world.script(
+        "code-edit",
+        None,
+        &format!(
+            "echo agent >> user.txt; {AGENT_GIT} commit -q -a --amend -m 'amended by the agent'\n"
+        ),
     );
-    assert_eq!(
-        world.outcomes(),
-        ["committed", "rolled_back"],
-        "cycle 1 is still in main's progress"
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+
+    assert_eq!(git(&world.repo, &["rev-parse", "main"]), user_commit);
+    assert_eq!(world.read_repo("user.txt").unwrap(), "mine\n");
+    assert_eq!(world.outcomes(), ["failed"]);
+    assert_error_contains(&world, 0, "the agent moved branch main off ");
+    assert_attempt_holds(&world, "refs/ralph/attempts/1", "amended by the agent");
+}
+
+#[test]
+fn a_reset_in_cycle_two_keeps_cycle_ones_commit() {
+    let world = World::new();
+    world.write_repo("user.txt", "mine\n");
+    world.commit_all("user work");
+    world.script(
+        "code-edit",
+        Some(2),
+        &format!(
+            "git reset -q --hard HEAD~1; echo agent > agent.txt; git add agent.txt; {AGENT_GIT} commit -qm 'agent dropped cycle 1'\n"
+        ),
     );
-    assert_eq!(world.progress()["branch"], "main");
-    let archives = std::fs::read_dir(world.home.join("archive")).map_or(0, |dir| dir.count());
-    assert_eq!(archives, 0, "the archive of the undone switch is gone");
+    world.run(&["--max-iterations", "2"]).assert_code(1);
+
+    assert_eq!(
+        world.git_log(),
+        [
+            "ralphd: cycle 1: Add a line to work.txt",
+            "user work",
+            "initial"
+        ]
+    );
+    assert_eq!(world.read_repo("work.txt").unwrap(), "cycle 1\n");
+    assert_eq!(world.outcomes(), ["committed", "failed"]);
+    assert_error_contains(&world, 1, "the agent moved branch main off ");
+    assert_attempt_holds(&world, "refs/ralph/attempts/2", "agent dropped cycle 1");
+    assert_eq!(current_branch(&world), "main");
+}
+
+/// The fake agent's git, with an identity.
+const AGENT_GIT: &str = "git -c user.name=a -c user.email=a@a";
+
+fn current_branch(world: &World) -> String {
+    git(&world.repo, &["symbolic-ref", "--short", "HEAD"])
+        .trim()
+        .to_owned()
+}
+
+fn archive_count(world: &World) -> usize {
+    std::fs::read_dir(world.home.join("archive")).map_or(0, |dir| dir.count())
+}
+
+#[track_caller]
+fn assert_error_contains(world: &World, cycle_index: usize, needle: &str) {
+    let progress = world.progress();
+    let error = progress["cycles"][cycle_index]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains(needle), "{needle:?} not in {error:?}");
+}
+
+/// The attempt ref exists and the agent's commit `subject` is in its history.
+#[track_caller]
+fn assert_attempt_holds(world: &World, reference: &str, subject: &str) {
+    let log = git(&world.repo, &["log", "--format=%s", reference]);
+    assert!(
+        log.lines().any(|line| line == subject),
+        "{subject:?} not reachable from {reference}:\n{log}"
+    );
 }
 
 #[test]
@@ -405,4 +610,91 @@ fn a_corrupt_prd_is_refused_by_name_and_left_alone() {
         std::fs::read_to_string(world.home.join("state/prd.json")).unwrap(),
         "{not json"
     );
+}
+
+/// Adds a submodule `lib` (one commit, `lib.txt`) to the world's repo and
+/// commits it; returns the submodule's work tree.
+fn add_submodule(world: &World) -> std::path::PathBuf {
+    let origin = world.root.join("lib-origin");
+    std::fs::create_dir_all(&origin).unwrap();
+    git(&origin, &["init", "-q", "-b", "main"]);
+    std::fs::write(origin.join("lib.txt"), "library\n").unwrap();
+    git(&origin, &["add", "-A"]);
+    git(
+        &origin,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-qm",
+            "lib initial",
+        ],
+    );
+    git(
+        &world.repo,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            origin.to_str().unwrap(),
+            "lib",
+        ],
+    );
+    world.commit_all("add the lib submodule");
+    world.repo.join("lib")
+}
+
+#[test]
+fn an_edit_inside_a_submodule_fails_the_cycle_is_saved_there_and_undone() {
+    let world = World::new();
+    let lib = add_submodule(&world);
+    let lib_head = git(&lib, &["rev-parse", "HEAD"]);
+    world.script(
+        "code-edit",
+        None,
+        &format!(
+            "echo hacked >> lib/lib.txt; echo new > lib/new.txt; (cd lib && git add -A && {AGENT_GIT} commit -qm 'agent inside the submodule'); echo more >> lib/lib.txt\n"
+        ),
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+
+    assert_eq!(world.outcomes(), ["failed"]);
+    assert_error_contains(&world, 0, "code-edit: the agent changed submodule lib");
+    assert_eq!(world.read_repo("lib/lib.txt").unwrap(), "library\n");
+    assert!(world.read_repo("lib/new.txt").is_none());
+    assert_eq!(git(&lib, &["rev-parse", "HEAD"]), lib_head);
+    assert_eq!(git(&lib, &["status", "--porcelain"]), "");
+    assert_eq!(world.git_status(), "");
+    assert_eq!(world.git_log()[0], "add the lib submodule");
+    // The submodule's work is kept in the submodule's own repository…
+    let saved = git(&lib, &["show", "refs/ralph/attempts/1:lib.txt"]);
+    assert_eq!(saved, "library\nhacked\nmore\n");
+    let log = git(&lib, &["log", "--format=%s", "refs/ralph/attempts/1"]);
+    assert!(log.contains("agent inside the submodule"), "{log}");
+    // …and the cycle's attempt says where.
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+    let message = git(
+        &world.repo,
+        &["log", "-1", "--format=%B", "refs/ralph/attempts/1"],
+    );
+    assert!(
+        message.contains("Submodule-Attempt: lib refs/ralph/attempts/1"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_repo_with_an_untouched_submodule_commits_as_usual() {
+    let world = World::new();
+    add_submodule(&world);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+    assert_eq!(world.git_status(), "");
 }

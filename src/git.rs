@@ -2724,4 +2724,418 @@ mod tests {
             "{summary}"
         );
     }
+
+    /// A Fixture whose repo has a checked-out submodule `lib` (one commit:
+    /// `lib.txt`), committed on main. The origin dir must outlive the test.
+    fn with_submodule() -> (Fixture, TempDir) {
+        let fixture = Fixture::new();
+        let origin = tempfile::tempdir().unwrap();
+        let origin_repo = Repository::init(origin.path()).unwrap();
+        fs::write(origin.path().join("lib.txt"), "library\n").unwrap();
+        let mut index = origin_repo.index().unwrap();
+        index.add_path(Path::new("lib.txt")).unwrap();
+        let tree = origin_repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = Signature::now("t", "t@t").unwrap();
+        origin_repo
+            .commit(Some("HEAD"), &signature, &signature, "lib", &tree, &[])
+            .unwrap();
+        {
+            let mut submodule = fixture
+                .raw
+                .submodule(origin.path().to_str().unwrap(), Path::new("lib"), true)
+                .unwrap();
+            submodule.clone(None).unwrap();
+            submodule.add_finalize().unwrap();
+        }
+        fixture.commit_all("add the lib submodule");
+        (fixture, origin)
+    }
+
+    fn lib_repo(fixture: &Fixture) -> Repository {
+        Repository::open(fixture.path("lib")).unwrap()
+    }
+
+    fn commit_in(repo: &Repository, message: &str) -> Oid {
+        let mut index = repo.index().unwrap();
+        index.add_all(["*"], IndexAddOption::DEFAULT, None).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let signature = Signature::now("agent", "agent@example.com").unwrap();
+        let parent = repo.head().unwrap().peel_to_commit().unwrap();
+        repo.commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&parent],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn commits_that_build_on_the_start_are_no_trespass() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+        fixture.write("a.txt", "agent\n");
+        fixture.commit_all("agent");
+        fixture.write("b.txt", "uncommitted\n");
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reset_or_an_amend_moves_the_branch_off_the_start_commit() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        fixture.write("a.txt", "user\n");
+        let user_commit = fixture.commit_all("user work");
+        let start = fixture.repo.begin_cycle().unwrap();
+        // `git reset --hard HEAD~1`, then a commit of the agent's on top.
+        fixture
+            .raw
+            .reference("refs/heads/main", first, true, "reset")
+            .unwrap();
+        fixture
+            .raw
+            .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+            .unwrap();
+        fixture.write("agent.txt", "agent\n");
+        let agent_commit = fixture.commit_all("agent rewrote history");
+        let found = fixture.repo.trespasses(&start).unwrap();
+        assert_eq!(
+            found,
+            [super::Trespass::RewroteHistory {
+                branch: "branch main".to_owned(),
+                commit: user_commit,
+            }]
+        );
+        let text = found[0].to_string();
+        assert!(
+            text.starts_with("the agent moved branch main off ")
+                && text.contains(&user_commit.to_string()[..7]),
+            "{text}"
+        );
+
+        let reference = fixture
+            .repo
+            .save_changes(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        let attempt = fixture.raw.refname_to_id(&reference).unwrap();
+        assert!(
+            fixture
+                .raw
+                .graph_descendant_of(attempt, agent_commit)
+                .unwrap()
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.head(), Some(user_commit));
+        assert_eq!(fixture.read("a.txt"), "user\n");
+        assert!(!fixture.path("agent.txt").exists());
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_switch_and_a_deleted_branch_are_named_and_undone() {
+        let fixture = Fixture::new();
+        let before = fixture.state();
+        let start = fixture.repo.begin_cycle().unwrap();
+        let first = fixture.raw.find_commit(fixture.head().unwrap()).unwrap();
+        fixture.raw.branch("scratch", &first, false).unwrap();
+        fixture.raw.set_head("refs/heads/scratch").unwrap();
+        fixture
+            .raw
+            .find_reference("refs/heads/main")
+            .unwrap()
+            .delete()
+            .unwrap();
+        let found = fixture.repo.trespasses(&start).unwrap();
+        let texts: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            texts,
+            [
+                "the agent switched from branch main to branch scratch (git checkout/switch)",
+                "the agent deleted branch main"
+            ]
+        );
+        // Nothing else changed, yet there is something to save and undo.
+        assert!(fixture.repo.measure_progress(&start).unwrap().is_empty());
+        assert!(
+            fixture
+                .repo
+                .save_changes(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+                .unwrap()
+                .is_some()
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.state(), before);
+        assert!(fixture.raw.find_reference("refs/heads/scratch").is_ok());
+    }
+
+    #[test]
+    fn the_attempt_keeps_the_agents_commits_on_the_start_branch_and_on_its_own() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "on main\n");
+        let on_main = fixture.commit_all("agent on main");
+        let tip = fixture.raw.find_commit(on_main).unwrap();
+        fixture.raw.branch("other", &tip, false).unwrap();
+        fixture.raw.set_head("refs/heads/other").unwrap();
+        fixture.write("b.txt", "on other\n");
+        let on_other = fixture.commit_all("agent on other");
+        // main moves back under the agent's commit while HEAD is elsewhere.
+        fixture
+            .raw
+            .reference("refs/heads/main", start.start_commit().unwrap(), true, "")
+            .unwrap();
+        fixture.write("a.txt", "again\n");
+        let (_, attempt) = fixture
+            .repo
+            .save_attempt(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(
+            fixture
+                .raw
+                .find_commit(attempt)
+                .unwrap()
+                .parent_ids()
+                .collect::<Vec<_>>(),
+            [on_other]
+        );
+
+        // Now main carries an agent commit of its own that HEAD does not have.
+        fixture
+            .raw
+            .reference("refs/heads/main", on_main, true, "")
+            .unwrap();
+        let main_tip = {
+            let main = fixture.raw.find_commit(on_main).unwrap();
+            let tree = main.tree().unwrap();
+            let signature = Signature::now("agent", "a@a").unwrap();
+            fixture
+                .raw
+                .commit(
+                    Some("refs/heads/main"),
+                    &signature,
+                    &signature,
+                    "agent again on main",
+                    &tree,
+                    &[&main],
+                )
+                .unwrap()
+        };
+        let (_, attempt) = fixture
+            .repo
+            .save_attempt(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(
+            fixture
+                .raw
+                .find_commit(attempt)
+                .unwrap()
+                .parent_ids()
+                .collect::<Vec<_>>(),
+            [on_other, main_tip]
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.head(), start.start_commit());
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+    }
+
+    #[test]
+    fn a_detached_head_moved_backwards_is_a_rewrite_and_a_branch_checkout_a_switch() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        fixture.write("a.txt", "user\n");
+        let user_commit = fixture.commit_all("user work");
+        fixture.raw.set_head_detached(user_commit).unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "agent\n");
+        fixture.commit_all("agent on the detached HEAD");
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+        fixture.raw.set_head_detached(first).unwrap();
+        let texts: Vec<String> = fixture
+            .repo
+            .trespasses(&start)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(
+            texts[0].starts_with("the agent moved the detached HEAD off "),
+            "{texts:?}"
+        );
+        fixture.raw.set_head("refs/heads/main").unwrap();
+        let texts: Vec<String> = fixture
+            .repo
+            .trespasses(&start)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            texts,
+            [format!(
+                "the agent switched from a detached HEAD at {} to branch main (git checkout/switch)",
+                &user_commit.to_string()[..7]
+            )]
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.repo.branch_label().unwrap(), start.branch_label());
+    }
+
+    #[test]
+    fn a_switch_on_an_unborn_branch_is_named() {
+        let fixture = Fixture::unborn();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.raw.set_head("refs/heads/elsewhere").unwrap();
+        let found = fixture.repo.trespasses(&start).unwrap();
+        assert!(
+            matches!(&found[..], [super::Trespass::LeftBranch { .. }]),
+            "{found:?}"
+        );
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+    }
+
+    #[test]
+    fn a_repository_without_submodules_records_none() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        assert!(start.submodules.is_empty());
+        let json = serde_json::to_string(&start).unwrap();
+        assert!(!json.contains("submodules"), "{json}");
+        // An in-flight.json written before submodules were recorded still loads.
+        let _: super::CycleStart = serde_json::from_str(&json).unwrap();
+    }
+
+    #[test]
+    fn an_edit_inside_a_submodule_is_a_trespass_saved_there_and_undone() {
+        let (fixture, _origin) = with_submodule();
+        let lib = lib_repo(&fixture);
+        let lib_head = lib.head().unwrap().target().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        assert_eq!(start.submodules.len(), 1);
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+
+        fixture.write("lib/lib.txt", "hacked\n");
+        fixture.write("lib/new.txt", "new\n");
+        // The parent sees no change of its own: today's blind spot.
+        assert!(fixture.repo.measure_progress(&start).unwrap().is_empty());
+        let found = fixture.repo.trespasses(&start).unwrap();
+        assert_eq!(
+            found,
+            [super::Trespass::ChangedSubmodules {
+                changes: vec!["lib (files edited)".to_owned()]
+            }]
+        );
+        assert!(
+            found[0]
+                .to_string()
+                .starts_with("the agent changed submodule lib (files edited)")
+        );
+
+        let reference = fixture
+            .repo
+            .save_changes(&start, 4, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        let message = fixture
+            .raw
+            .find_reference(&reference)
+            .unwrap()
+            .peel_to_commit()
+            .unwrap()
+            .message()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("Submodule-Attempt: lib refs/ralph/attempts/4"),
+            "{message}"
+        );
+        let saved = lib
+            .find_reference("refs/ralph/attempts/4")
+            .unwrap()
+            .peel_to_tree()
+            .unwrap();
+        assert!(saved.get_path(Path::new("new.txt")).is_ok());
+
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.read("lib/lib.txt"), "library\n");
+        assert!(!fixture.path("lib/new.txt").exists());
+        assert_eq!(lib.head().unwrap().target(), Some(lib_head));
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_moved_submodule_head_is_a_trespass_and_is_put_back() {
+        let (fixture, _origin) = with_submodule();
+        let lib = lib_repo(&fixture);
+        let lib_head = lib.head().unwrap().target().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("lib/lib.txt", "committed by the agent\n");
+        let agent_commit = commit_in(&lib, "agent inside lib");
+        let found = fixture.repo.trespasses(&start).unwrap();
+        assert_eq!(
+            found,
+            [super::Trespass::ChangedSubmodules {
+                changes: vec!["lib (HEAD moved, files edited)".to_owned()]
+            }]
+        );
+        fixture
+            .repo
+            .save_changes(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        let saved = lib.refname_to_id("refs/ralph/attempts/1").unwrap();
+        assert!(lib.graph_descendant_of(saved, agent_commit).unwrap());
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(lib.head().unwrap().target(), Some(lib_head));
+        assert_eq!(fixture.read("lib/lib.txt"), "library\n");
+    }
+
+    #[test]
+    fn a_removed_submodule_work_tree_is_reattached_and_restored() {
+        let (fixture, _origin) = with_submodule();
+        let lib_head = lib_repo(&fixture).head().unwrap().target().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fs::remove_dir_all(fixture.path("lib")).unwrap();
+        let found = fixture.repo.trespasses(&start).unwrap();
+        assert_eq!(
+            found,
+            [super::Trespass::ChangedSubmodules {
+                changes: vec!["lib (its work tree was removed)".to_owned()]
+            }]
+        );
+        fixture
+            .repo
+            .save_changes(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.read("lib/lib.txt"), "library\n");
+        assert_eq!(lib_repo(&fixture).head().unwrap().target(), Some(lib_head));
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_users_own_changes_inside_a_submodule_survive_the_rollback() {
+        let (fixture, _origin) = with_submodule();
+        fixture.write("lib/lib.txt", "the user's edit\n");
+        let start = fixture.repo.begin_cycle().unwrap();
+        assert!(fixture.repo.trespasses(&start).unwrap().is_empty());
+        fixture.write("lib/agent.txt", "agent\n");
+        fixture.write("lib/lib.txt", "the agent's edit\n");
+        assert_eq!(fixture.repo.trespasses(&start).unwrap().len(), 1);
+        fixture
+            .repo
+            .save_changes(&start, 1, "m", AUTHOR.0, AUTHOR.1)
+            .unwrap()
+            .unwrap();
+        fixture.repo.rollback(&start).unwrap();
+        assert_eq!(fixture.read("lib/lib.txt"), "the user's edit\n");
+        assert!(!fixture.path("lib/agent.txt").exists());
+    }
 }

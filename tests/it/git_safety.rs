@@ -698,3 +698,23 @@ fn a_repo_with_an_untouched_submodule_commits_as_usual() {
     assert_eq!(world.outcomes(), ["committed"]);
     assert_eq!(world.git_status(), "");
 }
+
+#[test]
+fn an_edit_only_inside_a_submodule_is_no_longer_invisible() {
+    let world = World::new();
+    let lib = add_submodule(&world);
+    world.script("code-edit", None, "echo hacked >> lib/lib.txt\n");
+    world.reply("code-edit", None, &answer("edited the library"));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+
+    assert_eq!(world.outcomes(), ["failed"], "not no_changes");
+    assert_error_contains(
+        &world,
+        0,
+        "code-edit: the agent changed submodule lib (files edited)",
+    );
+    assert_eq!(world.read_repo("lib/lib.txt").unwrap(), "library\n");
+    assert_eq!(git(&lib, &["status", "--porcelain"]), "");
+    let saved = git(&lib, &["show", "refs/ralph/attempts/1:lib.txt"]);
+    assert_eq!(saved, "library\nhacked\n");
+}

@@ -571,11 +571,20 @@ async fn undo_trespass(
     reason: String,
 ) {
     tracing::error!(cycle, %reason, "the agent touched what belongs to the cycle; saving its work and restoring the repository");
+    // An attempt the verdict already saved stays the cycle's attempt: it
+    // holds the edit; this one only what the agent did to git afterwards.
+    let verdict_attempt = report.attempt_ref.take();
     if report.outcome == Some(Outcome::Committed) {
         report.error = Some(reason.clone());
         save_and_roll_back(report, guard, cycle, executor, &reason).await;
     } else {
         fail_and_roll_back(report, guard, cycle, executor, reason).await;
+    }
+    if let Some(earlier) = verdict_attempt {
+        if let (Some(later), Some(error)) = (report.attempt_ref.take(), report.error.as_mut()) {
+            error.push_str(&format!(" (saved as {later})"));
+        }
+        report.attempt_ref = Some(earlier);
     }
 }
 

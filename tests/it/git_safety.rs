@@ -718,3 +718,25 @@ fn an_edit_only_inside_a_submodule_is_no_longer_invisible() {
     let saved = git(&lib, &["show", "refs/ralph/attempts/1:lib.txt"]);
     assert_eq!(saved, "library\nhacked\n");
 }
+
+#[test]
+fn a_reset_in_the_report_after_a_rollback_keeps_the_cycles_own_attempt() {
+    let world = World::new();
+    world.write_repo("user.txt", "mine\n");
+    world.commit_all("user work");
+    world.reply("backtest", None, &answer(&verdict(false, "not good")));
+    world.script("report", None, "git reset -q --hard HEAD~1\n");
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+
+    assert_eq!(world.git_log(), ["user work", "initial"]);
+    assert_eq!(world.outcomes(), ["failed"]);
+    assert_error_contains(&world, 0, "report: the agent moved branch main off ");
+    assert_error_contains(&world, 0, "(saved as refs/ralph/attempts/1-2)");
+    let cycle = &world.progress()["cycles"][0];
+    assert_eq!(
+        cycle["attempt_ref"], "refs/ralph/attempts/1",
+        "the edit's attempt"
+    );
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
+    assert_eq!(saved, "cycle 1\n");
+}

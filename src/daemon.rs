@@ -26,7 +26,7 @@ use crate::phase::Phase;
 use crate::prd;
 use crate::prompt::{self, PromptContext, StoryBrief};
 use crate::state::{
-    self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress,
+    self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress, RepoLock,
     StatusFile, VERSION, Waiting,
 };
 use crate::watch::HeadWatcher;
@@ -107,6 +107,8 @@ pub(crate) struct Daemon {
     signals: Signals,
     /// Holds the flock on `state/ralphd.lock` until the process ends.
     _lock: InstanceLock,
+    /// Holds the flock on `ralphd.lock` in the repository's git dir.
+    _repo_lock: RepoLock,
     limiter: Limiter,
     breaker: Breaker,
     progress: Progress,
@@ -156,6 +158,9 @@ impl Daemon {
         let paths = HomePaths::new(&config.home);
         paths.create_dirs()?;
         let lock = InstanceLock::acquire(&paths)?;
+        // Then the repository: another home's daemon may work on it.
+        let repo = GitRepo::open(&config.repo).map_err(|error| UsageError(error.to_string()))?;
+        let repo_lock = RepoLock::acquire(repo.git_dir(), &config.home, &config.repo)?;
         state::remove_stale_temp_files(&paths);
         if let Err(error) = crate::reaper::become_subreaper() {
             tracing::warn!(%error, "cannot become a child subreaper; tool processes that detach may outlive their phase");
@@ -212,7 +217,7 @@ impl Daemon {
             .as_ref()
             .and_then(|in_flight| Some((in_flight.cycle, in_flight.start.clone()?)));
         let (repo, branch, attempt_ref) = tokio::task::spawn_blocking(move || -> Result<(GitRepo, String, Option<String>)> {
-            let mut repo = GitRepo::open(&repo_path).map_err(|error| UsageError(error.to_string()))?;
+            let mut repo = repo;
             let home_dirs = repo.home_dirs_in_repo(&home);
             if !home_dirs.is_empty() {
                 repo.ensure_excluded(&home_dirs)?;
@@ -266,6 +271,7 @@ impl Daemon {
             paths,
             signals,
             _lock: lock,
+            _repo_lock: repo_lock,
             limiter,
             breaker,
             prd,

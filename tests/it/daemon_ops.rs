@@ -126,6 +126,117 @@ fn a_second_daemon_on_the_same_home_exits_2_naming_the_first() {
     assert!(processes_with(&sleep).is_empty());
 }
 
+/// A second home next to the world's, with the same test configuration.
+fn other_home(world: &World, name: &str) -> std::path::PathBuf {
+    let home = world.root.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(world.home.join("ralph.toml"), home.join("ralph.toml")).unwrap();
+    home
+}
+
+/// `ralphd run --max-iterations 1` on `repo` with `home`.
+fn run_on(world: &World, repo: &std::path::Path, home: &std::path::Path) -> Outcome {
+    let mut command = world.ralphd();
+    command
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(repo)
+        .arg("--home")
+        .arg(home);
+    command.output()
+}
+
+/// Two homes on one repository (or `ralphd run` from two directories): the
+/// second daemon exits 2 naming the first one's pid and home, and touches
+/// nothing. The lock lives in the git dir, so it is never a change, and it
+/// goes with the daemon that held it.
+#[test]
+fn a_second_daemon_on_the_same_repo_from_another_home_exits_2_naming_pid_and_home() {
+    let world = World::new();
+    let sleep = unique_sleep(5);
+    world.script(
+        "scan",
+        Some(1),
+        &format!("touch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut first = world.start(&["--max-iterations", "1"]);
+    wait_for("the first daemon's scan", || {
+        world.fake.join("started").exists()
+    });
+
+    let home2 = other_home(&world, "home2");
+    let second = run_on(&world, &world.repo, &home2);
+    second.assert_code(2);
+    let message = second.stderr.trim();
+    assert!(
+        message.contains(&format!("pid {}", first.pid())),
+        "{message}"
+    );
+    assert!(
+        message.contains(&world.home.display().to_string()),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert_eq!(world.calls("scan"), 1, "the second daemon ran nothing");
+    assert!(world.repo.join(".git/ralphd.lock").exists());
+    assert_eq!(world.git_status(), "", "the lock is no change");
+
+    first.signal(libc::SIGTERM);
+    first
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits after SIGTERM")
+        .assert_code(130);
+    run_on(&world, &world.repo, &home2).assert_code(1);
+    assert_eq!(world.git_status(), "");
+    assert_eq!(
+        world.git_log()[0],
+        "ralphd: cycle 1: Add a line to work.txt",
+        "the lock was released with the first daemon"
+    );
+}
+
+/// The lock is per work tree: two worktrees of one repository each run a daemon.
+#[test]
+fn two_worktrees_of_one_repo_each_run_a_daemon() {
+    let world = World::new();
+    let sleep = unique_sleep(6);
+    world.script(
+        "scan",
+        Some(1),
+        &format!("touch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut first = world.start(&["--max-iterations", "1"]);
+    wait_for("the first daemon's scan", || {
+        world.fake.join("started").exists()
+    });
+
+    let worktree = world.root.join("worktree");
+    git(
+        &world.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "second",
+            worktree.to_str().unwrap(),
+        ],
+    );
+    let home2 = other_home(&world, "home2");
+    run_on(&world, &worktree, &home2).assert_code(1);
+    assert_eq!(
+        git(&worktree, &["log", "-1", "--format=%s"]).trim(),
+        "ralphd: cycle 1: Add a line to work.txt"
+    );
+    assert_eq!(git(&worktree, &["status", "--porcelain"]), "");
+
+    first.signal(libc::SIGTERM);
+    first
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits after SIGTERM")
+        .assert_code(130);
+    assert_eq!(world.git_log(), ["initial"], "main is untouched");
+}
+
 /// kill -9 at many moments of a run: every state file parses afterwards, and the
 /// next start records the cycle that was running as interrupted, saves and rolls
 /// back what it left in the tree, and runs on.

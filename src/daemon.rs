@@ -161,6 +161,14 @@ impl Daemon {
         // Then the repository: another home's daemon may work on it.
         let repo = GitRepo::open(&config.repo).map_err(|error| UsageError(error.to_string()))?;
         let repo_lock = RepoLock::acquire(repo.git_dir(), &config.home, &config.repo)?;
+        if let Some(operation) = repo.operation_in_progress()? {
+            bail!(UsageError(format!(
+                "a {} is in progress in {}; {}, then start ralphd again",
+                operation.name(),
+                config.repo.display(),
+                operation.advice()
+            )));
+        }
         state::remove_stale_temp_files(&paths);
         if let Err(error) = crate::reaper::become_subreaper() {
             tracing::warn!(%error, "cannot become a child subreaper; tool processes that detach may outlive their phase");

@@ -208,9 +208,12 @@ impl Daemon {
         };
 
         if config.agent.kind == AgentKind::Claude {
-            let version = agent::claude::check_installed(&config.agent.command)
-                .await
-                .map_err(|error| UsageError(format!("{error:#}")))?;
+            let checked =
+                agent::claude::check_installed(&config.agent.command, config.agent.version_timeout)
+                    .await;
+            // Whatever the check started and left behind is killed and reaped.
+            sweep_descendants().await;
+            let version = checked.map_err(|error| UsageError(format!("{error:#}")))?;
             tracing::info!(command = %config.agent.command, %version, "agent CLI found");
         }
 

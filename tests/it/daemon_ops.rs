@@ -237,6 +237,43 @@ fn two_worktrees_of_one_repo_each_run_a_daemon() {
     assert_eq!(world.git_log(), ["initial"], "main is untouched");
 }
 
+/// A `claude --version` that hangs is stopped at `agent.version_timeout`
+/// together with what it started (in its process group or detached with
+/// `setsid`): exit 2 with one line saying so, and nothing of it left running.
+#[test]
+fn a_hanging_claude_version_is_stopped_with_its_children_and_exits_2() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let world = World::new();
+    let sleep = unique_sleep(7);
+    let agent = world.root.join("hanging-claude");
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\n{sleep} &\nsetsid {sleep} &\n{sleep}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    world.config("version_timeout = \"500ms\"\n");
+
+    let mut command = world.ralphd();
+    command
+        .env("RALPH_AGENT_COMMAND", &agent)
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home);
+    let outcome = command.output();
+    outcome.assert_code(2);
+    let message = outcome.stderr.trim();
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains("--version` did not answer within 500ms"),
+        "{message}"
+    );
+    wait_for("every process of the version check to be gone", || {
+        processes_with(&sleep).is_empty()
+    });
+}
+
 /// kill -9 at many moments of a run: every state file parses afterwards, and the
 /// next start records the cycle that was running as interrupted, saves and rolls
 /// back what it left in the tree, and runs on.

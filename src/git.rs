@@ -226,7 +226,7 @@ impl HeadState {
 }
 
 /// How one of the user's pre-existing changes looked at cycle start.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum SavedFile {
     /// The path did not exist (the user deleted it).
     Absent,
@@ -243,7 +243,7 @@ enum SavedFile {
     },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct UserFile {
     /// Relative to the work tree.
     path: PathBuf,
@@ -254,7 +254,7 @@ struct UserFile {
 /// [`GitRepo::begin_cycle`]. Only valid for the repo that made it. It is kept
 /// in `state/in-flight.json` while the cycle runs, so that the start after a
 /// crash can save and roll back what the dead daemon's cycle left behind.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CycleStart {
     head: HeadState,
     /// The whole work tree at start (HEAD plus the user's changes, through git's
@@ -520,8 +520,9 @@ impl GitRepo {
         Ok(paths)
     }
 
-    /// The first line of HEAD's commit message, `None` on an unborn branch.
-    pub(crate) fn head_summary(&self) -> Result<Option<String>> {
+    /// HEAD's commit (full hex) and the first line of its message, `None`
+    /// on an unborn branch.
+    pub(crate) fn head_commit(&self) -> Result<Option<(String, String)>> {
         const OP: &str = "read HEAD";
         let repo = self.open_repo(OP)?;
         let git_error = |error| self.git_error(OP, error);
@@ -529,9 +530,9 @@ impl GitRepo {
             return Ok(None);
         };
         let commit = repo.find_commit(oid).map_err(git_error)?;
-        Ok(Some(
-            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
-        ))
+        let summary =
+            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+        Ok(Some((oid.to_string(), summary)))
     }
 
     /// The merge, rebase, cherry-pick, revert, bisect or `git am` left in

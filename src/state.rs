@@ -288,7 +288,7 @@ pub(crate) struct CycleRecord {
 }
 
 /// One phase run inside a cycle record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PhaseRecord {
     pub(crate) phase: String,
     pub(crate) status: String,
@@ -309,17 +309,46 @@ pub(crate) struct PhaseRecord {
 
 /// `in-flight.json`: the cycle that is running right now. It exists only
 /// while a cycle runs, so finding it at start-up means the previous daemon
-/// died mid-cycle (that cycle is then recorded as interrupted).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// died mid-cycle. It is rewritten when something a restart must know
+/// happens (a phase run ends, the work is committed, an attempt is saved),
+/// so that the restart records the cycle as it was: committed with its
+/// commit, cost and story, or interrupted with its attempt's ref and cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct InFlight {
     pub(crate) version: u32,
     pub(crate) cycle: u64,
     pub(crate) started_at: String,
     pub(crate) branch: String,
     /// The repository at cycle start, to save and roll back what the cycle
-    /// left behind if the daemon died during it.
+    /// left behind if the daemon died during it; `None` before the cycle
+    /// began and once its work is committed.
     #[serde(default)]
     pub(crate) start: Option<crate::git::CycleStart>,
+    /// The phase runs that ended, and their cost.
+    #[serde(default)]
+    pub(crate) phases: Vec<PhaseRecord>,
+    #[serde(default)]
+    pub(crate) phases_completed: Vec<String>,
+    #[serde(default)]
+    pub(crate) cost_usd: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<String>,
+    /// The cycle's verified commit, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) commit: Option<String>,
+    /// The attempt the cycle saved, once saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attempt_ref: Option<String>,
+    /// The story the report says the cycle made pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) story: Option<String>,
+    #[serde(default)]
+    pub(crate) summary: String,
+    #[serde(default)]
+    pub(crate) learnings: Vec<String>,
+    /// What went wrong in the cycle before the daemon died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
 }
 
 /// `status.json`: what the daemon is doing, for `ralphd status`.

@@ -625,4 +625,129 @@ fn a_crash_right_after_the_commit_keeps_the_commit() {
         ""
     );
     assert_eq!(world.read_repo("work.txt").unwrap(), "cycle 1\ncycle 2\n");
+    // Recorded as what it was: committed, with its commit.
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    let first_commit = git(&world.repo, &["rev-parse", "HEAD~1"]);
+    assert_eq!(world.progress()["cycles"][0]["commit"], first_commit.trim());
+}
+
+/// Whether two dollar amounts are the same to a hundredth of a cent.
+#[track_caller]
+fn assert_usd(actual: &serde_json::Value, expected: f64) {
+    let actual = actual.as_f64().expect("a number");
+    assert!((actual - expected).abs() < 1e-6, "{actual} != {expected}");
+}
+
+/// `kill -9` during the report of a committed cycle: the restart records the
+/// cycle as committed, with its commit and the cost of its four finished
+/// phase runs, and that cost counts in the budget's total.
+#[test]
+fn a_crash_after_the_commit_records_the_cycle_committed_with_its_commit_and_cost() {
+    let world = World::new();
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    let commit = git(&world.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    let progress = world.progress();
+    let first = &progress["cycles"][0];
+    assert_eq!(first["commit"], commit.as_str(), "{first}");
+    assert_eq!(first["success"], true);
+    assert_eq!(first["title"], "Add a line to work.txt");
+    let phases: Vec<&str> = first["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["scan", "idea", "code-edit", "backtest"]);
+    assert_usd(&first["cost_usd"], 0.04);
+    assert_usd(&progress["total_cost_usd"], 0.04 + 0.05);
+}
+
+/// The writes at the end of a committed cycle fail (as on a full disk, here:
+/// prd.json and progress.json are directories) after the report named its
+/// story: the restart records the cycle as committed with its commit, cost
+/// and story, and marks the story as passing in prd.json.
+#[test]
+fn a_failed_progress_write_after_the_report_records_the_commit_and_marks_the_story() {
+    let world = World::new();
+    let state = world.home.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let prd =
+        r#"{"project":"p","userStories":[{"id":"US-1","title":"a","priority":1,"passes":false}]}"#;
+    std::fs::write(state.join("prd.json"), prd).unwrap();
+    let report = "ok\n```json\n{\"summary\":\"s\",\"learnings\":[\"l\"],\"patterns\":[],\"story\":{\"id\":\"US-1\",\"passes\":true}}\n```";
+    world.reply("report", Some(1), &answer(report));
+    world.script(
+        "report",
+        Some(1),
+        "cd \"$RALPH_HOME/state\"\nmv prd.json prd.json.aside\nmkdir -p prd.json/x progress.json/x\ncd \"$RALPH_REPO\"\n",
+    );
+    let failed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(failed.code, 1, "the run died on the progress write");
+    let commit = git(&world.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    assert_eq!(
+        git(&world.repo, &["log", "-1", "--format=%s"]).trim(),
+        "ralphd: cycle 1: Add a line to work.txt"
+    );
+    // The disk has room again.
+    std::fs::remove_dir_all(state.join("prd.json")).unwrap();
+    std::fs::remove_dir_all(state.join("progress.json")).unwrap();
+    std::fs::rename(state.join("prd.json.aside"), state.join("prd.json")).unwrap();
+    assert_eq!(
+        read_json(&state.join("prd.json"))["userStories"][0]["passes"],
+        false
+    );
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    let progress = world.progress();
+    let first = &progress["cycles"][0];
+    assert_eq!(first["commit"], commit.as_str(), "{first}");
+    assert_eq!(first["learnings"], serde_json::json!(["l"]));
+    assert_usd(&first["cost_usd"], 0.04 + 0.02);
+    assert_usd(&progress["total_cost_usd"], 0.06 + 0.05);
+    assert_eq!(
+        read_json(&state.join("prd.json"))["userStories"][0]["passes"],
+        true
+    );
+}
+
+/// `kill -9` after a failed verdict saved the attempt and rolled back: the
+/// restart records the cycle with its attempt's ref and its cost.
+#[test]
+fn an_attempt_saved_before_a_crash_is_recorded_with_its_ref() {
+    let world = World::new();
+    world.reply("backtest", Some(1), &answer(&verdict(false, "not good")));
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
+    assert_eq!(saved, "cycle 1\n");
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["interrupted", "committed"]);
+    let progress = world.progress();
+    let first = &progress["cycles"][0];
+    assert_eq!(first["attempt_ref"], "refs/ralph/attempts/1", "{first}");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("death of the previous daemon"),
+        "{first}"
+    );
+    assert_usd(&first["cost_usd"], 0.01 * 3.0 + 0.02);
+    assert_eq!(
+        git(
+            &world.repo,
+            &["for-each-ref", "--format=%(refname)", "refs/ralph/attempts"]
+        )
+        .trim(),
+        "refs/ralph/attempts/1",
+        "no second attempt for the same work"
+    );
 }

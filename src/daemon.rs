@@ -346,12 +346,12 @@ impl Daemon {
             tracing::warn!(
                 cycle,
                 commit = commit.as_deref().unwrap_or(""),
-                "the previous run died after this cycle's commit; recording it as committed"
+                "the previous run ended after this cycle's commit without recording it; recording it as committed"
             );
         } else {
             tracing::warn!(
                 cycle,
-                "the previous run died during this cycle; recording it as interrupted"
+                "the previous run ended during this cycle without recording it; recording it as interrupted"
             );
         }
         let output = if !in_flight.summary.is_empty() {

@@ -338,7 +338,7 @@ pub(crate) struct CycleStart {
 }
 
 /// A checked-out submodule at cycle start.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct SubmoduleStart {
     /// Relative to the parent's work tree.
     path: PathBuf,

@@ -2143,7 +2143,7 @@ mod tests {
     use git2::{ErrorCode, IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
     use tempfile::TempDir;
 
-    use super::{GitError, GitRepo, Progress};
+    use super::{GitError, GitRepo, MASKED_LINE, Progress, SigningFormat, Staged};
 
     const AUTHOR: (&str, &str) = ("ralphd", "ralphd@localhost");
 
@@ -2997,5 +2997,300 @@ mod tests {
             summary.contains("a.txt") && summary.contains("truncated"),
             "{summary}"
         );
+    }
+
+    /// The paths and blobs of a tree, sorted.
+    fn tree_entries(fixture: &Fixture, tree: Oid) -> Vec<(String, Oid)> {
+        let tree = fixture.raw.find_tree(tree).unwrap();
+        let mut entries = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                entries.push((format!("{dir}{}", entry.name().unwrap()), entry.id()));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .unwrap();
+        entries
+    }
+
+    #[test]
+    fn the_hooks_index_holds_exactly_the_commit_even_beside_the_users_staged_change() {
+        let fixture = Fixture::new();
+        make_user_changes(&fixture);
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("agent.txt", "the agent's work\n");
+        let Staged::Ready(staged) = fixture.repo.stage_commit(&start, true).unwrap() else {
+            panic!("something to commit");
+        };
+        let hook_index_path = staged.hook_index().unwrap().to_path_buf();
+        let mut hook_index = git2::Index::open(&hook_index_path).unwrap();
+        hook_index.read(true).unwrap();
+        let hook_tree = hook_index.write_tree_to(&fixture.raw).unwrap();
+        assert_eq!(
+            tree_entries(&fixture, hook_tree),
+            tree_entries(&fixture, staged.tree),
+            "the hooks see what will be committed"
+        );
+        assert!(
+            hook_index.get_path(Path::new("agent.txt"), 0).is_some(),
+            "with the agent's file"
+        );
+        let head_tree = fixture
+            .raw
+            .find_commit(fixture.head().unwrap())
+            .unwrap()
+            .tree_id();
+        let run_sh = |tree| {
+            tree_entries(&fixture, tree)
+                .into_iter()
+                .find(|(path, _)| path == "run.sh")
+        };
+        assert_eq!(
+            run_sh(hook_tree),
+            run_sh(head_tree),
+            "not the user's staged run.sh"
+        );
+
+        let staged = fixture.repo.after_hooks(staged).unwrap();
+        assert!(!hook_index_path.exists(), "the hooks' index is removed");
+        let commit = fixture
+            .repo
+            .commit_staged(&staged, "ralphd: cycle 1: agent", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(
+            fixture.raw.find_commit(commit).unwrap().tree_id(),
+            hook_tree
+        );
+    }
+
+    #[test]
+    fn what_a_hook_stages_is_committed_and_staged_in_the_real_index() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "alpha  \n");
+        let Staged::Ready(staged) = fixture.repo.stage_commit(&start, true).unwrap() else {
+            panic!("something to commit");
+        };
+        // A formatting hook: fixes the file and stages the fix in its index.
+        fixture.write("a.txt", "alpha\n");
+        let mut hook_index = git2::Index::open(staged.hook_index().unwrap()).unwrap();
+        hook_index.read(true).unwrap();
+        let blob = fixture.raw.blob(b"alpha\n").unwrap();
+        let mut entry = hook_index.get_path(Path::new("a.txt"), 0).unwrap();
+        entry.id = blob;
+        entry.file_size = 6;
+        hook_index.add(&entry).unwrap();
+        hook_index.write().unwrap();
+
+        let staged = fixture.repo.after_hooks(staged).unwrap();
+        let commit = fixture
+            .repo
+            .commit_staged(&staged, "ralphd: cycle 1: format", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(fixture.file_in_commit(commit, "a.txt").unwrap(), b"alpha\n");
+        let staged_blob = fixture
+            .index_entries()
+            .into_iter()
+            .find(|(path, _, _)| path == b"a.txt")
+            .map(|(_, blob, _)| blob);
+        assert_eq!(staged_blob, Some(blob), "the real index agrees with HEAD");
+    }
+
+    #[test]
+    fn a_signed_commit_moves_the_branch_only_from_where_it_was() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("agent.txt", "work\n");
+        let Staged::Ready(staged) = fixture.repo.stage_commit(&start, false).unwrap() else {
+            panic!("something to commit");
+        };
+        let payload = fixture
+            .repo
+            .commit_payload(&staged, "ralphd: cycle 1: signed", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert!(payload.contains(&format!("parent {first}")), "{payload}");
+        let signature = "-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n";
+        let commit = fixture
+            .repo
+            .commit_signed(&staged, &payload, signature)
+            .unwrap();
+        assert_eq!(fixture.head(), Some(commit));
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+        let (stored, _) = fixture.raw.extract_signature(&commit, None).unwrap();
+        assert_eq!(stored.as_str().unwrap(), signature);
+        let reflog = fixture.raw.reflog("HEAD").unwrap();
+        assert_eq!(
+            reflog.get(0).unwrap().message().unwrap(),
+            Some("commit: ralphd: cycle 1: signed")
+        );
+
+        // HEAD moved since staging: refused, the branch stays where it is.
+        let error = fixture
+            .repo
+            .commit_signed(&staged, &payload, signature)
+            .unwrap_err();
+        assert!(matches!(error, GitError::HeadMoved { .. }), "{error}");
+        assert_eq!(fixture.head(), Some(commit));
+    }
+
+    #[test]
+    fn a_masked_attempt_holds_neither_the_secret_nor_the_agents_commits() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("cfg.py", "a = 1\nkey = 'SECRET'\nb = 2");
+        fixture.commit_all("the agent's commit");
+        fixture.write("other.txt", "SECRET\nkept\n");
+        let reference = fixture
+            .repo
+            .save_masked_attempt(
+                &start,
+                4,
+                "ralphd: cycle 4 attempt",
+                AUTHOR,
+                &[
+                    (PathBuf::from("cfg.py"), vec![2]),
+                    (PathBuf::from("other.txt"), vec![1]),
+                ],
+            )
+            .unwrap();
+        assert_eq!(reference, "refs/ralph/attempts/4");
+        let attempt = fixture.raw.refname_to_id(&reference).unwrap();
+        assert_eq!(
+            fixture.file_in_commit(attempt, "cfg.py").unwrap(),
+            format!("a = 1\n{MASKED_LINE}\nb = 2").as_bytes()
+        );
+        assert_eq!(
+            fixture.file_in_commit(attempt, "other.txt").unwrap(),
+            format!("{MASKED_LINE}\nkept\n").as_bytes()
+        );
+        let commit = fixture.raw.find_commit(attempt).unwrap();
+        assert_eq!(commit.parent_ids().collect::<Vec<_>>(), [first]);
+        let message = commit.message().unwrap();
+        assert!(message.contains("cfg.py:2 other.txt:1"), "{message}");
+        assert!(message.contains("1 commit(s) are not kept"), "{message}");
+    }
+
+    #[test]
+    fn changed_files_and_added_lines_cover_the_tree_and_the_agents_commits() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("gone.txt", "committed then removed\n");
+        let agent_commit = fixture.commit_all("agent adds");
+        fs::remove_file(fixture.path("gone.txt")).unwrap();
+        fixture.commit_all("agent removes");
+        fixture.write("a.txt", "alpha\nnew line\n");
+        fixture.write("bin.dat", "\0\0binary\0");
+        let files = fixture.repo.changed_files(&start).unwrap();
+        let summary: Vec<(String, usize, usize)> = files
+            .iter()
+            .map(|file| {
+                (
+                    file.path.display().to_string(),
+                    file.insertions,
+                    file.deletions,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [("a.txt".to_owned(), 1, 0), ("bin.dat".to_owned(), 0, 0)]
+        );
+        let mut lines = Vec::new();
+        fixture
+            .repo
+            .scan_added_lines(&start, |commit, path, line, content| {
+                lines.push((
+                    commit.map(str::to_owned),
+                    path.display().to_string(),
+                    line,
+                    String::from_utf8_lossy(content).into_owned(),
+                ));
+            })
+            .unwrap();
+        assert_eq!(
+            lines,
+            [
+                (None, "a.txt".to_owned(), 2, "new line".to_owned()),
+                (
+                    Some(super::short_hex(agent_commit)),
+                    "gone.txt".to_owned(),
+                    1,
+                    "committed then removed".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn commit_rules_follow_git_config() {
+        let fixture = Fixture::new();
+        let committer = ("ralphd", "ralphd@localhost");
+        let rules = fixture.repo.commit_rules(committer).unwrap();
+        assert_eq!(rules.pre_commit, None);
+        assert_eq!(rules.signing, None);
+
+        let hooks = fixture.dir.path().join(".git/hooks");
+        fs::create_dir_all(&hooks).unwrap();
+        fs::write(hooks.join("pre-commit"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(hooks.join("pre-commit"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(hooks.join("commit-msg"), "#!/bin/sh\n").unwrap();
+        let rules = fixture.repo.commit_rules(committer).unwrap();
+        assert_eq!(rules.pre_commit, Some(hooks.join("pre-commit")));
+        assert_eq!(rules.commit_msg, None, "not executable");
+
+        let mut config = fixture.raw.config().unwrap();
+        config.set_str("core.hooksPath", "tools/hooks").unwrap();
+        let rules = fixture.repo.commit_rules(committer).unwrap();
+        assert_eq!(rules.pre_commit, None, "only core.hooksPath counts now");
+
+        config.set_bool("commit.gpgsign", true).unwrap();
+        let signing = |fixture: &Fixture| {
+            fixture
+                .repo
+                .commit_rules(committer)
+                .unwrap()
+                .signing
+                .unwrap()
+        };
+        let openpgp = signing(&fixture).unwrap();
+        assert_eq!(openpgp.format, SigningFormat::OpenPgp);
+        assert_eq!(
+            (openpgp.program.as_str(), openpgp.program_key),
+            ("gpg", "gpg.program")
+        );
+        assert_eq!(openpgp.key, "ralphd <ralphd@localhost>");
+        config.set_str("gpg.program", "gpg2").unwrap();
+        config.set_str("user.signingkey", "ABCD1234").unwrap();
+        let openpgp = signing(&fixture).unwrap();
+        assert_eq!(
+            (openpgp.program.as_str(), openpgp.key.as_str()),
+            ("gpg2", "ABCD1234")
+        );
+
+        config.set_str("gpg.format", "ssh").unwrap();
+        config
+            .set_str("user.signingkey", "keys/id_ed25519")
+            .unwrap();
+        let ssh = signing(&fixture).unwrap();
+        assert_eq!(
+            (ssh.program.as_str(), ssh.program_key),
+            ("ssh-keygen", "gpg.ssh.program")
+        );
+        assert_eq!(
+            Path::new(&ssh.key),
+            fixture.repo.workdir().join("keys/id_ed25519")
+        );
+        assert!(!ssh.literal_key);
+        config
+            .set_str("user.signingkey", "key::ssh-ed25519 AAAAC3 me")
+            .unwrap();
+        let ssh = signing(&fixture).unwrap();
+        assert!(ssh.literal_key && ssh.key == "ssh-ed25519 AAAAC3 me");
+        config.remove("user.signingkey").unwrap();
+        assert!(signing(&fixture).unwrap_err().contains("user.signingkey"));
+        config.set_str("gpg.format", "pgp").unwrap();
+        assert!(signing(&fixture).unwrap_err().contains("\"pgp\""));
     }
 }

@@ -68,6 +68,20 @@ fn the_pre_commit_hook_sees_exactly_the_staged_change_from_the_work_tree() {
 }
 
 #[test]
+fn what_a_pre_commit_hook_fixes_and_stages_is_committed() {
+    let world = World::new();
+    write_hook(
+        &hooks_dir(&world),
+        "pre-commit",
+        "sed -i 's/cycle/Cycle/' work.txt\ngit add work.txt\n",
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+    assert_eq!(git(&world.repo, &["show", "HEAD:work.txt"]), "Cycle 1\n");
+    assert_eq!(world.git_status(), "", "work tree, index and HEAD agree");
+}
+
+#[test]
 fn the_commit_msg_hook_may_rewrite_the_message_or_refuse_it() {
     let world = World::new();
     write_hook(

@@ -1,6 +1,7 @@
 //! Runs the backtest `checks` (shell commands from `[backtest] checks`) in
 //! the repo, each under `check_timeout` in its own process group, and keeps
 //! the tail of each one's output for the backtest prompt and the verdict.
+//! [`run_one`] runs any such command (`git_rules` runs the git hooks with it).
 
 use std::path::Path;
 use std::time::Duration;

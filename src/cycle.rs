@@ -1,9 +1,10 @@
 //! One cycle: the five phases in order, with the rules that chain them —
 //! each phase's prompt sees the earlier outputs, code-edit is measured
-//! against the cycle's start, the daemon's checks and the agent's verdict
-//! decide between commit and rollback, and the report's story update is
-//! applied only to committed work. Completion is accepted here (or refused
-//! while prd.json has open stories).
+//! against the cycle's start and must pass the diff gates, the daemon's checks
+//! and the agent's verdict decide between commit and rollback, the commit
+//! passes the repository's hooks (and is signed when it asks for that), and
+//! the report's story update is applied only to committed work. Completion is
+//! accepted here (or refused while prd.json has open stories).
 //!
 //! It decides nothing about limits, retries, backoff, waiting or the
 //! breaker: running a phase is delegated to a [`PhaseExecutor`], which the

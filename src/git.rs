@@ -9,10 +9,15 @@
 //! the guards.
 //!
 //! The cycle protocol: [`GitRepo::begin_cycle`] before the agent runs records a
-//! [`CycleStart`]; afterwards [`GitRepo::measure_progress`] and
+//! [`CycleStart`]; afterwards [`GitRepo::measure_progress`],
+//! [`GitRepo::changed_files`], [`GitRepo::scan_added_lines`] and
 //! [`GitRepo::diff_summary`] describe the cycle's work, and the cycle ends with
-//! either [`GitRepo::commit_cycle`] or [`GitRepo::save_attempt`] followed by
-//! [`GitRepo::rollback`].
+//! either a commit — [`GitRepo::stage_commit`], the hooks (run by the caller),
+//! [`GitRepo::after_hooks`], then [`GitRepo::commit_staged`] or, signed,
+//! [`GitRepo::commit_payload`] and [`GitRepo::commit_signed`] — or
+//! [`GitRepo::save_attempt`] (masked: [`GitRepo::save_masked_attempt`])
+//! followed by [`GitRepo::rollback`]. [`GitRepo::commit_rules`] reads which
+//! hooks and which signing the repository's config asks for.
 //!
 //! Paths the user had changed before the cycle started (`--allow-dirty`) are
 //! snapshotted byte for byte at cycle start, are the baseline for progress,
@@ -824,13 +829,10 @@ impl GitRepo {
     }
 
     #[cfg(test)]
-    /// Commits the cycle's work on HEAD: stages new, modified and deleted files
-    /// (respecting `.gitignore`) except the user's pre-existing changes and the
-    /// excluded directories, which stay as they are in the work tree and index.
-    /// Returns the new commit; HEAD itself when the agent already committed
+    /// [`Self::stage_commit`] then [`Self::commit_staged`], no hooks: returns
+    /// the new commit; HEAD itself when the agent already committed
     /// everything; `None` when there was nothing at all. An unborn branch gets
     /// its first commit. HEAD moving meanwhile is [`GitError::HeadMoved`].
-    /// (The cycle goes through [`Self::stage_commit`] and the hooks instead.)
     pub(crate) fn commit_cycle(
         &self,
         start: &CycleStart,
@@ -847,9 +849,13 @@ impl GitRepo {
         }
     }
 
-    /// The first half of [`Self::commit_cycle`]: stages the cycle's work in
-    /// the index (as `commit_cycle` does) and works out the tree to commit,
-    /// without committing. With `for_hooks`, also writes that tree to an
+    /// Stages the cycle's work for ralphd's commit, without committing: new,
+    /// modified and deleted files (respecting `.gitignore`) go into the index,
+    /// except the user's pre-existing changes and the excluded directories,
+    /// which stay as they are in the work tree and index; the tree to commit
+    /// keeps HEAD's version of the user's paths. [`Staged::AgentCommitted`]
+    /// when the agent already committed everything, [`Staged::Nothing`] when
+    /// there was nothing at all. With `for_hooks`, also writes that tree to an
     /// index file of its own ([`StagedCommit::hook_index`]) for the hooks'
     /// `GIT_INDEX_FILE`: exactly what will be committed, even when the
     /// user's own staged changes (`--allow-dirty`) stay out of the commit.

@@ -66,6 +66,8 @@ pub(crate) trait PhaseExecutor {
     fn set_rollback_point(&mut self, start: Option<&CycleStart>);
     /// `[git] run_hooks`: whether the repository's commit hooks run.
     fn run_hooks(&self) -> bool;
+    /// `[gates] secret_scan`: whether saved attempts are scanned and masked.
+    fn secret_scan(&self) -> bool;
     /// Runs one of the repository's git hooks in the work tree, with
     /// `GIT_INDEX_FILE` = `index_file` (see `git_rules::run_hook`); `None`
     /// when cancelled.
@@ -359,24 +361,9 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                         verdict_text = format!("fail: {reason}");
                         report.outcome = Some(Outcome::RolledBack);
                         report.error = Some(reason.clone());
-                        let masks = violations
-                            .iter()
-                            .any(|violation| matches!(violation, Violation::Secrets { .. }))
-                            .then(|| {
-                                violations
-                                    .iter()
-                                    .flat_map(Violation::lines_to_mask)
-                                    .collect()
-                            });
-                        save_and_roll_back_masking(
-                            &mut report,
-                            &start,
-                            input.cycle,
-                            executor,
-                            &reason,
-                            masks,
-                        )
-                        .await;
+                        // With secret_scan on, the attempt is saved masked.
+                        save_and_roll_back(&mut report, &start, input.cycle, executor, &reason)
+                            .await;
                     }
                     Ok((progress, summary, checkpoint, _)) => {
                         edit_checkpoint = checkpoint;
@@ -482,17 +469,23 @@ fn check_gates(
             .map(|file| (file.path.as_path(), file.insertions + file.deletions)),
     );
     if gates.scans_secrets() {
-        let mut scan = SecretScan::default();
-        repo.scan_added_lines(start, |commit, path, line, content| {
-            let found = match commit {
-                Some(commit) => Found::Commit(commit.to_owned()),
-                None => Found::WorkTree,
-            };
-            scan.added_line(found, path, line, content);
-        })?;
-        violations.extend(scan.finish());
+        violations.extend(scan_secrets(repo, start)?);
     }
     Ok(violations)
+}
+
+/// The secret scan over every line the cycle added (the work tree's diff and
+/// the agent's own commits); runs on the git thread.
+fn scan_secrets(repo: &GitRepo, start: &CycleStart) -> Result<Option<Violation>, GitError> {
+    let mut scan = SecretScan::default();
+    repo.scan_added_lines(start, |commit, path, line, content| {
+        let found = match commit {
+            Some(commit) => Found::Commit(commit.to_owned()),
+            None => Found::WorkTree,
+        };
+        scan.added_line(found, path, line, content);
+    })?;
+    Ok(scan.finish())
 }
 
 /// Commits the verified edit as `git commit` would: stages it, runs the
@@ -811,20 +804,6 @@ async fn save_and_roll_back(
     executor: &mut impl PhaseExecutor,
     why: &str,
 ) {
-    save_and_roll_back_masking(report, start, cycle, executor, why, None).await;
-}
-
-/// [`save_and_roll_back`]; with `masks` (after the secret scan), the attempt
-/// has those lines of those files masked and leaves out the agent's commits
-/// (`GitRepo::save_masked_attempt`).
-async fn save_and_roll_back_masking(
-    report: &mut CycleReport,
-    start: &CycleStart,
-    cycle: u64,
-    executor: &mut impl PhaseExecutor,
-    why: &str,
-    masks: Option<Vec<(PathBuf, Vec<u32>)>>,
-) {
     let title = report.title.clone().unwrap_or_else(|| "attempt".to_owned());
     let message = format!(
         "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
@@ -832,16 +811,33 @@ async fn save_and_roll_back_masking(
     let (name, email) = executor.git_author();
     let cycle_start = start.clone();
     // Never roll back what could not be saved: save first, record it, then reset.
+    // With secret_scan on, no attempt keeps a credential the cycle added,
+    // whatever ended the cycle: its lines are masked.
+    let scan = executor.secret_scan();
     let saved = executor
-        .git(move |repo| match masks {
-            None => repo.save_changes(&cycle_start, cycle, &message, &name, &email),
-            Some(masks) => repo
-                .save_masked_attempt(&cycle_start, cycle, &message, (&name, &email), &masks)
-                .map(Some),
+        .git(move |repo| {
+            let secrets = if scan {
+                scan_secrets(repo, &cycle_start)?
+            } else {
+                None
+            };
+            let Some(secrets) = secrets else {
+                let saved = repo.save_changes(&cycle_start, cycle, &message, &name, &email)?;
+                return Ok(saved.map(|reference| (reference, None)));
+            };
+            let masks = secrets.lines_to_mask();
+            let reference =
+                repo.save_masked_attempt(&cycle_start, cycle, &message, (&name, &email), &masks)?;
+            Ok(Some((reference, Some(secrets))))
         })
         .await;
     let reference = match saved {
-        Ok(Some(reference)) => reference,
+        Ok(Some((reference, secrets))) => {
+            if let Some(secrets) = secrets {
+                tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
+            }
+            reference
+        }
         Ok(None) => return,
         Err(error) => {
             let message = format!(

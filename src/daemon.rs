@@ -934,6 +934,10 @@ impl PhaseExecutor for Daemon {
         self.config.git.run_hooks
     }
 
+    fn secret_scan(&self) -> bool {
+        self.config.gates.secret_scan
+    }
+
     async fn run_git_hook(
         &mut self,
         hook: PathBuf,

@@ -209,3 +209,40 @@ fn a_bad_gate_setting_is_refused_at_start() {
     );
     assert_eq!(world.calls("scan"), 0);
 }
+
+#[test]
+fn a_cycle_that_fails_for_another_reason_saves_no_secret_either() {
+    let world = World::new();
+    world.config("max_attempts = 1\n");
+    let token = github_token();
+    world.script(
+        "code-edit",
+        None,
+        &format!("printf 'ok\\nTOKEN={token}\\n' > config.env\n"),
+    );
+    world.reply(
+        "code-edit",
+        None,
+        &[
+            init_line(),
+            error_result_line(Some(400), "API Error: 400 bad request"),
+        ],
+    );
+    let outcome = world.run(&["--max-iterations", "1"]);
+    outcome.assert_code(1);
+    assert_eq!(world.outcomes(), ["failed"]);
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:config.env"]);
+    assert_eq!(saved.lines().next(), Some("ok"));
+    assert!(saved.lines().nth(1).unwrap().contains("masked"), "{saved}");
+    let everything = git(&world.repo, &["log", "-p", "--all", "--format=%B"]);
+    assert!(!everything.contains(&token), "{everything}");
+    assert!(
+        outcome.stderr.contains("config.env:2"),
+        "the log names file and line: {}",
+        outcome.stderr
+    );
+}

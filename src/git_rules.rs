@@ -56,7 +56,14 @@ pub(crate) async fn run_hook(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_else(|| hook.display().to_string());
-    let mut command = Command::new(hook);
+    // Like git, run a script without `#!` with the shell rather than fail.
+    let mut command = if starts_with_shebang(hook) {
+        Command::new(hook)
+    } else {
+        let mut shell = Command::new("sh");
+        shell.arg(hook);
+        shell
+    };
     command
         .args(args)
         .current_dir(context.workdir)
@@ -68,6 +75,13 @@ pub(crate) async fn run_hook(
         checks::run_one(command, &name, context.timeout, context.stop_grace, cancel).await?;
     tracing::info!(hook = %name, exit = ?result.exit_code, timed_out = result.timed_out, "git hook finished");
     Some(result)
+}
+
+fn starts_with_shebang(path: &Path) -> bool {
+    let mut start = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut file| io::Read::read_exact(&mut file, &mut start))
+        .is_ok_and(|()| &start == b"#!")
 }
 
 /// Why a failed hook refused the commit, for the cycle's record: the hook,
@@ -369,6 +383,12 @@ mod tests {
             hook_refusal(&run),
             format!("the pre-commit hook refused the commit (exit 1): {expected} | no ticket")
         );
+
+        // No `#!` line: run by the shell, as git does.
+        std::fs::write(&path, "echo plain script\n").unwrap();
+        let run = run_hook(&path, &[], &context, &cancel).await.unwrap();
+        assert!(run.passed(), "{}", run.output_tail);
+        assert_eq!(run.output_tail.trim(), "plain script");
 
         let path = hook(dir.path(), "sleep 30\n");
         let started = std::time::Instant::now();

@@ -537,7 +537,11 @@ async fn commit_verified(
         }
     };
     let mut message = message;
-    let staged = match run_commit_hooks(executor, &rules, staged, &mut message).await? {
+    let hooks = run_commit_hooks(executor, &rules, staged, &mut message).await?;
+    if !matches!(hooks, Hooks::Passed(_)) {
+        discard_hook_index(executor).await;
+    }
+    let staged = match hooks {
         Hooks::Passed(staged) => staged,
         Hooks::Refused(refusal) => {
             tracing::warn!(cycle, %refusal, "a git hook refused the commit");
@@ -636,7 +640,6 @@ async fn run_commit_hooks(
             .await
             .ok_or(Stop::Cancelled)?;
         if !run.passed() {
-            discard_hook_index(executor).await;
             return Ok(Hooks::Refused(git_rules::hook_refusal(&run)));
         }
     }
@@ -654,7 +657,6 @@ async fn run_commit_hooks(
             .await
             .ok_or(Stop::Cancelled)?;
         if !run.passed() {
-            discard_hook_index(executor).await;
             return Ok(Hooks::Refused(git_rules::hook_refusal(&run)));
         }
         let rewritten = match executor.git(|repo| repo.read_commit_message()).await {
@@ -662,7 +664,6 @@ async fn run_commit_hooks(
             Err(error) => return Ok(Hooks::Broken(error.to_string())),
         };
         if rewritten.is_empty() {
-            discard_hook_index(executor).await;
             return Ok(Hooks::Refused(
                 "the commit-msg hook left an empty commit message".to_owned(),
             ));

@@ -40,6 +40,10 @@ fn a_failing_pre_commit_hook_rolls_the_cycle_back_with_its_output_as_the_reason(
     assert_eq!(world.git_status(), "");
     let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
     assert_eq!(saved, "cycle 1\n");
+    assert!(
+        !world.repo.join(".git/ralphd-hook-index").exists(),
+        "ralphd's index for the hooks is removed"
+    );
 }
 
 #[test]
@@ -65,6 +69,7 @@ fn the_pre_commit_hook_sees_exactly_the_staged_change_from_the_work_tree() {
         "GIT_INDEX_FILE is set: {seen}"
     );
     assert_eq!(world.git_status(), "");
+    assert!(!world.repo.join(".git/ralphd-hook-index").exists());
 }
 
 #[test]

@@ -42,6 +42,7 @@
 //! | `RALPH_AGENT_PHASE_TIMEOUT` | `agent.phase_timeout` | duration > 0 |
 //! | `RALPH_AGENT_IDLE_TIMEOUT` | `agent.idle_timeout` | duration > 0 |
 //! | `RALPH_AGENT_STOP_GRACE` | `agent.stop_grace` | duration |
+//! | `RALPH_AGENT_VERSION_TIMEOUT` | `agent.version_timeout` | duration > 0 |
 //! | `RALPH_AGENT_MAX_ATTEMPTS` | `agent.max_attempts` | whole number ≥ 1 |
 //! | `RALPH_AGENT_RETRY_BASE_DELAY` | `agent.retry_base_delay` | duration |
 //! | `RALPH_AGENT_RETRY_MAX_DELAY` | `agent.retry_max_delay` | duration ≥ base delay |
@@ -172,6 +173,8 @@ pub(crate) struct AgentSettings {
     pub(crate) phase_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) stop_grace: Duration,
+    /// How long `claude --version` may take at start-up before it is stopped.
+    pub(crate) version_timeout: Duration,
     pub(crate) max_attempts: u32,
     pub(crate) retry_base_delay: Duration,
     pub(crate) retry_max_delay: Duration,
@@ -197,6 +200,7 @@ impl Default for AgentSettings {
             phase_timeout: Duration::from_secs(30 * 60),
             idle_timeout: Duration::from_secs(10 * 60),
             stop_grace: Duration::from_secs(10),
+            version_timeout: Duration::from_secs(30),
             max_attempts: 3,
             retry_base_delay: Duration::from_secs(5),
             retry_max_delay: Duration::from_secs(5 * 60),
@@ -766,6 +770,12 @@ fn resolve(run_args: &RunArgs, env: &Env, cwd: &Path) -> Result<(Config, Known),
         nonzero_duration,
     )?;
     r.set(&mut agent.stop_grace, "agent", "stop_grace", duration)?;
+    r.set(
+        &mut agent.version_timeout,
+        "agent",
+        "version_timeout",
+        nonzero_duration,
+    )?;
     r.set(
         &mut agent.max_attempts,
         "agent",

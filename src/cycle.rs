@@ -61,9 +61,11 @@ pub(crate) trait PhaseExecutor {
     ) -> Result<T, GitError>;
     /// The configured commit author: (name, email).
     fn git_author(&self) -> (String, String);
-    /// Where a restart after a crash rolls this cycle back to: its start, or
-    /// `None` once its work is committed (nothing left to undo).
-    fn set_rollback_point(&mut self, start: Option<&CycleStart>);
+    /// Keeps what a restart after a crash must know of this cycle: where to
+    /// roll it back to (its start, or `None` once its work is committed:
+    /// nothing left to undo) and the report so far (phase runs and their
+    /// cost, commit, saved attempt, story).
+    fn save_in_flight(&mut self, rollback_point: Option<&CycleStart>, report: &CycleReport);
     /// `[git] run_hooks`: whether the repository's commit hooks run.
     fn run_hooks(&self) -> bool;
     /// `[gates] secret_scan`: whether saved attempts are scanned and masked.
@@ -196,7 +198,7 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
     };
     let start = match executor.git(|repo| repo.begin_cycle()).await {
         Ok(start) => {
-            executor.set_rollback_point(Some(&start));
+            note_in_flight(executor, &start, &report);
             start
         }
         Err(error) => {
@@ -435,6 +437,7 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
             Phase::Report => apply_report_block(&mut report, &text),
             Phase::Scan => {}
         }
+        note_in_flight(executor, &start, &report);
     }
 
     if no_changes {
@@ -515,7 +518,7 @@ async fn commit_verified(
     let (rules, staged) = match staged {
         Ok((rules, Staged::Ready(staged))) => (rules, staged),
         Ok((_, Staged::AgentCommitted(commit))) => {
-            executor.set_rollback_point(None);
+            // Recorded with the phase, when the cycle notes its progress.
             report.commit = Some(commit.to_string());
             report.outcome = Some(Outcome::Committed);
             return Ok(None);
@@ -595,7 +598,7 @@ async fn commit_verified(
     };
     match committed {
         Ok(commit) => {
-            executor.set_rollback_point(None);
+            // Recorded with the phase, when the cycle notes its progress.
             report.commit = Some(commit.to_string());
             report.outcome = Some(Outcome::Committed);
         }
@@ -850,6 +853,7 @@ async fn save_and_roll_back(
         }
     };
     report.attempt_ref = Some(reference.clone());
+    note_in_flight(executor, start, report);
     let cycle_start = start.clone();
     match executor.git(move |repo| repo.rollback(&cycle_start)).await {
         Ok(()) => {
@@ -886,6 +890,14 @@ async fn finish_early(
     report.error.get_or_insert(why);
     report.stop = Some(stop);
     report
+}
+
+/// Tells the executor what a restart after a crash must know of the cycle so
+/// far: the report, and where to roll back to, its start until its work is
+/// committed.
+fn note_in_flight(executor: &mut impl PhaseExecutor, start: &CycleStart, report: &CycleReport) {
+    let rollback_point = report.commit.is_none().then_some(start);
+    executor.save_in_flight(rollback_point, report);
 }
 
 /// How long a cycle took, for progress.json.

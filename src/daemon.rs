@@ -29,7 +29,7 @@ use crate::phase::Phase;
 use crate::prd;
 use crate::prompt::{self, PromptContext, StoryBrief};
 use crate::state::{
-    self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress,
+    self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress, RepoLock,
     StatusFile, VERSION, Waiting,
 };
 use crate::watch::HeadWatcher;
@@ -110,6 +110,8 @@ pub(crate) struct Daemon {
     signals: Signals,
     /// Holds the flock on `state/ralphd.lock` until the process ends.
     _lock: InstanceLock,
+    /// Holds the flock on `ralphd.lock` in the repository's git dir.
+    _repo_lock: RepoLock,
     limiter: Limiter,
     breaker: Breaker,
     progress: Progress,
@@ -159,6 +161,17 @@ impl Daemon {
         let paths = HomePaths::new(&config.home);
         paths.create_dirs()?;
         let lock = InstanceLock::acquire(&paths)?;
+        // Then the repository: another home's daemon may work on it.
+        let repo = GitRepo::open(&config.repo).map_err(|error| UsageError(error.to_string()))?;
+        let repo_lock = RepoLock::acquire(repo.git_dir(), &config.home, &config.repo)?;
+        if let Some(operation) = repo.operation_in_progress()? {
+            bail!(UsageError(format!(
+                "a {} is in progress in {}; {}, then start ralphd again",
+                operation.name(),
+                config.repo.display(),
+                operation.advice()
+            )));
+        }
         state::remove_stale_temp_files(&paths);
         if let Err(error) = crate::reaper::become_subreaper() {
             tracing::warn!(%error, "cannot become a child subreaper; tool processes that detach may outlive their phase");
@@ -198,9 +211,12 @@ impl Daemon {
         };
 
         if config.agent.kind == AgentKind::Claude {
-            let version = agent::claude::check_installed(&config.agent.command)
-                .await
-                .map_err(|error| UsageError(format!("{error:#}")))?;
+            let checked =
+                agent::claude::check_installed(&config.agent.command, config.agent.version_timeout)
+                    .await;
+            // Whatever the check started and left behind is killed and reaped.
+            sweep_descendants().await;
+            let version = checked.map_err(|error| UsageError(format!("{error:#}")))?;
             tracing::info!(command = %config.agent.command, %version, "agent CLI found");
         }
 
@@ -214,17 +230,17 @@ impl Daemon {
         let rollback = interrupted
             .as_ref()
             .and_then(|in_flight| Some((in_flight.cycle, in_flight.start.clone()?)));
-        let (repo, branch, attempt_ref) = tokio::task::spawn_blocking(move || -> Result<(GitRepo, String, Option<String>)> {
-            let mut repo = GitRepo::open(&repo_path).map_err(|error| UsageError(error.to_string()))?;
+        let (repo, branch, recovered) = tokio::task::spawn_blocking(move || -> Result<(GitRepo, String, Recovered)> {
+            let mut repo = repo;
             let home_dirs = repo.home_dirs_in_repo(&home);
             if !home_dirs.is_empty() {
                 repo.ensure_excluded(&home_dirs)?;
             }
             // Before the dirty check: what the dead daemon's cycle left in the
             // tree is its work, not the user's.
-            let attempt_ref = match rollback {
+            let recovered = match rollback {
                 Some((cycle, start)) => recover_repo(&repo, cycle, &start, &author)?,
-                None => None,
+                None => Recovered::default(),
             };
             if !allow_dirty {
                 // The home's steering files are the user's to edit at any time.
@@ -239,7 +255,7 @@ impl Daemon {
                 }
             }
             let branch = repo.branch_label()?;
-            Ok((repo, branch, attempt_ref))
+            Ok((repo, branch, recovered))
         })
         .await
         .context("git start-up check panicked")??;
@@ -271,6 +287,7 @@ impl Daemon {
             paths,
             signals,
             _lock: lock,
+            _repo_lock: repo_lock,
             limiter,
             breaker,
             prd,
@@ -286,7 +303,7 @@ impl Daemon {
             archived_this_cycle: None,
         };
         if let Some(in_flight) = interrupted {
-            daemon.record_interrupted_cycle(in_flight, attempt_ref)?;
+            daemon.record_interrupted_cycle(in_flight, recovered)?;
         }
         daemon.check_branch().await?;
         // A progress without cycles belongs to whatever branch we start on.
@@ -305,44 +322,85 @@ impl Daemon {
         Ok(daemon)
     }
 
-    /// Records the cycle that was running when the previous daemon died as
-    /// interrupted (its work was saved and rolled back by [`recover_repo`]).
+    /// Records the cycle that was running when the previous daemon died, as
+    /// far as it got: committed (with its commit, cost and story, which is
+    /// marked in prd.json) when its work was committed, else interrupted
+    /// (with the attempt it saved or [`recover_repo`] saved, and its cost).
     fn record_interrupted_cycle(
         &mut self,
         in_flight: InFlight,
-        attempt_ref: Option<String>,
+        recovered: Recovered,
     ) -> Result<()> {
-        tracing::warn!(
-            cycle = in_flight.cycle,
-            "the previous run died during this cycle; recording it as interrupted"
-        );
-        if !self
+        let cycle = in_flight.cycle;
+        if self
             .progress
             .cycles
             .iter()
-            .any(|record| record.cycle == in_flight.cycle)
+            .any(|record| record.cycle == cycle)
         {
-            self.progress.cycles.push(CycleRecord {
-                cycle: in_flight.cycle,
-                cycle_id: cycle_id(in_flight.cycle),
-                started_at: in_flight.started_at.clone(),
-                ended_at: now_rfc3339(),
-                duration_seconds: 0.0,
-                phases_completed: Vec::new(),
-                phases: Vec::new(),
-                outcome: Outcome::Interrupted,
-                commit: None,
-                attempt_ref,
-                success: false,
-                cost_usd: 0.0,
-                output: "the daemon stopped during this cycle (crash, kill -9 or power loss)"
-                    .to_owned(),
-                learnings: Vec::new(),
-                title: None,
-                error: Some("interrupted by the death of the previous daemon".to_owned()),
-            });
-            state::save_json(&self.paths.progress(), &self.progress)?;
+            // It died after recording the cycle, before removing in-flight.json.
+            return state::clear_in_flight(&self.paths);
         }
+        let commit = in_flight.commit.or(recovered.kept_commit);
+        if let (Some(own), Some(later)) = (&in_flight.attempt_ref, &recovered.attempt_ref) {
+            tracing::warn!(cycle, attempt = %own, leftovers = %later, "the interrupted cycle had saved its attempt; what its tree still held is saved too");
+        }
+        let attempt_ref = in_flight.attempt_ref.or(recovered.attempt_ref);
+        let committed = commit.is_some();
+        if committed {
+            tracing::warn!(
+                cycle,
+                commit = commit.as_deref().unwrap_or(""),
+                "the previous run ended after this cycle's commit without recording it; recording it as committed"
+            );
+        } else {
+            tracing::warn!(
+                cycle,
+                "the previous run ended during this cycle without recording it; recording it as interrupted"
+            );
+        }
+        let output = if !in_flight.summary.is_empty() {
+            in_flight.summary
+        } else if committed {
+            "the daemon stopped after this cycle's commit, before its record was written (crash, kill -9, power loss or a full disk)".to_owned()
+        } else {
+            "the daemon stopped during this cycle (crash, kill -9, power loss or a full disk)"
+                .to_owned()
+        };
+        let error = (!committed).then(|| match &in_flight.error {
+            Some(error) => {
+                format!("interrupted by the death of the previous daemon, after: {error}")
+            }
+            None => "interrupted by the death of the previous daemon".to_owned(),
+        });
+        let phases_ms: u64 = in_flight.phases.iter().map(|phase| phase.duration_ms).sum();
+        if committed && let Some(story) = &in_flight.story {
+            self.mark_story_passed(cycle, story);
+        }
+        self.progress.total_cost_usd += in_flight.cost_usd;
+        self.progress.cycles.push(CycleRecord {
+            cycle,
+            cycle_id: cycle_id(cycle),
+            started_at: in_flight.started_at,
+            ended_at: now_rfc3339(),
+            duration_seconds: cycle::seconds(Duration::from_millis(phases_ms)),
+            phases_completed: in_flight.phases_completed,
+            phases: in_flight.phases,
+            outcome: if committed {
+                Outcome::Committed
+            } else {
+                Outcome::Interrupted
+            },
+            commit,
+            attempt_ref,
+            success: committed,
+            cost_usd: in_flight.cost_usd,
+            output,
+            learnings: in_flight.learnings,
+            title: in_flight.title,
+            error,
+        });
+        state::save_json(&self.paths.progress(), &self.progress)?;
         state::clear_in_flight(&self.paths)
     }
 
@@ -463,7 +521,7 @@ impl Daemon {
             cycle,
             started_at: started_at.clone(),
             branch: self.branch.clone(),
-            start: None,
+            ..InFlight::default()
         };
         state::save_json(&self.paths.in_flight(), &in_flight)?;
         self.in_flight = Some(in_flight);
@@ -502,23 +560,7 @@ impl Daemon {
         if outcome == Outcome::Committed
             && let Some(story) = &report.story_passed
         {
-            // Re-read first: the user may have edited prd.json during the cycle.
-            let readable = self.reload_prd();
-            let marked = match self.prd.as_mut() {
-                Some(prd) if readable => prd::mark_passed(&self.paths.prd(), prd, story),
-                _ => Ok(false),
-            };
-            match marked {
-                Ok(true) => {
-                    tracing::info!(cycle, story = %story, "story marked as passing in prd.json")
-                }
-                Ok(false) => {
-                    tracing::warn!(cycle, story = %story, "the report names a story that prd.json does not have")
-                }
-                Err(error) => {
-                    tracing::error!(cycle, error = %format!("{error:#}"), "cannot update prd.json")
-                }
-            }
+            self.mark_story_passed(cycle, story);
         }
         let record = CycleRecord {
             cycle,
@@ -568,6 +610,28 @@ impl Daemon {
             "cycle finished"
         );
         Ok(report)
+    }
+
+    /// Marks `story` as passing in prd.json, for the committed `cycle` whose
+    /// report named it. Failures are logged: the commit stands either way.
+    fn mark_story_passed(&mut self, cycle: u64, story: &str) {
+        // Re-read first: the user may have edited prd.json during the cycle.
+        let readable = self.reload_prd();
+        let marked = match self.prd.as_mut() {
+            Some(prd) if readable => prd::mark_passed(&self.paths.prd(), prd, story),
+            _ => Ok(false),
+        };
+        match marked {
+            Ok(true) => {
+                tracing::info!(cycle, story = %story, "story marked as passing in prd.json")
+            }
+            Ok(false) => {
+                tracing::warn!(cycle, story = %story, "the report names a story that prd.json does not have")
+            }
+            Err(error) => {
+                tracing::error!(cycle, error = %format!("{error:#}"), "cannot update prd.json")
+            }
+        }
     }
 
     /// prd.json is the user's file too: it is re-read before each use, so that
@@ -866,11 +930,33 @@ impl Daemon {
 }
 
 impl PhaseExecutor for Daemon {
-    fn set_rollback_point(&mut self, start: Option<&crate::git::CycleStart>) {
+    fn save_in_flight(
+        &mut self,
+        rollback_point: Option<&crate::git::CycleStart>,
+        report: &CycleReport,
+    ) {
         let Some(in_flight) = self.in_flight.as_mut() else {
             return;
         };
-        in_flight.start = start.cloned();
+        let updated = InFlight {
+            start: rollback_point.cloned(),
+            phases: report.phases.clone(),
+            phases_completed: report.phases_completed.clone(),
+            cost_usd: report.cost_usd,
+            title: report.title.clone(),
+            commit: report.commit.clone(),
+            attempt_ref: report.attempt_ref.clone(),
+            story: report.story_passed.clone(),
+            summary: report.summary.clone(),
+            learnings: report.learnings.clone(),
+            error: report.error.clone(),
+            ..in_flight.clone()
+        };
+        // Each write is fsynced: only what changed is written.
+        if updated == *in_flight {
+            return;
+        }
+        *in_flight = updated;
         if let Err(error) = state::save_json(&self.paths.in_flight(), in_flight) {
             tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
         }
@@ -1219,26 +1305,39 @@ fn stop_leftover_agents(home: &std::path::Path) {
     }
 }
 
+/// What the start-up found of an interrupted cycle in the repository.
+#[derive(Debug, Default)]
+struct Recovered {
+    /// HEAD is the cycle's own commit: the daemon died right after making it.
+    kept_commit: Option<String>,
+    /// What the cycle left in the tree, saved before the rollback.
+    attempt_ref: Option<String>,
+}
+
 /// Saves what an interrupted cycle left in the repository as an attempt and
-/// rolls the tree back to the cycle's start; returns the attempt's ref.
+/// rolls the tree back to the cycle's start, unless HEAD is the cycle's own
+/// verified commit, which is kept.
 fn recover_repo(
     repo: &GitRepo,
     cycle: u64,
     start: &crate::git::CycleStart,
     (name, email): &(String, String),
-) -> Result<Option<String>> {
+) -> Result<Recovered> {
     // Died between the cycle's commit and the note that it was committed:
     // the verified commit stays.
     let commit_prefix = format!("ralphd: cycle {cycle}: ");
-    if repo
-        .head_summary()?
-        .is_some_and(|summary| summary.starts_with(&commit_prefix))
+    if let Some((commit, summary)) = repo.head_commit()?
+        && summary.starts_with(&commit_prefix)
     {
         tracing::info!(
             cycle,
+            %commit,
             "the interrupted cycle had already committed its verified work; kept"
         );
-        return Ok(None);
+        return Ok(Recovered {
+            kept_commit: Some(commit),
+            attempt_ref: None,
+        });
     }
     let message = format!(
         "ralphd: cycle {cycle} attempt (not kept): interrupted\n\nWhy it was not kept: the daemon died during this cycle (crash, kill -9 or power loss)\n"
@@ -1259,7 +1358,10 @@ fn recover_repo(
     if let Some(reference) = &attempt_ref {
         tracing::warn!(cycle, attempt = %reference, "the interrupted cycle's work was saved and the tree rolled back to its start");
     }
-    Ok(attempt_ref)
+    Ok(Recovered {
+        kept_commit: None,
+        attempt_ref,
+    })
 }
 
 /// Nothing started for a phase may outlive it: kills every remaining

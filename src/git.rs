@@ -208,6 +208,55 @@ pub(crate) struct Attempt {
     pub(crate) time: jiff::Timestamp,
 }
 
+/// A git operation left unfinished in the work tree. The daemon does not
+/// start inside one (DESIGN §14): its commits would land in the middle of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Merge,
+    Rebase,
+    CherryPick,
+    Revert,
+    Bisect,
+    /// `git am`.
+    ApplyMailbox,
+}
+
+impl Operation {
+    /// What it is called, as in `git status`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Operation::Merge => "merge",
+            Operation::Rebase => "rebase",
+            Operation::CherryPick => "cherry-pick",
+            Operation::Revert => "revert",
+            Operation::Bisect => "bisect",
+            Operation::ApplyMailbox => "`git am`",
+        }
+    }
+
+    /// How to finish or abort it.
+    pub(crate) fn advice(self) -> &'static str {
+        match self {
+            Operation::Merge => {
+                "resolve the conflicts and finish it with `git merge --continue`, or abort it with `git merge --abort`"
+            }
+            Operation::Rebase => {
+                "finish it with `git rebase --continue`, or abort it with `git rebase --abort`"
+            }
+            Operation::CherryPick => {
+                "finish it with `git cherry-pick --continue`, or abort it with `git cherry-pick --abort`"
+            }
+            Operation::Revert => {
+                "finish it with `git revert --continue`, or abort it with `git revert --abort`"
+            }
+            Operation::Bisect => "end it with `git bisect reset`",
+            Operation::ApplyMailbox => {
+                "finish it with `git am --continue`, or abort it with `git am --abort`"
+            }
+        }
+    }
+}
+
 /// Where HEAD pointed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum HeadState {
@@ -255,7 +304,7 @@ impl HeadState {
 }
 
 /// How one of the user's pre-existing changes looked at cycle start.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum SavedFile {
     /// The path did not exist (the user deleted it).
     Absent,
@@ -272,7 +321,7 @@ enum SavedFile {
     },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct UserFile {
     /// Relative to the work tree.
     path: PathBuf,
@@ -283,7 +332,7 @@ struct UserFile {
 /// [`GitRepo::begin_cycle`]. Only valid for the repo that made it. It is kept
 /// in `state/in-flight.json` while the cycle runs, so that the start after a
 /// crash can save and roll back what the dead daemon's cycle left behind.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct CycleStart {
     head: HeadState,
     /// The whole work tree at start (HEAD plus the user's changes, through git's
@@ -549,8 +598,9 @@ impl GitRepo {
         Ok(paths)
     }
 
-    /// The first line of HEAD's commit message, `None` on an unborn branch.
-    pub(crate) fn head_summary(&self) -> Result<Option<String>> {
+    /// HEAD's commit (full hex) and the first line of its message, `None`
+    /// on an unborn branch.
+    pub(crate) fn head_commit(&self) -> Result<Option<(String, String)>> {
         const OP: &str = "read HEAD";
         let repo = self.open_repo(OP)?;
         let git_error = |error| self.git_error(OP, error);
@@ -558,9 +608,55 @@ impl GitRepo {
             return Ok(None);
         };
         let commit = repo.find_commit(oid).map_err(git_error)?;
-        Ok(Some(
-            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
-        ))
+        let summary =
+            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+        Ok(Some((oid.to_string(), summary)))
+    }
+
+    /// The merge, rebase, cherry-pick, revert, bisect or `git am` left in
+    /// progress in this work tree, if any (what `git status` reports).
+    pub(crate) fn operation_in_progress(&self) -> Result<Option<Operation>> {
+        use git2::RepositoryState as State;
+        let repo = self.open_repo("read the repository state")?;
+        let operation = match repo.state() {
+            State::Clean => None,
+            State::Merge => Some(Operation::Merge),
+            State::Revert | State::RevertSequence => Some(Operation::Revert),
+            State::CherryPick | State::CherryPickSequence => Some(Operation::CherryPick),
+            State::Bisect => Some(Operation::Bisect),
+            State::Rebase | State::RebaseInteractive | State::RebaseMerge => {
+                Some(Operation::Rebase)
+            }
+            State::ApplyMailbox | State::ApplyMailboxOrRebase => Some(Operation::ApplyMailbox),
+        };
+        if operation.is_some() {
+            return Ok(operation);
+        }
+        // A cherry-pick or revert of several commits whose conflict was
+        // committed by hand has no CHERRY_PICK_HEAD any more; only its
+        // sequencer's to-do list says it goes on (git status reads it too).
+        let todo = match fs::read(self.git_dir.join("sequencer").join("todo")) {
+            Ok(todo) => todo,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(GitError::Io {
+                    repo: self.workdir.clone(),
+                    op: "read the repository state",
+                    file: self.git_dir.join("sequencer").join("todo"),
+                    error,
+                });
+            }
+        };
+        let command = todo
+            .split(|byte| *byte == b'\n')
+            .map(|line| line.trim_ascii())
+            .find(|line| !line.is_empty() && !line.starts_with(b"#"))
+            .and_then(|line| line.split(|byte| byte.is_ascii_whitespace()).next());
+        Ok(match command {
+            Some(b"revert" | b"r") => Some(Operation::Revert),
+            Some(_) => Some(Operation::CherryPick),
+            None => None,
+        })
     }
 
     /// [`Self::dirty_paths`] without the home's steering files

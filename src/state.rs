@@ -1,7 +1,8 @@
 //! The on-disk state of a home: its paths, the versioned serde schema of every
 //! state file, atomic writes (temp file, fsync, rename, fsync of the
 //! directory), loading that never overwrites a corrupt file, and the
-//! single-instance lock. Every state file goes through it, except the phase
+//! single-instance locks (one daemon per home, one per repository work tree).
+//! Every state file goes through it, except the phase
 //! transcripts (`cycles/<n>/<phase>.jsonl`), which `supervise` appends to as
 //! the stream arrives.
 //!
@@ -287,7 +288,7 @@ pub(crate) struct CycleRecord {
 }
 
 /// One phase run inside a cycle record.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PhaseRecord {
     pub(crate) phase: String,
     pub(crate) status: String,
@@ -308,17 +309,46 @@ pub(crate) struct PhaseRecord {
 
 /// `in-flight.json`: the cycle that is running right now. It exists only
 /// while a cycle runs, so finding it at start-up means the previous daemon
-/// died mid-cycle (that cycle is then recorded as interrupted).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// died mid-cycle. It is rewritten when something a restart must know
+/// happens (a phase run ends, the work is committed, an attempt is saved),
+/// so that the restart records the cycle as it was: committed with its
+/// commit, cost and story, or interrupted with its attempt's ref and cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct InFlight {
     pub(crate) version: u32,
     pub(crate) cycle: u64,
     pub(crate) started_at: String,
     pub(crate) branch: String,
     /// The repository at cycle start, to save and roll back what the cycle
-    /// left behind if the daemon died during it.
+    /// left behind if the daemon died during it; `None` before the cycle
+    /// began and once its work is committed.
     #[serde(default)]
     pub(crate) start: Option<crate::git::CycleStart>,
+    /// The phase runs that ended, and their cost.
+    #[serde(default)]
+    pub(crate) phases: Vec<PhaseRecord>,
+    #[serde(default)]
+    pub(crate) phases_completed: Vec<String>,
+    #[serde(default)]
+    pub(crate) cost_usd: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) title: Option<String>,
+    /// The cycle's verified commit, once made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) commit: Option<String>,
+    /// The attempt the cycle saved, once saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attempt_ref: Option<String>,
+    /// The story the report says the cycle made pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) story: Option<String>,
+    #[serde(default)]
+    pub(crate) summary: String,
+    #[serde(default)]
+    pub(crate) learnings: Vec<String>,
+    /// What went wrong in the cycle before the daemon died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
 }
 
 /// `status.json`: what the daemon is doing, for `ralphd status`.
@@ -380,29 +410,12 @@ pub(crate) struct LockHeld {
 impl InstanceLock {
     pub(crate) fn acquire(paths: &HomePaths) -> Result<InstanceLock> {
         let path = paths.lock();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {
-                file.set_len(0)?;
-                writeln!(file, "{}", std::process::id())?;
-                Ok(InstanceLock { _file: file })
-            }
-            Err(TryLockError::WouldBlock) => {
-                let pid = fs::read_to_string(&path).unwrap_or_default();
-                bail!(LockHeld {
-                    pid: pid.trim().to_owned(),
-                    home: paths.home.clone(),
-                })
-            }
-            Err(TryLockError::Error(error)) => {
-                Err(error).with_context(|| format!("cannot lock {}", path.display()))
-            }
+        match lock_naming_holder(&path, format!("{}\n", std::process::id()).as_bytes())? {
+            Ok(file) => Ok(InstanceLock { _file: file }),
+            Err(holder) => bail!(LockHeld {
+                pid: holder.trim().to_owned(),
+                home: paths.home.clone(),
+            }),
         }
     }
 
@@ -415,6 +428,89 @@ impl InstanceLock {
             Ok(()) => false,
             Err(TryLockError::WouldBlock) => true,
             Err(TryLockError::Error(_)) => false,
+        }
+    }
+}
+
+/// Takes the flock on `path` (created if missing) and writes `holder` into
+/// the file; when another process holds it, returns what that process wrote.
+fn lock_naming_holder(path: &Path, holder: &[u8]) -> Result<Result<File, String>> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let write = |file: &mut File| -> io::Result<()> {
+                file.set_len(0)?;
+                file.write_all(holder)
+            };
+            write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(Ok(file))
+        }
+        Err(TryLockError::WouldBlock) => Ok(Err(String::from_utf8_lossy(
+            &fs::read(path).unwrap_or_default(),
+        )
+        .into_owned())),
+        Err(TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// The lock on a repository's work tree, held for the process lifetime like
+/// [`InstanceLock`]: `ralphd.lock` in the work tree's git dir (a linked
+/// worktree has its own git dir, so each worktree can have its daemon). It
+/// holds the pid and home of the daemon that took it. Inside the git dir, it
+/// is never part of the work tree: never a change, never committed.
+pub(crate) struct RepoLock {
+    /// Holds the flock; dropping it releases the lock.
+    _file: File,
+}
+
+/// Another daemon, of another home, works on the same repository.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another ralphd (pid {pid}, home {home}) is already running on the repository {repo}; stop it first, or give this one its own clone or worktree (`git worktree add`)"
+)]
+pub(crate) struct RepoLockHeld {
+    pub(crate) pid: String,
+    pub(crate) home: String,
+    pub(crate) repo: PathBuf,
+}
+
+impl RepoLock {
+    /// The name of the lock file in the git dir.
+    pub(crate) const FILE: &str = "ralphd.lock";
+
+    /// Locks the work tree whose git dir is `git_dir` for the daemon of
+    /// `home`; `repo` only names it in the error.
+    pub(crate) fn acquire(git_dir: &Path, home: &Path, repo: &Path) -> Result<RepoLock> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut holder = format!("{}\n", std::process::id()).into_bytes();
+        holder.extend_from_slice(home.as_os_str().as_bytes());
+        holder.push(b'\n');
+        match lock_naming_holder(&git_dir.join(Self::FILE), &holder)? {
+            Ok(file) => Ok(RepoLock { _file: file }),
+            Err(holder) => {
+                let mut lines = holder.lines().map(str::trim);
+                let mut next = || {
+                    lines
+                        .next()
+                        .filter(|line| !line.is_empty())
+                        .unwrap_or("unknown")
+                        .to_owned()
+                };
+                let (pid, home) = (next(), next());
+                bail!(RepoLockHeld {
+                    pid,
+                    home,
+                    repo: repo.to_path_buf(),
+                })
+            }
         }
     }
 }
@@ -550,6 +646,30 @@ mod tests {
             message.contains(&std::process::id().to_string()),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_second_repo_lock_is_refused_naming_pid_and_home_and_freed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let git_dir = dir.path();
+        let (first_home, second_home) = (Path::new("/homes/first"), Path::new("/homes/second"));
+        let held = RepoLock::acquire(git_dir, first_home, Path::new("/repo")).unwrap();
+        let message = format!(
+            "{:#}",
+            RepoLock::acquire(git_dir, second_home, Path::new("/repo"))
+                .err()
+                .unwrap()
+        );
+        assert!(
+            message.contains(&format!("pid {}, home /homes/first", std::process::id())),
+            "{message}"
+        );
+        assert!(message.contains("/repo"), "{message}");
+        drop(held);
+        RepoLock::acquire(git_dir, second_home, Path::new("/repo"))
+            .expect("the lock goes with its holder");
+        let holder = fs::read_to_string(git_dir.join(RepoLock::FILE)).unwrap();
+        assert_eq!(holder, format!("{}\n/homes/second\n", std::process::id()));
     }
 
     #[test]

@@ -1,47 +1,77 @@
 //! Runs one phase through the real `claude` CLI: builds its command line
 //! (stream-json, per-phase permissions, model and budget flags), its
 //! environment (minus `CLAUDECODE`, plus `RALPH_*`), and hands the process to
-//! the supervisor with the prompt on stdin.
+//! the supervisor with the prompt on stdin. Also checks at start-up that the
+//! CLI runs at all (`claude --version`, supervised the same way).
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentSettings, PhaseSettings};
 use crate::phase::Phase;
+use crate::supervise::{self, Supervised};
 
 /// The install hint printed when the CLI cannot be found.
 pub(crate) const INSTALL_HINT: &str = "install it with `npm install -g @anthropic-ai/claude-code` or set [agent] command in ralph.toml";
 
-/// Checks at start-up that the CLI runs (`claude --version`); returns its version.
-pub(crate) async fn check_installed(command: &str) -> Result<String> {
-    let output = Command::new(command)
+/// Checks at start-up that the CLI runs (`claude --version`); returns its
+/// version. The check is supervised like a phase run (its own process group,
+/// killed with the daemon): one that does not answer within `timeout` is
+/// stopped with its whole group and is an error.
+pub(crate) async fn check_installed(command: &str, timeout: Duration) -> Result<String> {
+    let mut version = Command::new(command);
+    version
         .arg("--version")
-        .stdin(Stdio::null())
         .env_remove("CLAUDECODE")
-        .output();
-    let output = match tokio::time::timeout(Duration::from_secs(30), output).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+        .env_remove("NOTIFY_SOCKET");
+    let spec = Supervised {
+        command: version,
+        stdin: None,
+        transcript: None,
+        wall_timeout: timeout,
+        idle_timeout: None,
+        stop_grace: VERSION_STOP_GRACE,
+    };
+    let mut stdout = String::new();
+    let finished = supervise::run(spec, &CancellationToken::new(), |line| {
+        if stdout.len() < supervise::TAIL_BYTES {
+            stdout.push_str(line);
+            stdout.push('\n');
+        }
+    })
+    .await;
+    let finished = match finished {
+        Ok(finished) => finished,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             bail!("the agent command `{command}` was not found; {INSTALL_HINT}")
         }
-        Ok(Err(error)) => {
+        Err(error) => {
             return Err(error).with_context(|| format!("cannot run `{command} --version`"));
         }
-        Err(_) => bail!("`{command} --version` did not answer within 30s; check the installation"),
     };
-    if !output.status.success() {
+    if finished.stopped.is_some() {
         bail!(
-            "`{command} --version` failed ({}): {}; {INSTALL_HINT}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            "`{command} --version` did not answer within {} and was stopped; check the installation (run `{command} --version` yourself) or raise [agent] version_timeout",
+            humantime::format_duration(timeout)
         );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    if !finished.status.success() {
+        bail!(
+            "`{command} --version` failed ({}): {}; {INSTALL_HINT}",
+            finished.status,
+            finished.stderr_tail.trim()
+        );
+    }
+    Ok(stdout.trim().to_owned())
 }
+
+/// Pause between SIGINT, SIGTERM and SIGKILL when a hanging version check
+/// is stopped: it has no work to save.
+const VERSION_STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// The argument list for one phase run (without the program name).
 pub(crate) fn arguments(
@@ -158,7 +188,9 @@ mod tests {
     async fn a_missing_cli_gives_the_install_hint() {
         let message = format!(
             "{:#}",
-            check_installed("/nonexistent/claude").await.unwrap_err()
+            check_installed("/nonexistent/claude", Duration::from_secs(30))
+                .await
+                .unwrap_err()
         );
         assert!(
             message.contains("npm install -g @anthropic-ai/claude-code"),

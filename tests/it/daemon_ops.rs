@@ -126,6 +126,154 @@ fn a_second_daemon_on_the_same_home_exits_2_naming_the_first() {
     assert!(processes_with(&sleep).is_empty());
 }
 
+/// A second home next to the world's, with the same test configuration.
+fn other_home(world: &World, name: &str) -> std::path::PathBuf {
+    let home = world.root.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(world.home.join("ralph.toml"), home.join("ralph.toml")).unwrap();
+    home
+}
+
+/// `ralphd run --max-iterations 1` on `repo` with `home`.
+fn run_on(world: &World, repo: &std::path::Path, home: &std::path::Path) -> Outcome {
+    let mut command = world.ralphd();
+    command
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(repo)
+        .arg("--home")
+        .arg(home);
+    command.output()
+}
+
+/// Two homes on one repository (or `ralphd run` from two directories): the
+/// second daemon exits 2 naming the first one's pid and home, and touches
+/// nothing. The lock lives in the git dir, so it is never a change, and it
+/// goes with the daemon that held it.
+#[test]
+fn a_second_daemon_on_the_same_repo_from_another_home_exits_2_naming_pid_and_home() {
+    let world = World::new();
+    let sleep = unique_sleep(5);
+    world.script(
+        "scan",
+        Some(1),
+        &format!("touch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut first = world.start(&["--max-iterations", "1"]);
+    wait_for("the first daemon's scan", || {
+        world.fake.join("started").exists()
+    });
+
+    let home2 = other_home(&world, "home2");
+    let second = run_on(&world, &world.repo, &home2);
+    second.assert_code(2);
+    let message = second.stderr.trim();
+    assert!(
+        message.contains(&format!("pid {}", first.pid())),
+        "{message}"
+    );
+    assert!(
+        message.contains(&world.home.display().to_string()),
+        "{message}"
+    );
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert_eq!(world.calls("scan"), 1, "the second daemon ran nothing");
+    assert!(world.repo.join(".git/ralphd.lock").exists());
+    assert_eq!(world.git_status(), "", "the lock is no change");
+
+    first.signal(libc::SIGTERM);
+    first
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits after SIGTERM")
+        .assert_code(130);
+    run_on(&world, &world.repo, &home2).assert_code(1);
+    assert_eq!(world.git_status(), "");
+    assert_eq!(
+        world.git_log()[0],
+        "ralphd: cycle 1: Add a line to work.txt",
+        "the lock was released with the first daemon"
+    );
+}
+
+/// The lock is per work tree: two worktrees of one repository each run a daemon.
+#[test]
+fn two_worktrees_of_one_repo_each_run_a_daemon() {
+    let world = World::new();
+    let sleep = unique_sleep(6);
+    world.script(
+        "scan",
+        Some(1),
+        &format!("touch \"$FAKE_CLAUDE_DIR/started\"\n{sleep}\n"),
+    );
+    let mut first = world.start(&["--max-iterations", "1"]);
+    wait_for("the first daemon's scan", || {
+        world.fake.join("started").exists()
+    });
+
+    let worktree = world.root.join("worktree");
+    git(
+        &world.repo,
+        &[
+            "worktree",
+            "add",
+            "-q",
+            "-b",
+            "second",
+            worktree.to_str().unwrap(),
+        ],
+    );
+    let home2 = other_home(&world, "home2");
+    run_on(&world, &worktree, &home2).assert_code(1);
+    assert_eq!(
+        git(&worktree, &["log", "-1", "--format=%s"]).trim(),
+        "ralphd: cycle 1: Add a line to work.txt"
+    );
+    assert_eq!(git(&worktree, &["status", "--porcelain"]), "");
+
+    first.signal(libc::SIGTERM);
+    first
+        .wait_for_exit(DEADLINE)
+        .expect("ralphd exits after SIGTERM")
+        .assert_code(130);
+    assert_eq!(world.git_log(), ["initial"], "main is untouched");
+}
+
+/// A `claude --version` that hangs is stopped at `agent.version_timeout`
+/// together with what it started (in its process group or detached with
+/// `setsid`): exit 2 with one line saying so, and nothing of it left running.
+#[test]
+fn a_hanging_claude_version_is_stopped_with_its_children_and_exits_2() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let world = World::new();
+    let sleep = unique_sleep(7);
+    let agent = world.root.join("hanging-claude");
+    std::fs::write(
+        &agent,
+        format!("#!/bin/sh\n{sleep} &\nsetsid {sleep} &\n{sleep}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    world.config("version_timeout = \"500ms\"\n");
+
+    let mut command = world.ralphd();
+    command
+        .env("RALPH_AGENT_COMMAND", &agent)
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home);
+    let outcome = command.output();
+    outcome.assert_code(2);
+    let message = outcome.stderr.trim();
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains("--version` did not answer within 500ms"),
+        "{message}"
+    );
+    wait_for("every process of the version check to be gone", || {
+        processes_with(&sleep).is_empty()
+    });
+}
+
 /// kill -9 at many moments of a run: every state file parses afterwards, and the
 /// next start records the cycle that was running as interrupted, saves and rolls
 /// back what it left in the tree, and runs on.
@@ -477,4 +625,129 @@ fn a_crash_right_after_the_commit_keeps_the_commit() {
         ""
     );
     assert_eq!(world.read_repo("work.txt").unwrap(), "cycle 1\ncycle 2\n");
+    // Recorded as what it was: committed, with its commit.
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    let first_commit = git(&world.repo, &["rev-parse", "HEAD~1"]);
+    assert_eq!(world.progress()["cycles"][0]["commit"], first_commit.trim());
+}
+
+/// Whether two dollar amounts are the same to a hundredth of a cent.
+#[track_caller]
+fn assert_usd(actual: &serde_json::Value, expected: f64) {
+    let actual = actual.as_f64().expect("a number");
+    assert!((actual - expected).abs() < 1e-6, "{actual} != {expected}");
+}
+
+/// `kill -9` during the report of a committed cycle: the restart records the
+/// cycle as committed, with its commit and the cost of its four finished
+/// phase runs, and that cost counts in the budget's total.
+#[test]
+fn a_crash_after_the_commit_records_the_cycle_committed_with_its_commit_and_cost() {
+    let world = World::new();
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    let commit = git(&world.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    let progress = world.progress();
+    let first = &progress["cycles"][0];
+    assert_eq!(first["commit"], commit.as_str(), "{first}");
+    assert_eq!(first["success"], true);
+    assert_eq!(first["title"], "Add a line to work.txt");
+    let phases: Vec<&str> = first["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|phase| phase["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["scan", "idea", "code-edit", "backtest"]);
+    assert_usd(&first["cost_usd"], 0.04);
+    assert_usd(&progress["total_cost_usd"], 0.04 + 0.05);
+}
+
+/// The writes at the end of a committed cycle fail (as on a full disk, here:
+/// prd.json and progress.json are directories) after the report named its
+/// story: the restart records the cycle as committed with its commit, cost
+/// and story, and marks the story as passing in prd.json.
+#[test]
+fn a_failed_progress_write_after_the_report_records_the_commit_and_marks_the_story() {
+    let world = World::new();
+    let state = world.home.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let prd =
+        r#"{"project":"p","userStories":[{"id":"US-1","title":"a","priority":1,"passes":false}]}"#;
+    std::fs::write(state.join("prd.json"), prd).unwrap();
+    let report = "ok\n```json\n{\"summary\":\"s\",\"learnings\":[\"l\"],\"patterns\":[],\"story\":{\"id\":\"US-1\",\"passes\":true}}\n```";
+    world.reply("report", Some(1), &answer(report));
+    world.script(
+        "report",
+        Some(1),
+        "cd \"$RALPH_HOME/state\"\nmv prd.json prd.json.aside\nmkdir -p prd.json/x progress.json/x\ncd \"$RALPH_REPO\"\n",
+    );
+    let failed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(failed.code, 1, "the run died on the progress write");
+    let commit = git(&world.repo, &["rev-parse", "HEAD"]).trim().to_owned();
+    assert_eq!(
+        git(&world.repo, &["log", "-1", "--format=%s"]).trim(),
+        "ralphd: cycle 1: Add a line to work.txt"
+    );
+    // The disk has room again.
+    std::fs::remove_dir_all(state.join("prd.json")).unwrap();
+    std::fs::remove_dir_all(state.join("progress.json")).unwrap();
+    std::fs::rename(state.join("prd.json.aside"), state.join("prd.json")).unwrap();
+    assert_eq!(
+        read_json(&state.join("prd.json"))["userStories"][0]["passes"],
+        false
+    );
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    let progress = world.progress();
+    let first = &progress["cycles"][0];
+    assert_eq!(first["commit"], commit.as_str(), "{first}");
+    assert_eq!(first["learnings"], serde_json::json!(["l"]));
+    assert_usd(&first["cost_usd"], 0.04 + 0.02);
+    assert_usd(&progress["total_cost_usd"], 0.06 + 0.05);
+    assert_eq!(
+        read_json(&state.join("prd.json"))["userStories"][0]["passes"],
+        true
+    );
+}
+
+/// `kill -9` after a failed verdict saved the attempt and rolled back: the
+/// restart records the cycle with its attempt's ref and its cost.
+#[test]
+fn an_attempt_saved_before_a_crash_is_recorded_with_its_ref() {
+    let world = World::new();
+    world.reply("backtest", Some(1), &answer(&verdict(false, "not good")));
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
+    assert_eq!(saved, "cycle 1\n");
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["interrupted", "committed"]);
+    let progress = world.progress();
+    let first = &progress["cycles"][0];
+    assert_eq!(first["attempt_ref"], "refs/ralph/attempts/1", "{first}");
+    assert!(
+        first["error"]
+            .as_str()
+            .unwrap()
+            .contains("death of the previous daemon"),
+        "{first}"
+    );
+    assert_usd(&first["cost_usd"], 0.01 * 3.0 + 0.02);
+    assert_eq!(
+        git(
+            &world.repo,
+            &["for-each-ref", "--format=%(refname)", "refs/ralph/attempts"]
+        )
+        .trim(),
+        "refs/ralph/attempts/1",
+        "no second attempt for the same work"
+    );
 }

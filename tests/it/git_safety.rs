@@ -152,6 +152,117 @@ fn a_dirty_tree_is_refused_unless_allowed_and_user_changes_survive_rollback() {
     assert!(world.read_repo("agent.txt").is_none());
 }
 
+/// Runs git in the world's repo with `env` set (an editor, say); returns whether it succeeded.
+fn git_with_env(world: &World, env: &[(&str, &str)], args: &[&str]) -> bool {
+    let mut command = std::process::Command::new("git");
+    command.args(args).current_dir(&world.repo);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("git runs").status.success()
+}
+
+/// ralphd refuses to start (exit 2, one line naming `operation` and each of
+/// `advice`), runs no phase, and leaves HEAD, index and tree as they were.
+#[track_caller]
+fn assert_refused_during(world: &World, operation: &str, advice: &[&str]) {
+    let head = git(&world.repo, &["rev-parse", "HEAD"]);
+    let status = world.git_status();
+    let refused = world.run(&["--max-iterations", "1"]);
+    refused.assert_code(2);
+    let message = refused.stderr.trim();
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(message.contains(operation), "{message}");
+    for hint in advice {
+        assert!(message.contains(hint), "{hint} missing: {message}");
+    }
+    assert_eq!(world.calls("scan"), 0);
+    assert_eq!(git(&world.repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(world.git_status(), status);
+}
+
+/// A repo whose `main` and `side` both changed README.md since `initial`.
+fn diverged(world: &World) {
+    git(&world.repo, &["config", "user.name", "t"]);
+    git(&world.repo, &["config", "user.email", "t@t"]);
+    git(&world.repo, &["checkout", "-q", "-b", "side"]);
+    world.write_repo("README.md", "theirs\n");
+    world.commit_all("theirs");
+    world.write_repo("side.txt", "side\n");
+    world.commit_all("side file");
+    git(&world.repo, &["checkout", "-q", "main"]);
+    world.write_repo("README.md", "ours\n");
+    world.commit_all("ours");
+}
+
+#[test]
+fn a_rebase_stopped_at_edit_is_refused_naming_how_to_finish_it() {
+    let world = World::new();
+    git(&world.repo, &["config", "user.name", "t"]);
+    git(&world.repo, &["config", "user.email", "t@t"]);
+    world.write_repo("a.txt", "a\n");
+    world.commit_all("a");
+    let edit_all = [("GIT_SEQUENCE_EDITOR", "sed -i -e s/^pick/edit/")];
+    assert!(git_with_env(&world, &edit_all, &["rebase", "-i", "HEAD~1"]));
+    assert_refused_during(
+        &world,
+        "rebase",
+        &["git rebase --continue", "git rebase --abort"],
+    );
+
+    assert!(git_with_env(
+        &world,
+        &[("GIT_EDITOR", "true")],
+        &["rebase", "--continue"]
+    ));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed"]);
+}
+
+#[test]
+fn a_merge_with_a_conflict_is_refused_naming_how_to_finish_it() {
+    let world = World::new();
+    diverged(&world);
+    assert!(
+        !git_with_env(&world, &[], &["merge", "side"]),
+        "the merge conflicts"
+    );
+    assert_refused_during(
+        &world,
+        "merge",
+        &["git merge --continue", "git merge --abort"],
+    );
+}
+
+#[test]
+fn a_bisect_is_refused_naming_how_to_end_it() {
+    let world = World::new();
+    git(&world.repo, &["bisect", "start"]);
+    assert_refused_during(&world, "bisect", &["git bisect reset"]);
+    git(&world.repo, &["bisect", "reset"]);
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+}
+
+/// Cherry-picking two commits, the first conflicting and then committed by
+/// hand: git's sequencer still has the second to do.
+#[test]
+fn a_cherry_pick_sequence_is_refused_even_after_a_conflict_was_committed() {
+    let world = World::new();
+    diverged(&world);
+    assert!(!git_with_env(
+        &world,
+        &[],
+        &["cherry-pick", "side~1", "side"]
+    ));
+    world.write_repo("README.md", "resolved\n");
+    world.commit_all("resolved");
+    assert_refused_during(
+        &world,
+        "cherry-pick",
+        &["git cherry-pick --continue", "git cherry-pick --abort"],
+    );
+}
+
 #[test]
 fn changes_that_appear_between_cycles_are_never_adopted_nor_touched() {
     let world = World::new();

@@ -1,6 +1,7 @@
 //! Runs the backtest `checks` (shell commands from `[backtest] checks`) in
 //! the repo, each under `check_timeout` in its own process group, and keeps
 //! the tail of each one's output for the backtest prompt and the verdict.
+//! [`run_one`] runs any such command (`git_rules` runs the git hooks with it).
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,48 +43,61 @@ pub(crate) async fn run_all(
     for command_line in commands {
         let mut command = Command::new("sh");
         command.arg("-c").arg(command_line).current_dir(repo);
-        command.env_remove("NOTIFY_SOCKET");
-        let mut stdout_tail = String::new();
-        let spec = Supervised {
-            command,
-            stdin: None,
-            transcript: None,
-            wall_timeout: timeout,
-            idle_timeout: None,
-            stop_grace,
-        };
-        let finished = supervise::run(spec, cancel, |line| {
-            stdout_tail.push_str(line);
-            stdout_tail.push('\n');
-            if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
-                stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
-            }
-        })
-        .await;
-        let result = match finished {
-            Ok(finished) => {
-                if finished.stopped == Some(StopCause::Cancelled) {
-                    return None;
-                }
-                let combined = format!("{stdout_tail}{}", finished.stderr_tail);
-                CheckResult {
-                    command: command_line.clone(),
-                    exit_code: Some(finished.exit_code()),
-                    timed_out: finished.stopped.is_some(),
-                    output_tail: supervise::tail_of(&combined, OUTPUT_TAIL_BYTES).to_owned(),
-                }
-            }
-            Err(error) => CheckResult {
-                command: command_line.clone(),
-                exit_code: None,
-                timed_out: false,
-                output_tail: format!("ralphd could not start the check: {error}"),
-            },
-        };
+        let result = run_one(command, command_line, timeout, stop_grace, cancel).await?;
         tracing::info!(check = %result.command, exit = ?result.exit_code, timed_out = result.timed_out, "check finished");
         results.push(result);
     }
     Some(results)
+}
+
+/// Runs one command as a check (no stdin, `timeout`, own process group),
+/// keeping the tail of its output; `label` names it in the result. Returns
+/// `None` when cancelled. Also runs the repository's git hooks.
+pub(crate) async fn run_one(
+    mut command: Command,
+    label: &str,
+    timeout: Duration,
+    stop_grace: Duration,
+    cancel: &CancellationToken,
+) -> Option<CheckResult> {
+    command.env_remove("NOTIFY_SOCKET");
+    let mut stdout_tail = String::new();
+    let spec = Supervised {
+        command,
+        stdin: None,
+        transcript: None,
+        wall_timeout: timeout,
+        idle_timeout: None,
+        stop_grace,
+    };
+    let finished = supervise::run(spec, cancel, |line| {
+        stdout_tail.push_str(line);
+        stdout_tail.push('\n');
+        if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
+            stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
+        }
+    })
+    .await;
+    Some(match finished {
+        Ok(finished) => {
+            if finished.stopped == Some(StopCause::Cancelled) {
+                return None;
+            }
+            let combined = format!("{stdout_tail}{}", finished.stderr_tail);
+            CheckResult {
+                command: label.to_owned(),
+                exit_code: Some(finished.exit_code()),
+                timed_out: finished.stopped.is_some(),
+                output_tail: supervise::tail_of(&combined, OUTPUT_TAIL_BYTES).to_owned(),
+            }
+        }
+        Err(error) => CheckResult {
+            command: label.to_owned(),
+            exit_code: None,
+            timed_out: false,
+            output_tail: format!("ralphd could not start it: {error}"),
+        },
+    })
 }
 
 #[cfg(test)]

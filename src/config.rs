@@ -59,6 +59,11 @@
 //! | `RALPH_GIT_AUTO_COMMIT` | `git.auto_commit` | `true`/`false` |
 //! | `RALPH_GIT_AUTHOR_NAME` | `git.author_name` | string |
 //! | `RALPH_GIT_AUTHOR_EMAIL` | `git.author_email` | string |
+//! | `RALPH_GIT_RUN_HOOKS` | `git.run_hooks` | `true`/`false` |
+//! | `RALPH_GATES_MAX_CHANGED_FILES` | `gates.max_changed_files` | whole number ≥ 0 (0 = no limit) |
+//! | `RALPH_GATES_MAX_CHANGED_LINES` | `gates.max_changed_lines` | whole number ≥ 0 (0 = no limit) |
+//! | `RALPH_GATES_PROTECTED_PATHS` | `gates.protected_paths` | list of globs |
+//! | `RALPH_GATES_SECRET_SCAN` | `gates.secret_scan` | `true`/`false` |
 //! | `RALPH_RATE_LIMIT_REQUESTS_PER_MINUTE` | `rate_limit.requests_per_minute` | whole number ≥ 1 |
 //! | `RALPH_RATE_LIMIT_REQUESTS_PER_HOUR` | `rate_limit.requests_per_hour` | whole number ≥ 1 |
 //! | `RALPH_BREAKER_FAILURE_THRESHOLD` | `breaker.failure_threshold` | whole number ≥ 1 |
@@ -95,11 +100,12 @@ pub(crate) const CONFIG_FILE_NAME: &str = "ralph.toml";
 const RUNTIME_VARIABLES: [&str; 2] = ["RALPH_PHASE", "RALPH_CYCLE"];
 
 /// The top-level tables of `ralph.toml`.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "loop",
     "agent",
     "phases",
     "backtest",
+    "gates",
     "git",
     "rate_limit",
     "breaker",
@@ -144,6 +150,7 @@ pub(crate) struct Config {
     pub(crate) agent: AgentSettings,
     pub(crate) phases: PhasePermissions,
     pub(crate) backtest: BacktestSettings,
+    pub(crate) gates: GateSettings,
     pub(crate) git: GitSettings,
     pub(crate) rate_limit: RateLimitSettings,
     pub(crate) breaker: BreakerSettings,
@@ -313,11 +320,37 @@ impl Default for BacktestSettings {
     }
 }
 
+/// The diff gates applied to code-edit's work (DESIGN §14).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct GateSettings {
+    /// At most this many changed files; 0 = no limit.
+    pub(crate) max_changed_files: u32,
+    /// At most this many changed lines (added plus removed); 0 = no limit.
+    pub(crate) max_changed_lines: u32,
+    /// Globs (validated) of paths the agent may not touch.
+    pub(crate) protected_paths: Vec<String>,
+    /// Refuse a diff that adds a credential.
+    pub(crate) secret_scan: bool,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings {
+            max_changed_files: 50,
+            max_changed_lines: 2000,
+            protected_paths: vec![".github/**".to_owned(), ".ralph/**".to_owned()],
+            secret_scan: true,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct GitSettings {
     pub(crate) auto_commit: bool,
     pub(crate) author_name: String,
     pub(crate) author_email: String,
+    /// Run the repository's `pre-commit` and `commit-msg` hooks for ralphd's commits.
+    pub(crate) run_hooks: bool,
 }
 
 impl Default for GitSettings {
@@ -326,6 +359,7 @@ impl Default for GitSettings {
             auto_commit: true,
             author_name: "ralphd".to_owned(),
             author_email: "ralphd@localhost".to_owned(),
+            run_hooks: true,
         }
     }
 }
@@ -566,6 +600,7 @@ impl Config {
             agent: AgentSettings::default(),
             phases: PhasePermissions::default(),
             backtest: BacktestSettings::default(),
+            gates: GateSettings::default(),
             git: GitSettings::default(),
             rate_limit: RateLimitSettings::default(),
             breaker: BreakerSettings::default(),
@@ -849,6 +884,28 @@ fn resolve(run_args: &RunArgs, env: &Env, cwd: &Path) -> Result<(Config, Known),
         "author_email",
         signature_part,
     )?;
+    r.set(&mut config.git.run_hooks, "git", "run_hooks", boolean)?;
+
+    let gates = &mut config.gates;
+    r.set(
+        &mut gates.max_changed_files,
+        "gates",
+        "max_changed_files",
+        whole_number(0),
+    )?;
+    r.set(
+        &mut gates.max_changed_lines,
+        "gates",
+        "max_changed_lines",
+        whole_number(0),
+    )?;
+    r.set(
+        &mut gates.protected_paths,
+        "gates",
+        "protected_paths",
+        glob_list,
+    )?;
+    r.set(&mut gates.secret_scan, "gates", "secret_scan", boolean)?;
 
     let rate_limit = &mut config.rate_limit;
     r.set(
@@ -1651,6 +1708,21 @@ fn string_list(input: &Input<'_>) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// A list of globs in the syntax of the `globset` crate (`*`, `?`, `[…]`,
+/// `{a,b}`, `**`), each checked here so that a broken one stops the start.
+fn glob_list(input: &Input<'_>) -> Result<Vec<String>, String> {
+    let globs = string_list(input)?;
+    for glob in &globs {
+        if let Err(error) = crate::gates::compile_glob(glob) {
+            return Err(format!(
+                "a list of path globs like [\".github/**\", \"*.lock\"] ({glob:?}: {})",
+                error.kind()
+            ));
+        }
+    }
+    Ok(globs)
+}
+
 fn list_form(input: &Input<'_>) -> String {
     match input {
         Input::File { .. } => "a list of non-empty strings like [\"Read\", \"Grep\"]".to_owned(),
@@ -1822,6 +1894,11 @@ pub(crate) mod tests {
         assert!(config.git.auto_commit);
         assert_eq!(config.git.author_name, "ralphd");
         assert_eq!(config.git.author_email, "ralphd@localhost");
+        assert!(config.git.run_hooks);
+        assert_eq!(config.gates.max_changed_files, 50);
+        assert_eq!(config.gates.max_changed_lines, 2000);
+        assert_eq!(config.gates.protected_paths, [".github/**", ".ralph/**"]);
+        assert!(config.gates.secret_scan);
         assert_eq!(config.rate_limit.requests_per_minute.get(), 60);
         assert_eq!(config.rate_limit.requests_per_hour.get(), 1000);
         assert_eq!(config.breaker.failure_threshold, 5);
@@ -2024,7 +2101,8 @@ pub(crate) mod tests {
     fn env_overrides_file_for_every_kind_of_key() {
         let fixture = Fixture::new(Some(
             "[agent]\nmodel = \"opus\"\nmax_attempts = 2\n[budget]\nmax_cost_usd = 5.0\n\
-             [breaker]\nhalt_on_open = false\n[phases.scan]\nallowed_tools = [\"Read\"]\n",
+             [breaker]\nhalt_on_open = false\n[phases.scan]\nallowed_tools = [\"Read\"]\n\
+             [gates]\nprotected_paths = [\"infra/**\"]\nmax_changed_files = 3\n",
         ));
         let config = fixture
             .load(&[
@@ -2037,6 +2115,10 @@ pub(crate) mod tests {
                 ("RALPH_LOOP_SLEEP_BETWEEN_ITERATIONS", "1m"),
                 ("RALPH_AGENT_COMMAND", "/opt/claude"),
                 ("RALPH_BACKTEST_CHECKS", "[\"make test\"]"),
+                ("RALPH_GATES_PROTECTED_PATHS", "[\"*.lock\"]"),
+                ("RALPH_GATES_MAX_CHANGED_FILES", "0"),
+                ("RALPH_GATES_SECRET_SCAN", "false"),
+                ("RALPH_GIT_RUN_HOOKS", "false"),
             ])
             .unwrap();
         assert_eq!(config.agent.model.as_deref(), Some("haiku"));
@@ -2051,6 +2133,10 @@ pub(crate) mod tests {
         assert_eq!(config.sleep_between_iterations, Duration::from_secs(60));
         assert_eq!(config.agent.command, "/opt/claude");
         assert_eq!(config.backtest.checks, ["make test"]);
+        assert_eq!(config.gates.protected_paths, ["*.lock"]);
+        assert_eq!(config.gates.max_changed_files, 0);
+        assert!(!config.gates.secret_scan);
+        assert!(!config.git.run_hooks);
 
         // An empty variable unsets an optional key that the file sets.
         let config = fixture
@@ -2166,7 +2252,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_key_in_each_table_names_key_table_and_file() {
-        let tables: Vec<String> = ["loop", "agent", "backtest", "git", "rate_limit"]
+        let tables: Vec<String> = ["loop", "agent", "backtest", "gates", "git", "rate_limit"]
             .into_iter()
             .chain(["breaker", "budget", "logging", "state"])
             .map(str::to_owned)
@@ -2261,6 +2347,17 @@ pub(crate) mod tests {
                 "breaker.halt_on_open",
                 "true or false",
             ),
+            (
+                "[gates]\nprotected_paths = [\"src/{a\"]",
+                "gates.protected_paths",
+                "a list of path globs",
+            ),
+            (
+                "[gates]\nmax_changed_lines = -1",
+                "gates.max_changed_lines",
+                "a whole number ≥ 0",
+            ),
+            ("[git]\nrun_hooks = 1", "git.run_hooks", "true or false"),
             (
                 "[budget]\nmax_cost_usd = 0",
                 "budget.max_cost_usd",

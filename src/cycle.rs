@@ -1,23 +1,29 @@
 //! One cycle: the five phases in order, with the rules that chain them —
 //! each phase's prompt sees the earlier outputs, code-edit is measured
-//! against the cycle's start, the daemon's checks and the agent's verdict
-//! decide between commit and rollback, and the report's story update is
-//! applied only to committed work. Completion is accepted here (or refused
-//! while prd.json has open stories). After every phase run the repository
-//! must still be the cycle's (DESIGN §14): what the agent did to the branch or
-//! a submodule is saved as an attempt and undone.
+//! against the cycle's start and must pass the diff gates, the daemon's checks
+//! and the agent's verdict decide between commit and rollback, the commit
+//! passes the repository's hooks (and is signed when it asks for that), and
+//! the report's story update is applied only to committed work. Completion is
+//! accepted here (or refused while prd.json has open stories). After every
+//! phase run the repository must still be the cycle's (DESIGN §14): what the
+//! agent did to the branch or a submodule is saved as an attempt and undone.
 //!
 //! It decides nothing about limits, retries, backoff, waiting or the
 //! breaker: running a phase is delegated to a [`PhaseExecutor`], which the
 //! daemon implements with its guards.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::PhaseRun;
 use crate::blocks;
 use crate::checks::CheckResult;
-use crate::git::{CycleStart, GitError, GitRepo};
+use crate::config::GateSettings;
+use crate::gates::{self, Found, Gates, SecretScan, Violation};
+use crate::git::{CommitRules, CycleStart, GitError, GitRepo, Signing, Staged, StagedCommit};
+use crate::git_rules;
 use crate::phase::Phase;
 use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
 use crate::state::{Outcome, PhaseRecord};
@@ -62,6 +68,26 @@ pub(crate) trait PhaseExecutor {
     /// nothing left to undo) and the report so far (phase runs and their
     /// cost, commit, saved attempt, story).
     fn save_in_flight(&mut self, rollback_point: Option<&CycleStart>, report: &CycleReport);
+    /// `[git] run_hooks`: whether the repository's commit hooks run.
+    fn run_hooks(&self) -> bool;
+    /// `[gates] secret_scan`: whether saved attempts are scanned and masked.
+    fn secret_scan(&self) -> bool;
+    /// Runs one of the repository's git hooks in the work tree, with
+    /// `GIT_INDEX_FILE` = `index_file` (see `git_rules::run_hook`); `None`
+    /// when cancelled.
+    async fn run_git_hook(
+        &mut self,
+        hook: PathBuf,
+        args: Vec<OsString>,
+        index_file: PathBuf,
+    ) -> Option<CheckResult>;
+    /// Signs a commit payload as git would (`git_rules::sign`); `None` when
+    /// cancelled.
+    async fn sign_commit(
+        &mut self,
+        signing: Signing,
+        payload: String,
+    ) -> Option<Result<String, String>>;
 }
 
 /// What the cycle knows before it starts.
@@ -78,6 +104,8 @@ pub(crate) struct CycleInput {
     pub(crate) allow_dirty: bool,
     /// The home, whose steering files the user may edit during a run.
     pub(crate) home: PathBuf,
+    /// The diff gates code-edit's work must pass.
+    pub(crate) gates: GateSettings,
 }
 
 /// Everything the daemon records about a finished cycle.
@@ -162,6 +190,14 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
             }
         }
     }
+    let gates = match Gates::new(&input.gates) {
+        Ok(gates) => Arc::new(gates),
+        Err(error) => {
+            report.outcome = Some(Outcome::Failed);
+            report.error = Some(format!("invalid gates.protected_paths: {error}"));
+            return report;
+        }
+    };
     let start = match executor.git(|repo| repo.begin_cycle()).await {
         Ok(start) => {
             note_in_flight(executor, &start, &report);
@@ -180,6 +216,8 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
     let mut verdict_text = String::new();
     let mut verified: Option<bool> = None;
     let mut code_edit_skipped = false;
+    // A diff gate refused code-edit's work: nothing left to verify.
+    let mut gated = false;
     // The work tree as code-edit left it: what the verdict is about.
     let mut edit_checkpoint: Option<CycleStart> = None;
     // What every phase run must leave the branch and submodules at: the start,
@@ -191,7 +229,7 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
         // completion declared later never skips verifying what was edited.
         let skip = match phase {
             Phase::CodeEdit => completion_requested,
-            Phase::Backtest => no_changes || code_edit_skipped,
+            Phase::Backtest => no_changes || code_edit_skipped || gated,
             _ => false,
         };
         if phase == Phase::CodeEdit {
@@ -297,25 +335,50 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
             Phase::Idea => report.title = Some(blocks::idea_title(&text)),
             Phase::CodeEdit => {
                 let cycle_start = start.clone();
+                let gates = Arc::clone(&gates);
                 let measured = executor
                     .git(move |repo| {
                         let progress = repo.measure_progress(&cycle_start)?;
                         if progress.is_empty() {
-                            return Ok((progress, String::new(), None));
+                            return Ok((progress, String::new(), None, Vec::new()));
+                        }
+                        // Before anything pins or shows the diff: a secret
+                        // must reach no ref and no prompt.
+                        let violations = check_gates(repo, &cycle_start, &gates)?;
+                        if !violations.is_empty() {
+                            return Ok((progress, String::new(), None, violations));
                         }
                         let summary = repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?;
-                        Ok((progress, summary, Some(repo.checkpoint()?)))
+                        Ok((progress, summary, Some(repo.checkpoint()?), Vec::new()))
                     })
                     .await;
                 match measured {
-                    Ok((progress, _, _)) if progress.is_empty() => {
+                    Ok((progress, _, _, _)) if progress.is_empty() => {
                         tracing::info!(
                             cycle = input.cycle,
                             "code-edit changed nothing: outcome no_changes"
                         );
                         no_changes = true;
                     }
-                    Ok((progress, summary, checkpoint)) => {
+                    Ok((_, _, _, violations)) if !violations.is_empty() => {
+                        let reason = gates::reason(&violations);
+                        for violation in &violations {
+                            tracing::warn!(
+                                cycle = input.cycle,
+                                gate = violation.gate(),
+                                "diff gate failed: {violation}"
+                            );
+                        }
+                        gated = true;
+                        verified = Some(false);
+                        verdict_text = format!("fail: {reason}");
+                        report.outcome = Some(Outcome::RolledBack);
+                        report.error = Some(reason.clone());
+                        // With secret_scan on, the attempt is saved masked.
+                        save_and_roll_back(&mut report, &start, input.cycle, executor, &reason)
+                            .await;
+                    }
+                    Ok((progress, summary, checkpoint, _)) => {
                         edit_checkpoint = checkpoint;
                         tracing::info!(
                             cycle = input.cycle,
@@ -353,38 +416,14 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
                         .unwrap_or_else(|| "improvement".to_owned());
                     let message = format!("ralphd: cycle {}: {title}", input.cycle);
                     if input.auto_commit {
-                        let (name, email) = executor.git_author();
-                        let cycle_start = start.clone();
-                        match executor
-                            .git(move |repo| {
-                                repo.commit_cycle(&cycle_start, &message, &name, &email)
-                            })
+                        match commit_verified(&mut report, &start, input.cycle, executor, message)
                             .await
                         {
-                            Ok(Some(commit)) => {
-                                // Recorded with the phase, right below.
-                                report.commit = Some(commit.to_string());
-                                report.outcome = Some(Outcome::Committed);
-                            }
-                            Ok(None) => {
-                                // Every change was in files the user had changed
-                                // before (--allow-dirty): those are never committed.
-                                tracing::warn!(
-                                    cycle = input.cycle,
-                                    "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
-                                );
-                                report.outcome = Some(Outcome::NoChanges);
-                            }
-                            Err(error) => {
-                                let error = format!("commit failed: {error}");
-                                fail_and_roll_back(
-                                    &mut report,
-                                    &start,
-                                    input.cycle,
-                                    executor,
-                                    error,
-                                )
-                                .await;
+                            Ok(None) => {}
+                            Ok(Some(refusal)) => verdict_text = format!("fail: {refusal}"),
+                            Err(stop) => {
+                                return finish_early(report, &start, input.cycle, executor, stop)
+                                    .await;
                             }
                         }
                     } else {
@@ -438,6 +477,234 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
         report.outcome = Some(Outcome::Failed);
     }
     report
+}
+
+/// The diff gates over the cycle's work (runs on the git thread): the
+/// changed files and lines, the protected paths, and the secret scan over
+/// every added line, the agent's own commits included.
+fn check_gates(
+    repo: &GitRepo,
+    start: &CycleStart,
+    gates: &Gates,
+) -> Result<Vec<Violation>, GitError> {
+    let files = repo.changed_files(start)?;
+    let mut violations = gates.check_changes(
+        files
+            .iter()
+            .map(|file| (file.path.as_path(), file.insertions + file.deletions)),
+    );
+    if gates.scans_secrets() {
+        violations.extend(scan_secrets(repo, start)?);
+    }
+    Ok(violations)
+}
+
+/// The secret scan over every line the cycle added (the work tree's diff and
+/// the agent's own commits); runs on the git thread.
+fn scan_secrets(repo: &GitRepo, start: &CycleStart) -> Result<Option<Violation>, GitError> {
+    let mut scan = SecretScan::default();
+    repo.scan_added_lines(start, |commit, path, line, content| {
+        let found = match commit {
+            Some(commit) => Found::Commit(commit.to_owned()),
+            None => Found::WorkTree,
+        };
+        scan.added_line(found, path, line, content);
+    })?;
+    Ok(scan.finish())
+}
+
+/// Commits the verified edit as `git commit` would: stages it, runs the
+/// repository's `pre-commit` and `commit-msg` hooks (unless `[git] run_hooks
+/// = false`), signs it when `commit.gpgsign` asks for it, then commits. A hook
+/// that refuses fails the verification: the cycle is rolled back, the attempt
+/// saved, and the refusal returned. `Err` only when the daemon must stop.
+async fn commit_verified(
+    report: &mut CycleReport,
+    start: &CycleStart,
+    cycle: u64,
+    executor: &mut impl PhaseExecutor,
+    message: String,
+) -> Result<Option<String>, Stop> {
+    let (name, email) = executor.git_author();
+    let run_hooks = executor.run_hooks();
+    let cycle_start = start.clone();
+    let committer = (name.clone(), email.clone());
+    let staged = executor
+        .git(move |repo| {
+            let rules = repo.commit_rules((&committer.0, &committer.1))?;
+            let hooks = run_hooks && (rules.pre_commit.is_some() || rules.commit_msg.is_some());
+            let staged = repo.stage_commit(&cycle_start, hooks)?;
+            Ok((rules, staged))
+        })
+        .await;
+    let (rules, staged) = match staged {
+        Ok((rules, Staged::Ready(staged))) => (rules, staged),
+        Ok((_, Staged::AgentCommitted(commit))) => {
+            // Recorded with the phase, when the cycle notes its progress.
+            report.commit = Some(commit.to_string());
+            report.outcome = Some(Outcome::Committed);
+            return Ok(None);
+        }
+        Ok((_, Staged::Nothing)) => {
+            // Every change was in files the user had changed before
+            // (--allow-dirty): those are never committed.
+            tracing::warn!(
+                cycle,
+                "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
+            );
+            report.outcome = Some(Outcome::NoChanges);
+            return Ok(None);
+        }
+        Err(error) => {
+            let error = format!("commit failed: {error}");
+            fail_and_roll_back(report, start, cycle, executor, error).await;
+            return Ok(None);
+        }
+    };
+    let mut message = message;
+    let hooks = run_commit_hooks(executor, &rules, staged, &mut message).await?;
+    if !matches!(hooks, Hooks::Passed(_)) {
+        discard_hook_index(executor).await;
+    }
+    let staged = match hooks {
+        Hooks::Passed(staged) => staged,
+        Hooks::Refused(refusal) => {
+            tracing::warn!(cycle, %refusal, "a git hook refused the commit");
+            report.outcome = Some(Outcome::RolledBack);
+            report.error = Some(refusal.clone());
+            save_and_roll_back(report, start, cycle, executor, &refusal).await;
+            return Ok(Some(refusal));
+        }
+        Hooks::Broken(error) => {
+            fail_and_roll_back(
+                report,
+                start,
+                cycle,
+                executor,
+                format!("commit failed: {error}"),
+            )
+            .await;
+            return Ok(None);
+        }
+    };
+    let committed = match rules.signing {
+        None => executor
+            .git(move |repo| repo.commit_staged(&staged, &message, &name, &email))
+            .await
+            .map_err(|error| error.to_string()),
+        Some(Err(why)) => Err(format!(
+            "commit.gpgsign is true, but signing cannot work: {why}"
+        )),
+        Some(Ok(signing)) => {
+            let payload_of = staged.clone();
+            let payload = executor
+                .git(move |repo| repo.commit_payload(&payload_of, &message, &name, &email))
+                .await;
+            match payload {
+                Err(error) => Err(error.to_string()),
+                Ok(payload) => {
+                    match executor
+                        .sign_commit(signing, payload.clone())
+                        .await
+                        .ok_or(Stop::Cancelled)?
+                    {
+                        Err(why) => Err(format!("signing failed: {why}")),
+                        Ok(signature) => executor
+                            .git(move |repo| repo.commit_signed(&staged, &payload, &signature))
+                            .await
+                            .map_err(|error| error.to_string()),
+                    }
+                }
+            }
+        }
+    };
+    match committed {
+        Ok(commit) => {
+            // Recorded with the phase, when the cycle notes its progress.
+            report.commit = Some(commit.to_string());
+            report.outcome = Some(Outcome::Committed);
+        }
+        Err(error) => {
+            fail_and_roll_back(
+                report,
+                start,
+                cycle,
+                executor,
+                format!("commit failed: {error}"),
+            )
+            .await;
+        }
+    }
+    Ok(None)
+}
+
+/// What came of the commit hooks.
+enum Hooks {
+    /// The commit may go on, with what the hooks staged.
+    Passed(StagedCommit),
+    /// A hook refused the commit: the reason.
+    Refused(String),
+    /// ralphd could not run them (a git error).
+    Broken(String),
+}
+
+/// Runs `pre-commit`, then `commit-msg` on a file holding `message`, which
+/// it may rewrite (the rewritten, cleaned message replaces `message`).
+async fn run_commit_hooks(
+    executor: &mut impl PhaseExecutor,
+    rules: &CommitRules,
+    staged: StagedCommit,
+    message: &mut String,
+) -> Result<Hooks, Stop> {
+    let Some(index) = staged.hook_index().map(Path::to_path_buf) else {
+        return Ok(Hooks::Passed(staged));
+    };
+    if let Some(hook) = &rules.pre_commit {
+        let run = executor
+            .run_git_hook(hook.clone(), Vec::new(), index.clone())
+            .await
+            .ok_or(Stop::Cancelled)?;
+        if !run.passed() {
+            return Ok(Hooks::Refused(git_rules::hook_refusal(&run)));
+        }
+    }
+    if let Some(hook) = &rules.commit_msg {
+        let text = message.clone();
+        let file = match executor
+            .git(move |repo| repo.write_commit_message(&text))
+            .await
+        {
+            Ok(file) => file,
+            Err(error) => return Ok(Hooks::Broken(error.to_string())),
+        };
+        let run = executor
+            .run_git_hook(hook.clone(), vec![file.into_os_string()], index)
+            .await
+            .ok_or(Stop::Cancelled)?;
+        if !run.passed() {
+            return Ok(Hooks::Refused(git_rules::hook_refusal(&run)));
+        }
+        let rewritten = match executor.git(|repo| repo.read_commit_message()).await {
+            Ok(text) => git_rules::clean_message(&text),
+            Err(error) => return Ok(Hooks::Broken(error.to_string())),
+        };
+        if rewritten.is_empty() {
+            return Ok(Hooks::Refused(
+                "the commit-msg hook left an empty commit message".to_owned(),
+            ));
+        }
+        *message = rewritten;
+    }
+    match executor.git(move |repo| repo.after_hooks(staged)).await {
+        Ok(staged) => Ok(Hooks::Passed(staged)),
+        Err(error) => Ok(Hooks::Broken(error.to_string())),
+    }
+}
+
+async fn discard_hook_index(executor: &mut impl PhaseExecutor) {
+    if let Err(error) = executor.git(|repo| repo.discard_hook_index()).await {
+        tracing::warn!(%error, "cannot remove ralphd's index file for the hooks");
+    }
 }
 
 /// The verdict rule of DESIGN §6: all checks pass (when configured) and the
@@ -621,11 +888,33 @@ async fn save_and_roll_back(
     let (name, email) = executor.git_author();
     let cycle_start = start.clone();
     // Never roll back what could not be saved: save first, record it, then reset.
+    // With secret_scan on, no attempt keeps a credential the cycle added,
+    // whatever ended the cycle: its lines are masked.
+    let scan = executor.secret_scan();
     let saved = executor
-        .git(move |repo| repo.save_changes(&cycle_start, cycle, &message, &name, &email))
+        .git(move |repo| {
+            let secrets = if scan {
+                scan_secrets(repo, &cycle_start)?
+            } else {
+                None
+            };
+            let Some(secrets) = secrets else {
+                let saved = repo.save_changes(&cycle_start, cycle, &message, &name, &email)?;
+                return Ok(saved.map(|reference| (reference, None)));
+            };
+            let masks = secrets.lines_to_mask();
+            let reference =
+                repo.save_masked_attempt(&cycle_start, cycle, &message, (&name, &email), &masks)?;
+            Ok(Some((reference, Some(secrets))))
+        })
         .await;
     let reference = match saved {
-        Ok(Some(reference)) => reference,
+        Ok(Some((reference, secrets))) => {
+            if let Some(secrets) = secrets {
+                tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
+            }
+            reference
+        }
         Ok(None) => return,
         Err(error) => {
             let message = format!(

@@ -4,6 +4,8 @@
 //! state of the home (progress, prd, status, in-flight cycle) and every wait:
 //! the guards and the cycle logic it drives take the time from here.
 
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +23,7 @@ use crate::checks::{self, CheckResult};
 use crate::config::{AgentKind, Config};
 use crate::cycle::{self, CycleInput, CycleReport, PhaseExecutor, Stop};
 use crate::git::{GitError, GitRepo};
+use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
 use crate::phase::Phase;
 use crate::prd;
@@ -256,6 +259,8 @@ impl Daemon {
         })
         .await
         .context("git start-up check panicked")??;
+
+        check_commit_rules(&repo, &config, &signals).await?;
 
         let head_watch = match HeadWatcher::start(repo.git_dir()) {
             Ok(watch) => Some(watch),
@@ -539,6 +544,7 @@ impl Daemon {
             checks_configured: !self.config.backtest.checks.is_empty(),
             allow_dirty: self.config.allow_dirty,
             home: self.config.home.clone(),
+            gates: self.config.gates.clone(),
         };
         tracing::info!(cycle, branch = %self.branch, "cycle started");
         let report = cycle::run(&input, self)
@@ -1022,6 +1028,49 @@ impl PhaseExecutor for Daemon {
         )
     }
 
+    fn run_hooks(&self) -> bool {
+        self.config.git.run_hooks
+    }
+
+    fn secret_scan(&self) -> bool {
+        self.config.gates.secret_scan
+    }
+
+    async fn run_git_hook(
+        &mut self,
+        hook: PathBuf,
+        args: Vec<OsString>,
+        index_file: PathBuf,
+    ) -> Option<CheckResult> {
+        let name = hook
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.set_status(|status| status.phase = Some(format!("git hook {name}")));
+        let context = git_rules::HookContext {
+            workdir: &self.config.repo,
+            index_file: &index_file,
+            author: (&self.config.git.author_name, &self.config.git.author_email),
+            timeout: self.config.backtest.check_timeout,
+            stop_grace: self.config.agent.stop_grace,
+        };
+        git_rules::run_hook(&hook, &args, &context, &self.signals.shutdown).await
+    }
+
+    async fn sign_commit(
+        &mut self,
+        signing: crate::git::Signing,
+        payload: String,
+    ) -> Option<Result<String, String>> {
+        git_rules::sign(
+            &signing,
+            &payload,
+            self.config.agent.stop_grace,
+            &self.signals.shutdown,
+        )
+        .await
+    }
+
     async fn run_phase(
         &mut self,
         phase: Phase,
@@ -1330,6 +1379,47 @@ fn recover_repo(
 /// Nothing started for a phase may outlive it: kills every remaining
 /// descendant of the daemon (tool processes that detached with `setsid` were
 /// re-parented to us, the subreaper) and reaps them.
+/// Start-up check of git's rules for ralphd's commits: names the hooks that
+/// will run, and, when the repository signs its commits, signs once to be
+/// sure it works — a setup that cannot sign is a usage error (exit 2), not a
+/// night of failed cycles.
+async fn check_commit_rules(repo: &GitRepo, config: &Config, signals: &Signals) -> Result<()> {
+    if !config.git.auto_commit {
+        return Ok(());
+    }
+    let rules_of = repo.clone();
+    let committer = (
+        config.git.author_name.clone(),
+        config.git.author_email.clone(),
+    );
+    let rules =
+        tokio::task::spawn_blocking(move || rules_of.commit_rules((&committer.0, &committer.1)))
+            .await
+            .context("git start-up check panicked")??;
+    if config.git.run_hooks {
+        for hook in [&rules.pre_commit, &rules.commit_msg].into_iter().flatten() {
+            tracing::info!(hook = %hook.display(), "ralphd's commits run this git hook");
+        }
+    }
+    let Some(signing) = rules.signing else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        UsageError(format!(
+            "commit.gpgsign is true in {}, but ralphd cannot sign its commits: {why}; fix the \
+             signing setup (gpg.format, gpg.program, user.signingkey) or run \
+             `git config commit.gpgsign false` in that repository",
+            config.repo.display()
+        ))
+    };
+    let signing = signing.map_err(refuse)?;
+    git_rules::check_signing(&signing, config.agent.stop_grace, &signals.shutdown)
+        .await
+        .map_err(refuse)?;
+    tracing::info!(format = ?signing.format, program = %signing.program, "ralphd's commits will be signed");
+    Ok(())
+}
+
 async fn sweep_descendants() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {

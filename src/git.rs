@@ -9,10 +9,15 @@
 //! the guards.
 //!
 //! The cycle protocol: [`GitRepo::begin_cycle`] before the agent runs records a
-//! [`CycleStart`]; afterwards [`GitRepo::measure_progress`] and
+//! [`CycleStart`]; afterwards [`GitRepo::measure_progress`],
+//! [`GitRepo::changed_files`], [`GitRepo::scan_added_lines`] and
 //! [`GitRepo::diff_summary`] describe the cycle's work, and the cycle ends with
-//! either [`GitRepo::commit_cycle`] or [`GitRepo::save_attempt`] followed by
-//! [`GitRepo::rollback`].
+//! either a commit — [`GitRepo::stage_commit`], the hooks (run by the caller),
+//! [`GitRepo::after_hooks`], then [`GitRepo::commit_staged`] or, signed,
+//! [`GitRepo::commit_payload`] and [`GitRepo::commit_signed`] — or
+//! [`GitRepo::save_attempt`] (masked: [`GitRepo::save_masked_attempt`])
+//! followed by [`GitRepo::rollback`]. [`GitRepo::commit_rules`] reads which
+//! hooks and which signing the repository's config asks for.
 //!
 //! While a cycle runs the repository is the cycle's (DESIGN §14):
 //! [`GitRepo::trespasses`] finds what the agent may not do — leave or delete
@@ -59,6 +64,8 @@ const BOOKKEEPING_EMAIL: &str = "ralphd@localhost";
 
 /// The index mode of a submodule entry (a gitlink).
 const GITLINK_MODE: u32 = 0o160000;
+/// The index file ralphd's hooks run against, in the git dir.
+const HOOK_INDEX_FILE: &str = "ralphd-hook-index";
 
 /// Home subdirectories kept out of git when the home lies inside the repo.
 const HOME_DIRS: [&str; 3] = ["state", "archive", "logs"];
@@ -127,6 +134,76 @@ impl Progress {
     pub(crate) fn is_empty(&self) -> bool {
         self.files_changed == 0 && self.agent_commits == 0
     }
+}
+
+/// What [`GitRepo::stage_commit`] found to commit.
+#[derive(Debug)]
+pub(crate) enum Staged {
+    /// Nothing changed at all.
+    Nothing,
+    /// The agent committed everything itself: this is HEAD.
+    AgentCommitted(Oid),
+    Ready(StagedCommit),
+}
+
+/// A tree staged for ralphd's commit on HEAD, not committed yet.
+#[derive(Clone, Debug)]
+pub(crate) struct StagedCommit {
+    /// HEAD at staging: the commit's parent, and where HEAD must still be.
+    head: HeadState,
+    tree: Oid,
+    /// The index file that holds exactly `tree`, for the hooks.
+    hook_index: Option<PathBuf>,
+}
+
+impl StagedCommit {
+    /// The index file the hooks get as `GIT_INDEX_FILE`, when staged for hooks.
+    pub(crate) fn hook_index(&self) -> Option<&Path> {
+        self.hook_index.as_deref()
+    }
+}
+
+/// One changed path of the cycle, with its line counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ChangedFile {
+    /// Relative to the work tree.
+    pub(crate) path: PathBuf,
+    pub(crate) insertions: usize,
+    pub(crate) deletions: usize,
+}
+
+/// Git's rules for a commit in this repository, read from its config.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CommitRules {
+    /// The executable `pre-commit` hook, if there is one.
+    pub(crate) pre_commit: Option<PathBuf>,
+    /// The executable `commit-msg` hook, if there is one.
+    pub(crate) commit_msg: Option<PathBuf>,
+    /// `commit.gpgsign = true`: how to sign, or why it cannot work.
+    pub(crate) signing: Option<std::result::Result<Signing, String>>,
+}
+
+/// How git would sign a commit (`gpg.format`, the program, the key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Signing {
+    pub(crate) format: SigningFormat,
+    /// `gpg.program` (or the format's own key), a name on PATH or a path.
+    pub(crate) program: String,
+    /// The config key that named the program, for messages.
+    pub(crate) program_key: &'static str,
+    /// openpgp/x509: `user.signingkey`, else the committer (`Name <email>`).
+    /// ssh: a key file, or the public key itself when `literal_key`.
+    pub(crate) key: String,
+    /// ssh: `key` is a public key (`key::…`, `ssh-…`) whose private half is in
+    /// the ssh agent.
+    pub(crate) literal_key: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SigningFormat {
+    OpenPgp,
+    X509,
+    Ssh,
 }
 
 /// A failed cycle saved under `refs/ralph/attempts/`.
@@ -1061,10 +1138,9 @@ impl GitRepo {
         Ok(summary)
     }
 
-    /// Commits the cycle's work on HEAD: stages new, modified and deleted files
-    /// (respecting `.gitignore`) except the user's pre-existing changes and the
-    /// excluded directories, which stay as they are in the work tree and index.
-    /// Returns the new commit; HEAD itself when the agent already committed
+    #[cfg(test)]
+    /// [`Self::stage_commit`] then [`Self::commit_staged`], no hooks: returns
+    /// the new commit; HEAD itself when the agent already committed
     /// everything; `None` when there was nothing at all. An unborn branch gets
     /// its first commit. HEAD moving meanwhile is [`GitError::HeadMoved`].
     pub(crate) fn commit_cycle(
@@ -1074,6 +1150,26 @@ impl GitRepo {
         author_name: &str,
         author_email: &str,
     ) -> Result<Option<Oid>> {
+        match self.stage_commit(start, false)? {
+            Staged::Nothing => Ok(None),
+            Staged::AgentCommitted(oid) => Ok(Some(oid)),
+            Staged::Ready(staged) => self
+                .commit_staged(&staged, message, author_name, author_email)
+                .map(Some),
+        }
+    }
+
+    /// Stages the cycle's work for ralphd's commit, without committing: new,
+    /// modified and deleted files (respecting `.gitignore`) go into the index,
+    /// except the user's pre-existing changes and the excluded directories,
+    /// which stay as they are in the work tree and index; the tree to commit
+    /// keeps HEAD's version of the user's paths. [`Staged::AgentCommitted`]
+    /// when the agent already committed everything, [`Staged::Nothing`] when
+    /// there was nothing at all. With `for_hooks`, also writes that tree to an
+    /// index file of its own ([`StagedCommit::hook_index`]) for the hooks'
+    /// `GIT_INDEX_FILE`: exactly what will be committed, even when the
+    /// user's own staged changes (`--allow-dirty`) stay out of the commit.
+    pub(crate) fn stage_commit(&self, start: &CycleStart, for_hooks: bool) -> Result<Staged> {
         const OP: &str = "commit";
         self.check_index_unlocked(OP)?;
         let repo = self.open_repo(OP)?;
@@ -1123,13 +1219,225 @@ impl GitRepo {
         index.write().map_err(git_error)?;
 
         if commit_tree == base_tree.id() {
-            return Ok(head.oid().filter(|oid| Some(*oid) != start.start_commit()));
+            return Ok(match head.oid() {
+                Some(oid) if Some(oid) != start.start_commit() => Staged::AgentCommitted(oid),
+                _ => Staged::Nothing,
+            });
         }
-        let tree = repo.find_tree(commit_tree).map_err(git_error)?;
+        let hook_index = if for_hooks {
+            let path = self.git_dir.join(HOOK_INDEX_FILE);
+            let copied = index.path().map(|real| fs::copy(real, &path));
+            if let Some(Err(error)) = copied {
+                return Err(self.io_error(OP, &path, error));
+            }
+            // Entries the real index already has keep their stat data.
+            let mut hook_index = git2::Index::open(&path).map_err(git_error)?;
+            if copied.is_some() {
+                hook_index.read(true).map_err(git_error)?;
+            }
+            let tree = repo.find_tree(commit_tree).map_err(git_error)?;
+            hook_index.read_tree(&tree).map_err(git_error)?;
+            hook_index.write().map_err(git_error)?;
+            Some(path)
+        } else {
+            None
+        };
+        Ok(Staged::Ready(StagedCommit {
+            head,
+            tree: commit_tree,
+            hook_index,
+        }))
+    }
+
+    /// Takes in what the hooks staged: when they changed their index (a
+    /// formatter that `git add`s its work), that index's tree is what gets
+    /// committed, and the same entries are staged in the real index. Removes
+    /// the hooks' index file.
+    pub(crate) fn after_hooks(&self, mut staged: StagedCommit) -> Result<StagedCommit> {
+        const OP: &str = "commit";
+        let Some(path) = staged.hook_index.take() else {
+            return Ok(staged);
+        };
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let mut hook_index = git2::Index::open(&path).map_err(git_error)?;
+        hook_index.read(true).map_err(git_error)?;
+        if hook_index.has_conflicts() {
+            return Err(GitError::Conflicted {
+                repo: self.workdir.clone(),
+                op: OP,
+            });
+        }
+        let tree = hook_index.write_tree_to(&repo).map_err(git_error)?;
+        if tree != staged.tree {
+            let old = repo.find_tree(staged.tree).map_err(git_error)?;
+            let new = repo.find_tree(tree).map_err(git_error)?;
+            let diff = repo
+                .diff_tree_to_tree(Some(&old), Some(&new), None)
+                .map_err(git_error)?;
+            let mut index = repo.index().map_err(git_error)?;
+            for delta in diff.deltas() {
+                let Some(changed) = delta_path(&delta) else {
+                    continue;
+                };
+                match hook_index.get_path(changed, 0) {
+                    Some(entry) => index.add(&entry).map_err(git_error)?,
+                    None => index.remove_path(changed).map_err(git_error)?,
+                }
+            }
+            index.write().map_err(git_error)?;
+            staged.tree = tree;
+        }
+        self.discard_hook_index()?;
+        Ok(staged)
+    }
+
+    /// Writes `message` to `<git dir>/COMMIT_EDITMSG`, where git keeps the
+    /// message of the commit in progress, for the `commit-msg` hook; returns
+    /// the file.
+    pub(crate) fn write_commit_message(&self, message: &str) -> Result<PathBuf> {
+        let path = self.git_dir.join("COMMIT_EDITMSG");
+        fs::write(&path, message).map_err(|error| self.io_error("commit", &path, error))?;
+        Ok(path)
+    }
+
+    /// The message in `<git dir>/COMMIT_EDITMSG`, as the `commit-msg` hook
+    /// left it (lossily converted to UTF-8).
+    pub(crate) fn read_commit_message(&self) -> Result<String> {
+        let path = self.git_dir.join("COMMIT_EDITMSG");
+        let bytes = fs::read(&path).map_err(|error| self.io_error("commit", &path, error))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Removes the hooks' index file, if any (after a failed hook).
+    pub(crate) fn discard_hook_index(&self) -> Result<()> {
+        let path = self.git_dir.join(HOOK_INDEX_FILE);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(self.io_error("commit", &path, error)),
+        }
+    }
+
+    /// Commits what [`Self::stage_commit`] staged, unsigned, on HEAD (which
+    /// must not have moved meanwhile: else [`GitError::HeadMoved`]).
+    pub(crate) fn commit_staged(
+        &self,
+        staged: &StagedCommit,
+        message: &str,
+        author_name: &str,
+        author_email: &str,
+    ) -> Result<Oid> {
+        const OP: &str = "commit";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        self.check_head_unmoved(&repo, OP, staged)?;
+        let parent = match staged.head.oid() {
+            Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
+            None => None,
+        };
+        let tree = repo.find_tree(staged.tree).map_err(git_error)?;
         let signature = Signature::now(author_name, author_email).map_err(git_error)?;
-        let parent = head_commit.as_ref();
-        self.commit_on_head(&repo, OP, &signature, message, &tree, parent)
-            .map(Some)
+        self.commit_on_head(&repo, OP, &signature, message, &tree, parent.as_ref())
+    }
+
+    /// The raw commit object [`Self::commit_signed`] will write, for the
+    /// signing program to sign.
+    pub(crate) fn commit_payload(
+        &self,
+        staged: &StagedCommit,
+        message: &str,
+        author_name: &str,
+        author_email: &str,
+    ) -> Result<String> {
+        const OP: &str = "commit";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let parent = match staged.head.oid() {
+            Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
+            None => None,
+        };
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let tree = repo.find_tree(staged.tree).map_err(git_error)?;
+        let signature = Signature::now(author_name, author_email).map_err(git_error)?;
+        let buffer = repo
+            .commit_create_buffer(&signature, &signature, message, &tree, &parents)
+            .map_err(git_error)?;
+        String::from_utf8(buffer.to_vec()).map_err(|_| {
+            self.git_error(
+                OP,
+                git2::Error::from_str("the commit is not valid UTF-8 and cannot be signed"),
+            )
+        })
+    }
+
+    /// Writes `payload` ([`Self::commit_payload`]) with its `signature` as a
+    /// commit, then moves HEAD's branch (or a detached HEAD) to it, provided it
+    /// is still where it was at staging, else [`GitError::HeadMoved`].
+    pub(crate) fn commit_signed(
+        &self,
+        staged: &StagedCommit,
+        payload: &str,
+        signature: &str,
+    ) -> Result<Oid> {
+        const OP: &str = "commit";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        self.check_head_unmoved(&repo, OP, staged)?;
+        let oid = repo
+            .commit_signed(payload, signature, Some("gpgsig"))
+            .map_err(git_error)?;
+        let summary = repo
+            .find_commit(oid)
+            .ok()
+            .map(|commit| {
+                String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned()
+            })
+            .unwrap_or_default();
+        let moved = |error: git2::Error| match error.code() {
+            ErrorCode::Modified | ErrorCode::Exists => GitError::HeadMoved {
+                repo: self.workdir.clone(),
+                op: OP,
+            },
+            _ => self.git_error(OP, error),
+        };
+        match &staged.head {
+            HeadState::Branch {
+                refname,
+                oid: parent,
+            } => {
+                let name = std::str::from_utf8(refname).map_err(|_| {
+                    git_error(git2::Error::from_str("the branch name is not UTF-8"))
+                })?;
+                repo.reference_matching(name, oid, true, *parent, &format!("commit: {summary}"))
+                    .map_err(moved)?;
+            }
+            HeadState::Unborn { refname } => {
+                let name = std::str::from_utf8(refname).map_err(|_| {
+                    git_error(git2::Error::from_str("the branch name is not UTF-8"))
+                })?;
+                repo.reference(name, oid, false, &format!("commit (initial): {summary}"))
+                    .map_err(moved)?;
+            }
+            HeadState::Detached { .. } => repo.set_head_detached(oid).map_err(git_error)?,
+        }
+        Ok(oid)
+    }
+
+    /// [`GitError::HeadMoved`] unless HEAD is exactly as it was at staging.
+    fn check_head_unmoved(
+        &self,
+        repo: &Repository,
+        op: &'static str,
+        staged: &StagedCommit,
+    ) -> Result<()> {
+        if read_head(repo).map_err(|error| self.git_error(op, error))? != staged.head {
+            return Err(GitError::HeadMoved {
+                repo: self.workdir.clone(),
+                op,
+            });
+        }
+        Ok(())
     }
 
     /// Commits on HEAD, which must still be at `parent` (libgit2 checks the
@@ -1152,6 +1460,311 @@ impl GitRepo {
             }),
             Err(error) => Err(self.git_error(op, error)),
         }
+    }
+
+    /// The hooks and the signing this repository asks of a commit by
+    /// `committer` (name, email): hooks from `core.hooksPath` (relative to
+    /// the work tree, `~/` expanded) or `<common git dir>/hooks`, executable
+    /// files only; signing as `git commit` does it when `commit.gpgsign` is
+    /// true (`gpg.format`, `gpg.program`, `gpg.<format>.program`,
+    /// `user.signingkey`).
+    pub(crate) fn commit_rules(&self, committer: (&str, &str)) -> Result<CommitRules> {
+        const OP: &str = "read the commit settings";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let mut config = repo.config().map_err(git_error)?;
+        let config = config.snapshot().map_err(git_error)?;
+        let string = |key: &str| -> Result<Option<String>> {
+            match config.get_string(key) {
+                Ok(value) => Ok(Some(value)),
+                Err(error) if error.code() == ErrorCode::NotFound => Ok(None),
+                Err(error) => Err(git_error(error)),
+            }
+        };
+        let hooks_dir = match config.get_path("core.hooksPath") {
+            Ok(dir) => self.workdir.join(dir),
+            Err(error) if error.code() == ErrorCode::NotFound => self.common_dir.join("hooks"),
+            Err(error) => return Err(git_error(error)),
+        };
+        let executable = |name: &str| {
+            let path = hooks_dir.join(name);
+            let metadata = fs::metadata(&path).ok()?;
+            (metadata.is_file() && metadata.permissions().mode() & 0o111 != 0).then_some(path)
+        };
+        let gpgsign = match config.get_bool("commit.gpgsign") {
+            Ok(value) => value,
+            Err(error) if error.code() == ErrorCode::NotFound => false,
+            Err(error) => return Err(git_error(error)),
+        };
+        let signing = if gpgsign {
+            Some(self.signing(&string, committer)?)
+        } else {
+            None
+        };
+        Ok(CommitRules {
+            pre_commit: executable("pre-commit"),
+            commit_msg: executable("commit-msg"),
+            signing,
+        })
+    }
+
+    fn signing(
+        &self,
+        string: &impl Fn(&str) -> Result<Option<String>>,
+        committer: (&str, &str),
+    ) -> Result<std::result::Result<Signing, String>> {
+        let format_name = string("gpg.format")?.unwrap_or_else(|| "openpgp".to_owned());
+        let (format, program_key, default_program) = match format_name.as_str() {
+            "openpgp" => (SigningFormat::OpenPgp, "gpg.openpgp.program", "gpg"),
+            "x509" => (SigningFormat::X509, "gpg.x509.program", "gpgsm"),
+            "ssh" => (SigningFormat::Ssh, "gpg.ssh.program", "ssh-keygen"),
+            other => {
+                return Ok(Err(format!(
+                    "gpg.format = {other:?} is not a format git knows (openpgp, x509, ssh)"
+                )));
+            }
+        };
+        let (program, program_key) = match string(program_key)? {
+            Some(program) => (program, program_key),
+            None if format == SigningFormat::OpenPgp => match string("gpg.program")? {
+                Some(program) => (program, "gpg.program"),
+                None => (default_program.to_owned(), "gpg.program"),
+            },
+            None => (default_program.to_owned(), program_key),
+        };
+        let configured_key = string("user.signingkey")?.filter(|key| !key.trim().is_empty());
+        let (key, literal_key) = match (format, configured_key) {
+            (SigningFormat::Ssh, None) => {
+                return Ok(Err(
+                    "gpg.format = \"ssh\" needs user.signingkey (ralphd does not run gpg.ssh.defaultKeyCommand)"
+                        .to_owned(),
+                ));
+            }
+            (SigningFormat::Ssh, Some(key)) => match key.strip_prefix("key::") {
+                Some(literal) => (literal.to_owned(), true),
+                None if key.starts_with("ssh-") => (key, true),
+                None => {
+                    let path = match key.strip_prefix("~/") {
+                        Some(rest) => std::env::home_dir()
+                            .map(|home| home.join(rest))
+                            .unwrap_or_else(|| PathBuf::from(&key)),
+                        None => self.workdir.join(&key),
+                    };
+                    (path.to_string_lossy().into_owned(), false)
+                }
+            },
+            (_, Some(key)) => (key, false),
+            (_, None) => (format!("{} <{}>", committer.0, committer.1), false),
+        };
+        Ok(Ok(Signing {
+            format,
+            program,
+            program_key,
+            key,
+            literal_key,
+        }))
+    }
+
+    /// Every path the cycle changed (as in [`Self::measure_progress`]), with
+    /// its added and removed lines, in path order.
+    pub(crate) fn changed_files(&self, start: &CycleStart) -> Result<Vec<ChangedFile>> {
+        const OP: &str = "list the changed files";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let current_tree = self.worktree_tree(OP)?;
+        let diff = self
+            .cycle_diff(&repo, start, current_tree)
+            .map_err(git_error)?;
+        let mut files = Vec::new();
+        for (delta_idx, delta) in diff.deltas().enumerate() {
+            if !self.counts(&delta) {
+                continue;
+            }
+            let Some(path) = delta_path(&delta) else {
+                continue;
+            };
+            let (insertions, deletions) =
+                match git2::Patch::from_diff(&diff, delta_idx).map_err(git_error)? {
+                    Some(patch) => {
+                        let (_, insertions, deletions) = patch.line_stats().map_err(git_error)?;
+                        (insertions, deletions)
+                    }
+                    None => (0, 0),
+                };
+            files.push(ChangedFile {
+                path: path.to_path_buf(),
+                insertions,
+                deletions,
+            });
+        }
+        Ok(files)
+    }
+
+    /// Hands every line the cycle added to `on_line(commit, path, line
+    /// number, content without the newline)`: first the lines of the work
+    /// tree's diff against the start (`commit` = `None`), then those each of
+    /// the agent's own commits added (`commit` = its short hash), even if a
+    /// later commit removed them. Text files only; streamed, so memory does
+    /// not grow with the diff.
+    pub(crate) fn scan_added_lines(
+        &self,
+        start: &CycleStart,
+        mut on_line: impl FnMut(Option<&str>, &Path, u32, &[u8]),
+    ) -> Result<()> {
+        const OP: &str = "scan the added lines";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let current_tree = self.worktree_tree(OP)?;
+        let diff = self
+            .cycle_diff(&repo, start, current_tree)
+            .map_err(git_error)?;
+        self.each_added_line(&diff, None, &mut on_line)
+            .map_err(git_error)?;
+
+        let Some(head) = read_head(&repo).map_err(git_error)?.oid() else {
+            return Ok(());
+        };
+        let mut walk = repo.revwalk().map_err(git_error)?;
+        walk.push(head).map_err(git_error)?;
+        if let Some(start_commit) = start.start_commit() {
+            walk.hide(start_commit).map_err(git_error)?;
+        }
+        for oid in walk {
+            let commit = repo
+                .find_commit(oid.map_err(git_error)?)
+                .map_err(git_error)?;
+            let tree = commit.tree().map_err(git_error)?;
+            let parent_tree = match commit.parent(0) {
+                Ok(parent) => parent.tree().map_err(git_error)?,
+                Err(_) => empty_tree(&repo).map_err(git_error)?,
+            };
+            let diff = repo
+                .diff_tree_to_tree(Some(&parent_tree), Some(&tree), None)
+                .map_err(git_error)?;
+            let short = short_hex(commit.id());
+            self.each_added_line(&diff, Some(&short), &mut on_line)
+                .map_err(git_error)?;
+        }
+        Ok(())
+    }
+
+    fn each_added_line(
+        &self,
+        diff: &git2::Diff<'_>,
+        commit: Option<&str>,
+        on_line: &mut impl FnMut(Option<&str>, &Path, u32, &[u8]),
+    ) -> std::result::Result<(), git2::Error> {
+        diff.foreach(
+            &mut |_, _| true,
+            None,
+            None,
+            Some(&mut |delta, _hunk, line| {
+                if line.origin() != '+' || !self.counts(&delta) {
+                    return true;
+                }
+                if let (Some(path), Some(number)) = (delta_path(&delta), line.new_lineno()) {
+                    let content = line.content();
+                    let content = content.strip_suffix(b"\n").unwrap_or(content);
+                    on_line(commit, path, number, content);
+                }
+                true
+            }),
+        )
+    }
+
+    /// Saves the attempt like [`Self::save_attempt`], but with the given
+    /// lines of each file (1-based) replaced by a mask, and on top of the
+    /// start commit rather than HEAD, so that neither its tree nor its
+    /// history holds a secret the agent wrote or committed. The agent's
+    /// commits are named in the message only. Returns the ref name.
+    pub(crate) fn save_masked_attempt(
+        &self,
+        start: &CycleStart,
+        cycle: u64,
+        message: &str,
+        author: (&str, &str),
+        masks: &[(PathBuf, Vec<u32>)],
+    ) -> Result<String> {
+        const OP: &str = "save attempt";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let tree = repo.find_tree(self.worktree_tree(OP)?).map_err(git_error)?;
+        let mut update = TreeUpdateBuilder::new();
+        for (path, lines) in masks {
+            let Ok(entry) = tree.get_path(path) else {
+                continue;
+            };
+            let blob = repo.find_blob(entry.id()).map_err(git_error)?;
+            let masked = mask_lines(blob.content(), lines);
+            let masked = repo.blob(&masked).map_err(git_error)?;
+            update.upsert(path.as_path(), masked, file_mode(entry.filemode()));
+        }
+        let masked_tree = update.create_updated(&repo, &tree).map_err(git_error)?;
+        let masked_tree = repo.find_tree(masked_tree).map_err(git_error)?;
+        let start_commit = match start.start_commit() {
+            Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
+            None => None,
+        };
+        let parents: Vec<&git2::Commit<'_>> = start_commit.iter().collect();
+        let mut full_message = format!(
+            "{}\n\nSecret lines masked: {}\n",
+            message.trim_end(),
+            masks
+                .iter()
+                .map(|(path, lines)| {
+                    let lines: Vec<String> = lines.iter().map(u32::to_string).collect();
+                    format!("{}:{}", path.display(), lines.join(","))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let agent_commits = agent_commits(&repo, start).map_err(git_error)?;
+        if agent_commits > 0 {
+            let _ = writeln!(
+                full_message,
+                "The agent's {agent_commits} commit(s) are not kept: they may hold the secret."
+            );
+        }
+        let start_label = match start.start_commit() {
+            Some(oid) => oid.to_string(),
+            None => String::from("unborn"),
+        };
+        let _ = writeln!(full_message, "Cycle-Start: {start_label}");
+        let signature = Signature::now(author.0, author.1).map_err(git_error)?;
+        let oid = repo
+            .commit(
+                None,
+                &signature,
+                &signature,
+                &full_message,
+                &masked_tree,
+                &parents,
+            )
+            .map_err(git_error)?;
+        self.name_attempt(&repo, OP, cycle, oid)
+    }
+
+    /// Points `refs/ralph/attempts/<cycle>` (or the first free `-<n>`) at `oid`.
+    fn name_attempt(
+        &self,
+        repo: &Repository,
+        op: &'static str,
+        cycle: u64,
+        oid: Oid,
+    ) -> Result<String> {
+        for attempt_idx in 1u32.. {
+            let name = if attempt_idx == 1 {
+                format!("{ATTEMPTS_PREFIX}{cycle}")
+            } else {
+                format!("{ATTEMPTS_PREFIX}{cycle}-{attempt_idx}")
+            };
+            match repo.reference(&name, oid, false, "ralphd: save attempt") {
+                Ok(_) => return Ok(name),
+                Err(error) if error.code() == ErrorCode::Exists => continue,
+                Err(error) => return Err(self.git_error(op, error)),
+            }
+        }
+        unreachable!("u32 attempt suffixes ran out")
     }
 
     /// [`Self::save_attempt`] when the cycle changed anything (files,
@@ -1229,19 +1842,8 @@ impl GitRepo {
         let oid = repo
             .commit(None, &signature, &signature, &full_message, &tree, &parents)
             .map_err(git_error)?;
-        for attempt_idx in 1u32.. {
-            let name = if attempt_idx == 1 {
-                format!("{ATTEMPTS_PREFIX}{cycle}")
-            } else {
-                format!("{ATTEMPTS_PREFIX}{cycle}-{attempt_idx}")
-            };
-            match repo.reference(&name, oid, false, "ralphd: save attempt") {
-                Ok(_) => return Ok((name, oid)),
-                Err(error) if error.code() == ErrorCode::Exists => continue,
-                Err(error) => return Err(git_error(error)),
-            }
-        }
-        unreachable!("u32 attempt suffixes ran out")
+        let name = self.name_attempt(&repo, OP, cycle, oid)?;
+        Ok((name, oid))
     }
 
     /// Saves each changed submodule's work in its own repository
@@ -1767,6 +2369,27 @@ mod oid_hex {
     }
 }
 
+/// What replaces a line that held a secret in a saved attempt.
+pub(crate) const MASKED_LINE: &str = "[a secret was here: masked by ralphd]";
+
+/// `content` with the given 1-based lines replaced by [`MASKED_LINE`]
+/// (line endings kept).
+fn mask_lines(content: &[u8], lines: &[u32]) -> Vec<u8> {
+    let mut masked = Vec::with_capacity(content.len());
+    for (index, line) in content.split_inclusive(|byte| *byte == b'\n').enumerate() {
+        let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        if lines.contains(&number) {
+            masked.extend_from_slice(MASKED_LINE.as_bytes());
+            if line.ends_with(b"\n") {
+                masked.push(b'\n');
+            }
+        } else {
+            masked.extend_from_slice(line);
+        }
+    }
+    masked
+}
+
 /// Clears `path` for a file about to be written there: what is there is removed
 /// rather than overwritten (it may be read-only, a symlink that must never be
 /// written through, or an empty directory), and missing parents are created.
@@ -1965,7 +2588,7 @@ mod tests {
     use git2::{ErrorCode, IndexAddOption, Oid, Repository, RepositoryInitOptions, Signature};
     use tempfile::TempDir;
 
-    use super::{GitError, GitRepo, Progress};
+    use super::{GitError, GitRepo, MASKED_LINE, Progress, SigningFormat, Staged};
 
     const AUTHOR: (&str, &str) = ("ralphd", "ralphd@localhost");
 
@@ -3233,5 +3856,300 @@ mod tests {
         fixture.repo.rollback(&start).unwrap();
         assert_eq!(fixture.read("lib/lib.txt"), "the user's edit\n");
         assert!(!fixture.path("lib/agent.txt").exists());
+    }
+
+    /// The paths and blobs of a tree, sorted.
+    fn tree_entries(fixture: &Fixture, tree: Oid) -> Vec<(String, Oid)> {
+        let tree = fixture.raw.find_tree(tree).unwrap();
+        let mut entries = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob) {
+                entries.push((format!("{dir}{}", entry.name().unwrap()), entry.id()));
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .unwrap();
+        entries
+    }
+
+    #[test]
+    fn the_hooks_index_holds_exactly_the_commit_even_beside_the_users_staged_change() {
+        let fixture = Fixture::new();
+        make_user_changes(&fixture);
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("agent.txt", "the agent's work\n");
+        let Staged::Ready(staged) = fixture.repo.stage_commit(&start, true).unwrap() else {
+            panic!("something to commit");
+        };
+        let hook_index_path = staged.hook_index().unwrap().to_path_buf();
+        let mut hook_index = git2::Index::open(&hook_index_path).unwrap();
+        hook_index.read(true).unwrap();
+        let hook_tree = hook_index.write_tree_to(&fixture.raw).unwrap();
+        assert_eq!(
+            tree_entries(&fixture, hook_tree),
+            tree_entries(&fixture, staged.tree),
+            "the hooks see what will be committed"
+        );
+        assert!(
+            hook_index.get_path(Path::new("agent.txt"), 0).is_some(),
+            "with the agent's file"
+        );
+        let head_tree = fixture
+            .raw
+            .find_commit(fixture.head().unwrap())
+            .unwrap()
+            .tree_id();
+        let run_sh = |tree| {
+            tree_entries(&fixture, tree)
+                .into_iter()
+                .find(|(path, _)| path == "run.sh")
+        };
+        assert_eq!(
+            run_sh(hook_tree),
+            run_sh(head_tree),
+            "not the user's staged run.sh"
+        );
+
+        let staged = fixture.repo.after_hooks(staged).unwrap();
+        assert!(!hook_index_path.exists(), "the hooks' index is removed");
+        let commit = fixture
+            .repo
+            .commit_staged(&staged, "ralphd: cycle 1: agent", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(
+            fixture.raw.find_commit(commit).unwrap().tree_id(),
+            hook_tree
+        );
+    }
+
+    #[test]
+    fn what_a_hook_stages_is_committed_and_staged_in_the_real_index() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("a.txt", "alpha  \n");
+        let Staged::Ready(staged) = fixture.repo.stage_commit(&start, true).unwrap() else {
+            panic!("something to commit");
+        };
+        // A formatting hook: fixes the file and stages the fix in its index.
+        fixture.write("a.txt", "alpha\n");
+        let mut hook_index = git2::Index::open(staged.hook_index().unwrap()).unwrap();
+        hook_index.read(true).unwrap();
+        let blob = fixture.raw.blob(b"alpha\n").unwrap();
+        let mut entry = hook_index.get_path(Path::new("a.txt"), 0).unwrap();
+        entry.id = blob;
+        entry.file_size = 6;
+        hook_index.add(&entry).unwrap();
+        hook_index.write().unwrap();
+
+        let staged = fixture.repo.after_hooks(staged).unwrap();
+        let commit = fixture
+            .repo
+            .commit_staged(&staged, "ralphd: cycle 1: format", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert_eq!(fixture.file_in_commit(commit, "a.txt").unwrap(), b"alpha\n");
+        let staged_blob = fixture
+            .index_entries()
+            .into_iter()
+            .find(|(path, _, _)| path == b"a.txt")
+            .map(|(_, blob, _)| blob);
+        assert_eq!(staged_blob, Some(blob), "the real index agrees with HEAD");
+    }
+
+    #[test]
+    fn a_signed_commit_moves_the_branch_only_from_where_it_was() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("agent.txt", "work\n");
+        let Staged::Ready(staged) = fixture.repo.stage_commit(&start, false).unwrap() else {
+            panic!("something to commit");
+        };
+        let payload = fixture
+            .repo
+            .commit_payload(&staged, "ralphd: cycle 1: signed", AUTHOR.0, AUTHOR.1)
+            .unwrap();
+        assert!(payload.contains(&format!("parent {first}")), "{payload}");
+        let signature = "-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n";
+        let commit = fixture
+            .repo
+            .commit_signed(&staged, &payload, signature)
+            .unwrap();
+        assert_eq!(fixture.head(), Some(commit));
+        assert_eq!(fixture.repo.branch_label().unwrap(), "main");
+        let (stored, _) = fixture.raw.extract_signature(&commit, None).unwrap();
+        assert_eq!(stored.as_str().unwrap(), signature);
+        let reflog = fixture.raw.reflog("HEAD").unwrap();
+        assert_eq!(
+            reflog.get(0).unwrap().message().unwrap(),
+            Some("commit: ralphd: cycle 1: signed")
+        );
+
+        // HEAD moved since staging: refused, the branch stays where it is.
+        let error = fixture
+            .repo
+            .commit_signed(&staged, &payload, signature)
+            .unwrap_err();
+        assert!(matches!(error, GitError::HeadMoved { .. }), "{error}");
+        assert_eq!(fixture.head(), Some(commit));
+    }
+
+    #[test]
+    fn a_masked_attempt_holds_neither_the_secret_nor_the_agents_commits() {
+        let fixture = Fixture::new();
+        let first = fixture.head().unwrap();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("cfg.py", "a = 1\nkey = 'SECRET'\nb = 2");
+        fixture.commit_all("the agent's commit");
+        fixture.write("other.txt", "SECRET\nkept\n");
+        let reference = fixture
+            .repo
+            .save_masked_attempt(
+                &start,
+                4,
+                "ralphd: cycle 4 attempt",
+                AUTHOR,
+                &[
+                    (PathBuf::from("cfg.py"), vec![2]),
+                    (PathBuf::from("other.txt"), vec![1]),
+                ],
+            )
+            .unwrap();
+        assert_eq!(reference, "refs/ralph/attempts/4");
+        let attempt = fixture.raw.refname_to_id(&reference).unwrap();
+        assert_eq!(
+            fixture.file_in_commit(attempt, "cfg.py").unwrap(),
+            format!("a = 1\n{MASKED_LINE}\nb = 2").as_bytes()
+        );
+        assert_eq!(
+            fixture.file_in_commit(attempt, "other.txt").unwrap(),
+            format!("{MASKED_LINE}\nkept\n").as_bytes()
+        );
+        let commit = fixture.raw.find_commit(attempt).unwrap();
+        assert_eq!(commit.parent_ids().collect::<Vec<_>>(), [first]);
+        let message = commit.message().unwrap();
+        assert!(message.contains("cfg.py:2 other.txt:1"), "{message}");
+        assert!(message.contains("1 commit(s) are not kept"), "{message}");
+    }
+
+    #[test]
+    fn changed_files_and_added_lines_cover_the_tree_and_the_agents_commits() {
+        let fixture = Fixture::new();
+        let start = fixture.repo.begin_cycle().unwrap();
+        fixture.write("gone.txt", "committed then removed\n");
+        let agent_commit = fixture.commit_all("agent adds");
+        fs::remove_file(fixture.path("gone.txt")).unwrap();
+        fixture.commit_all("agent removes");
+        fixture.write("a.txt", "alpha\nnew line\n");
+        fixture.write("bin.dat", "\0\0binary\0");
+        let files = fixture.repo.changed_files(&start).unwrap();
+        let summary: Vec<(String, usize, usize)> = files
+            .iter()
+            .map(|file| {
+                (
+                    file.path.display().to_string(),
+                    file.insertions,
+                    file.deletions,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [("a.txt".to_owned(), 1, 0), ("bin.dat".to_owned(), 0, 0)]
+        );
+        let mut lines = Vec::new();
+        fixture
+            .repo
+            .scan_added_lines(&start, |commit, path, line, content| {
+                lines.push((
+                    commit.map(str::to_owned),
+                    path.display().to_string(),
+                    line,
+                    String::from_utf8_lossy(content).into_owned(),
+                ));
+            })
+            .unwrap();
+        assert_eq!(
+            lines,
+            [
+                (None, "a.txt".to_owned(), 2, "new line".to_owned()),
+                (
+                    Some(super::short_hex(agent_commit)),
+                    "gone.txt".to_owned(),
+                    1,
+                    "committed then removed".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn commit_rules_follow_git_config() {
+        let fixture = Fixture::new();
+        let committer = ("ralphd", "ralphd@localhost");
+        let rules = fixture.repo.commit_rules(committer).unwrap();
+        assert_eq!(rules.pre_commit, None);
+        assert_eq!(rules.signing, None);
+
+        let hooks = fixture.dir.path().join(".git/hooks");
+        fs::create_dir_all(&hooks).unwrap();
+        fs::write(hooks.join("pre-commit"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(hooks.join("pre-commit"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(hooks.join("commit-msg"), "#!/bin/sh\n").unwrap();
+        let rules = fixture.repo.commit_rules(committer).unwrap();
+        assert_eq!(rules.pre_commit, Some(hooks.join("pre-commit")));
+        assert_eq!(rules.commit_msg, None, "not executable");
+
+        let mut config = fixture.raw.config().unwrap();
+        config.set_str("core.hooksPath", "tools/hooks").unwrap();
+        let rules = fixture.repo.commit_rules(committer).unwrap();
+        assert_eq!(rules.pre_commit, None, "only core.hooksPath counts now");
+
+        config.set_bool("commit.gpgsign", true).unwrap();
+        let signing = |fixture: &Fixture| {
+            fixture
+                .repo
+                .commit_rules(committer)
+                .unwrap()
+                .signing
+                .unwrap()
+        };
+        let openpgp = signing(&fixture).unwrap();
+        assert_eq!(openpgp.format, SigningFormat::OpenPgp);
+        assert_eq!(
+            (openpgp.program.as_str(), openpgp.program_key),
+            ("gpg", "gpg.program")
+        );
+        assert_eq!(openpgp.key, "ralphd <ralphd@localhost>");
+        config.set_str("gpg.program", "gpg2").unwrap();
+        config.set_str("user.signingkey", "ABCD1234").unwrap();
+        let openpgp = signing(&fixture).unwrap();
+        assert_eq!(
+            (openpgp.program.as_str(), openpgp.key.as_str()),
+            ("gpg2", "ABCD1234")
+        );
+
+        config.set_str("gpg.format", "ssh").unwrap();
+        config
+            .set_str("user.signingkey", "keys/id_ed25519")
+            .unwrap();
+        let ssh = signing(&fixture).unwrap();
+        assert_eq!(
+            (ssh.program.as_str(), ssh.program_key),
+            ("ssh-keygen", "gpg.ssh.program")
+        );
+        assert_eq!(
+            Path::new(&ssh.key),
+            fixture.repo.workdir().join("keys/id_ed25519")
+        );
+        assert!(!ssh.literal_key);
+        config
+            .set_str("user.signingkey", "key::ssh-ed25519 AAAAC3 me")
+            .unwrap();
+        let ssh = signing(&fixture).unwrap();
+        assert!(ssh.literal_key && ssh.key == "ssh-ed25519 AAAAC3 me");
+        config.remove("user.signingkey").unwrap();
+        assert!(signing(&fixture).unwrap_err().contains("user.signingkey"));
+        config.set_str("gpg.format", "pgp").unwrap();
+        assert!(signing(&fixture).unwrap_err().contains("\"pgp\""));
     }
 }

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::io::{self, IsTerminal as _, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -271,25 +272,7 @@ const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "token"];
 pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     let lower = text.to_ascii_lowercase();
     let bytes = lower.as_bytes();
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-
-    for (prefix, min_tail) in TOKEN_PREFIXES {
-        for (start, _) in lower.match_indices(prefix) {
-            // A key id prefix inside a longer word ("Nakia…") is not a token.
-            // (Only for that plain-letter prefix: the others are distinctive,
-            // and may follow an escape such as `\n` in JSON text.)
-            if *prefix == "akia" && start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
-                continue;
-            }
-            let tail = bytes[start + prefix.len()..]
-                .iter()
-                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
-                .count();
-            if tail >= *min_tail {
-                ranges.push((start, start + prefix.len() + tail));
-            }
-        }
-    }
+    let mut ranges: Vec<(usize, usize)> = token_spans(&lower);
     for name in SECRET_NAMES {
         for (start, _) in lower.match_indices(name) {
             let after_name = start + name.len();
@@ -343,6 +326,59 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
     }
     redacted.push_str(&text[copied_up_to..]);
     Cow::Owned(redacted)
+}
+
+/// The byte ranges of well-known token shapes ([`TOKEN_PREFIXES`]) in `lower`,
+/// the ASCII-lowercased text.
+fn token_spans(lower: &str) -> Vec<(usize, usize)> {
+    let bytes = lower.as_bytes();
+    let mut ranges = Vec::new();
+    for (prefix, min_tail) in TOKEN_PREFIXES {
+        for (start, _) in lower.match_indices(prefix) {
+            // A key id prefix inside a longer word ("Nakia…") is not a token.
+            // (Only for that plain-letter prefix: the others are distinctive,
+            // and may follow an escape such as `\n` in JSON text.)
+            if *prefix == "akia" && start > 0 && bytes[start - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let tail = bytes[start + prefix.len()..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_')
+                .count();
+            if tail >= *min_tail {
+                ranges.push((start, start + prefix.len() + tail));
+            }
+        }
+    }
+    ranges
+}
+
+/// Where `text` holds a credential itself, as byte ranges: the token shapes
+/// [`redact`] knows (`sk-ant-…`, GitHub, Slack, AWS key ids), the first line
+/// of a private key block (`-----BEGIN … PRIVATE KEY…`), and the literal
+/// values of this process's credential-like variables. Unlike [`redact`] it
+/// ignores the values after secret-looking names (`password = x`): in source
+/// code those are mostly variables, not secrets. Used by the diff gate.
+pub(crate) fn credential_spans(text: &str) -> Vec<Range<usize>> {
+    const PRIVATE_KEY: &str = "private key";
+    let lower = text.to_ascii_lowercase();
+    let mut spans: Vec<Range<usize>> = token_spans(&lower)
+        .into_iter()
+        .map(|(start, end)| start..end)
+        .collect();
+    if let Some(begin) = lower.find("-----begin ")
+        && lower[begin..].contains(PRIVATE_KEY)
+    {
+        spans.push(begin..text.len());
+    }
+    for value in SECRET_VALUES.get().into_iter().flatten() {
+        spans.extend(
+            text.match_indices(value.as_str())
+                .map(|(start, _)| start..start + value.len()),
+        );
+    }
+    spans.sort_by_key(|span| (span.start, span.end));
+    spans
 }
 
 /// The secret value starting at `start`, skipping an authorization scheme word.
@@ -480,6 +516,34 @@ mod tests {
             secret_values(vars.into_iter()),
             ["plainsecretvalue123", "not-an-sk-ant-key-but-secret"]
         );
+    }
+
+    #[test]
+    fn credential_spans_find_token_shapes_and_private_keys_but_not_names() {
+        let cases: [(&str, &[&str]); 6] = [
+            (
+                "TOKEN = \"ghp_0123456789abcdefABCDEF0123456789abcd\"",
+                &["ghp_0123456789abcdefABCDEF0123456789abcd"],
+            ),
+            (
+                "key=sk-ant-api03-abc_DEF-123, id=AKIAIOSFODNN7EXAMPLE",
+                &["sk-ant-api03-abc_DEF-123", "AKIAIOSFODNN7EXAMPLE"],
+            ),
+            (
+                "-----BEGIN OPENSSH PRIVATE KEY-----",
+                &["-----BEGIN OPENSSH PRIVATE KEY-----"],
+            ),
+            ("-----BEGIN PUBLIC KEY-----", &[]),
+            ("let password = read_password();", &[]),
+            ("the ghp_ prefix and Nakiai0123456789012345", &[]),
+        ];
+        for (text, expected) in cases {
+            let found: Vec<&str> = credential_spans(text)
+                .into_iter()
+                .map(|span| &text[span])
+                .collect();
+            assert_eq!(found, expected, "{text}");
+        }
     }
 
     #[test]

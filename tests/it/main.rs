@@ -7,6 +7,10 @@ mod support;
 mod run;
 // Commit, rollback, saved attempts, dirty trees, branches and archives.
 mod git_safety;
+// The diff gates: file and line limits, protected paths, secrets.
+mod gates;
+// Git's hooks and commit signing apply to ralphd's commits.
+mod commit_rules;
 // `init`, `demo`, `status`, bad input.
 mod commands;
 // Signals, no orphans, one daemon per home, kill -9 recovery.

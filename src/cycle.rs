@@ -22,7 +22,9 @@ use crate::blocks;
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
 use crate::gates::{self, Found, Gates, SecretScan, Violation};
-use crate::git::{CommitRules, CycleStart, GitError, GitRepo, Signing, Staged, StagedCommit};
+use crate::git::{
+    CommitRules, CycleStart, GitError, GitRepo, Progress, Signing, Staged, StagedCommit,
+};
 use crate::git_rules;
 use crate::phase::Phase;
 use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
@@ -108,10 +110,46 @@ pub(crate) struct CycleInput {
     pub(crate) gates: GateSettings,
 }
 
-/// Everything the daemon records about a finished cycle.
+/// How a cycle ended: the outcome progress.json records and whether the
+/// run goes on. Decided in one place, [`CycleRun::end`].
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum CycleEnd {
+    /// The cycle ran to its end and the run goes on: `committed`,
+    /// `rolled_back`, `no_changes` or `failed`.
+    Ran(Outcome),
+    /// The agent declared completion and it was accepted: the run stops once
+    /// the cycle is recorded, as `complete` when no edit was verified, else as
+    /// what came of the edit.
+    Complete(Outcome),
+    /// SIGINT/SIGTERM ended the cycle early: exit 130. Recorded `interrupted`,
+    /// or `committed` when its work was already committed.
+    Interrupted { committed: bool },
+    /// A guard refuses to go on (budget spent, breaker open with halt): exit 3
+    /// with `reason`. Recorded `failed`, or `committed` when its work was
+    /// already committed.
+    Halted { reason: String, committed: bool },
+}
+
+impl CycleEnd {
+    /// The outcome progress.json records.
+    pub(crate) fn outcome(&self) -> Outcome {
+        match self {
+            CycleEnd::Ran(outcome) | CycleEnd::Complete(outcome) => *outcome,
+            CycleEnd::Interrupted { committed: true }
+            | CycleEnd::Halted {
+                committed: true, ..
+            } => Outcome::Committed,
+            CycleEnd::Interrupted { committed: false } => Outcome::Interrupted,
+            CycleEnd::Halted {
+                committed: false, ..
+            } => Outcome::Failed,
+        }
+    }
+}
+
+/// Everything the daemon records about a cycle, so far or finished.
 #[derive(Debug, Default)]
 pub(crate) struct CycleReport {
-    pub(crate) outcome: Option<Outcome>,
     pub(crate) phases: Vec<PhaseRecord>,
     pub(crate) phases_completed: Vec<String>,
     pub(crate) outputs: Vec<(Phase, String)>,
@@ -124,11 +162,7 @@ pub(crate) struct CycleReport {
     pub(crate) patterns: Vec<String>,
     /// A story the report says this cycle made pass (applied only if committed).
     pub(crate) story_passed: Option<String>,
-    /// The agent declared completion and it was accepted.
-    pub(crate) complete: bool,
     pub(crate) error: Option<String>,
-    /// Set when the cycle ended early because the daemon must stop.
-    pub(crate) stop: Option<Stop>,
 }
 
 impl CycleReport {
@@ -159,324 +193,712 @@ pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
     }
 }
 
-/// Runs one cycle. Never returns an error for agent or git trouble: those
-/// become the cycle's outcome; only the daemon's stop requests end it early.
-pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -> CycleReport {
+/// Runs one cycle and says how it ended. Never returns an error for agent or
+/// git trouble: those become the cycle's end; only the daemon's stop
+/// requests end it early.
+pub(crate) async fn run(
+    input: &CycleInput,
+    executor: &mut impl PhaseExecutor,
+) -> (CycleEnd, CycleReport) {
     let mut report = CycleReport::default();
+    let (start, gates) = match prepare(input, executor).await {
+        Ok(ready) => ready,
+        Err(error) => {
+            report.error = Some(error);
+            return (CycleEnd::Ran(Outcome::Failed), report);
+        }
+    };
+    let mut cycle = CycleRun {
+        input,
+        executor,
+        report,
+        guard: Some(start.clone()),
+        start,
+        gates,
+        completion: false,
+        edit: Edit::NotRun,
+        kept: None,
+        diff_summary: String::new(),
+        checks: Vec::new(),
+        verdict_text: String::new(),
+    };
+    cycle.note_in_flight();
+    let cut_short = match cycle.phases().await {
+        Ok(()) => None,
+        Err(CutShort::Stopped(stop)) => Some(cycle.stop(stop).await),
+        Err(cut_short) => Some(cut_short),
+    };
+    let end = cycle.end(cut_short);
+    (end, cycle.report)
+}
+
+/// What must hold before a cycle starts: no stray changes in the tree (with
+/// `auto_commit`), valid gates, and the start snapshot. `Err` is the reason
+/// the cycle fails without starting.
+async fn prepare(
+    input: &CycleInput,
+    executor: &mut impl PhaseExecutor,
+) -> Result<(CycleStart, Arc<Gates>), String> {
     // With auto_commit = false, verified changes stay in the tree on purpose.
     if !input.allow_dirty && input.auto_commit {
         // Changes that appeared since start-up (a rollback that failed, someone
         // editing the repo) must never be snapshotted as the user's and carried on.
         let home = input.home.clone();
-        match executor.git(move |repo| repo.stray_paths(&home, 10)).await {
-            Ok(dirty) if dirty.is_empty() => {}
-            Ok(dirty) => {
-                report.outcome = Some(Outcome::Failed);
-                report.error = Some(format!(
-                    "the work tree has uncommitted changes that ralphd did not start with ({}); commit, stash or remove them",
-                    dirty.join(", ")
-                ));
-                tracing::error!(
-                    cycle = input.cycle,
-                    error = report.error.as_deref().unwrap_or(""),
-                    "cycle not started"
-                );
-                return report;
-            }
-            Err(error) => {
-                report.outcome = Some(Outcome::Failed);
-                report.error = Some(error.to_string());
-                return report;
-            }
+        let dirty = executor
+            .git(move |repo| repo.stray_paths(&home, 10))
+            .await
+            .map_err(|error| error.to_string())?;
+        if !dirty.is_empty() {
+            let error = format!(
+                "the work tree has uncommitted changes that ralphd did not start with ({}); commit, stash or remove them",
+                dirty.join(", ")
+            );
+            tracing::error!(
+                cycle = input.cycle,
+                error = error.as_str(),
+                "cycle not started"
+            );
+            return Err(error);
         }
     }
-    let gates = match Gates::new(&input.gates) {
-        Ok(gates) => Arc::new(gates),
-        Err(error) => {
-            report.outcome = Some(Outcome::Failed);
-            report.error = Some(format!("invalid gates.protected_paths: {error}"));
-            return report;
-        }
-    };
-    let start = match executor.git(|repo| repo.begin_cycle()).await {
-        Ok(start) => {
-            note_in_flight(executor, &start, &report);
-            start
-        }
-        Err(error) => {
-            report.outcome = Some(Outcome::Failed);
-            report.error = Some(error.to_string());
-            return report;
-        }
-    };
-    let mut completion_requested = false;
-    let mut no_changes = false;
-    let mut diff_summary = String::new();
-    let mut checks: Vec<CheckResult> = Vec::new();
-    let mut verdict_text = String::new();
-    let mut verified: Option<bool> = None;
-    let mut code_edit_skipped = false;
-    // A diff gate refused code-edit's work: nothing left to verify.
-    let mut gated = false;
-    // The work tree as code-edit left it: what the verdict is about.
-    let mut edit_checkpoint: Option<CycleStart> = None;
-    // What every phase run must leave the branch and submodules at: the start,
-    // then, once the verdict passed, the verified state.
-    let mut guard: Option<CycleStart> = Some(start.clone());
+    let gates = Gates::new(&input.gates)
+        .map_err(|error| format!("invalid gates.protected_paths: {error}"))?;
+    let start = executor
+        .git(|repo| repo.begin_cycle())
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok((start, Arc::new(gates)))
+}
 
-    for phase in Phase::ALL {
-        // Completion in scan or idea skips the edit and so its verification;
-        // completion declared later never skips verifying what was edited.
-        let skip = match phase {
-            Phase::CodeEdit => completion_requested,
-            Phase::Backtest => no_changes || code_edit_skipped || gated,
-            _ => false,
-        };
-        if phase == Phase::CodeEdit {
-            code_edit_skipped = skip;
-        }
-        if skip {
-            tracing::info!(cycle = input.cycle, %phase, "phase skipped");
-            continue;
-        }
-        if let Err(stop) = executor.before_phase(phase).await {
-            return finish_early(report, &start, input.cycle, executor, stop).await;
-        }
-        if phase == Phase::Backtest {
-            match executor.run_checks().await {
-                Some(results) => checks = results,
-                None => {
-                    return finish_early(report, &start, input.cycle, executor, Stop::Cancelled)
-                        .await;
-                }
+/// One cycle while it runs: what it was given, what it has done so far, and
+/// what the later phases and the end depend on.
+struct CycleRun<'a, E> {
+    input: &'a CycleInput,
+    executor: &'a mut E,
+    report: CycleReport,
+    /// The repository before the agent ran: where a rollback goes.
+    start: CycleStart,
+    gates: Arc<Gates>,
+    /// What every phase run must leave the branch and submodules at: the
+    /// start, then, once the verdict committed, the verified state (`None` when
+    /// that could not be snapshotted: the report's git use is not checked).
+    guard: Option<CycleStart>,
+    /// The agent declared completion and it was accepted.
+    completion: bool,
+    /// What code-edit left for the backtest.
+    edit: Edit,
+    /// What the verdict (or a gate) made of the edit: `committed`,
+    /// `rolled_back`, `no_changes` (nothing of it could be committed) or
+    /// `failed` (the commit failed). `None` until decided.
+    kept: Option<Outcome>,
+    /// The diff as the backtest prompt sees it.
+    diff_summary: String,
+    checks: Vec<CheckResult>,
+    /// `pass: …` / `fail: …`, as the report prompt sees it.
+    verdict_text: String,
+}
+
+/// What code-edit left for the backtest.
+enum Edit {
+    /// Code-edit has not run (or was skipped: completion in scan or idea).
+    NotRun,
+    /// Code-edit changed nothing: outcome `no_changes`.
+    Unchanged,
+    /// A diff gate refused the change: rolled back, nothing left to verify.
+    Refused,
+    /// A change to verify, and the work tree as code-edit left it.
+    Changed { checkpoint: CycleStart },
+}
+
+/// Why a cycle ended before its last phase.
+enum CutShort {
+    /// A phase or a git step failed: a verdict already reached stands.
+    Failed,
+    /// The agent did to the repository what a cycle may not do: only a
+    /// commit already made stands.
+    Trespassed,
+    /// The daemon must stop.
+    Stopped(Stop),
+}
+
+impl From<Stop> for CutShort {
+    fn from(stop: Stop) -> CutShort {
+        CutShort::Stopped(stop)
+    }
+}
+
+/// What the cycle's edit came to, from [`CycleRun::measure_edit`].
+enum Measured {
+    Unchanged,
+    Refused(Vec<Violation>),
+    Changed {
+        progress: Progress,
+        summary: String,
+        checkpoint: CycleStart,
+    },
+}
+
+impl<E: PhaseExecutor> CycleRun<'_, E> {
+    /// The five phases in order, with their skips.
+    async fn phases(&mut self) -> Result<(), CutShort> {
+        for phase in Phase::ALL {
+            if self.skips(phase) {
+                tracing::info!(cycle = self.input.cycle, %phase, "phase skipped");
+                continue;
             }
+            self.executor.before_phase(phase).await?;
+            if phase == Phase::Backtest {
+                self.checks = self.executor.run_checks().await.ok_or(Stop::Cancelled)?;
+            }
+            let text = self.run_agent(phase).await?;
+            self.consider_completion(phase, &text);
+            match phase {
+                Phase::Scan => {}
+                Phase::Idea => self.report.title = Some(blocks::idea_title(&text)),
+                Phase::CodeEdit => self.code_edit().await?,
+                Phase::Backtest => self.backtest(&text).await?,
+                Phase::Report => apply_report_block(&mut self.report, &text),
+            }
+            self.note_in_flight();
         }
-        let context = PromptContext {
-            repo: input.repo.display().to_string(),
-            branch: input.branch.clone(),
-            cycle: input.cycle,
-            phase: phase.name().to_owned(),
-            learnings: input.learnings.clone(),
-            patterns: input.patterns.clone(),
-            open_stories: input.open_stories.clone(),
-            scan: report.output(Phase::Scan),
-            idea: report.output(Phase::Idea),
-            code_edit: report.output(Phase::CodeEdit),
-            diff_summary: diff_summary.clone(),
-            checks: checks.iter().map(check_brief).collect(),
-            backtest: report.output(Phase::Backtest),
-            verdict: verdict_text.clone(),
-            ..PromptContext::default()
-        };
-        let prompt = executor.render_prompt(phase, context);
-        let run = match executor.run_phase(phase, input.cycle, prompt).await {
-            Ok(run) => run,
-            Err(stop) => return finish_early(report, &start, input.cycle, executor, stop).await,
-        };
-        report.cost_usd += run.cost_usd;
-        report.phases.push(phase_record(phase, &run));
-        if let Some(guard) = &guard
-            && let Some(reason) = trespass_after(executor, guard, phase).await
+        Ok(())
+    }
+
+    /// Completion in scan or idea skips the edit and so its verification;
+    /// completion declared later never skips verifying what was edited. Only
+    /// a change that passed the gates is verified.
+    fn skips(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::CodeEdit => self.completion,
+            Phase::Backtest => !matches!(self.edit, Edit::Changed { .. }),
+            _ => false,
+        }
+    }
+
+    /// Runs the agent for `phase` and returns its result text. What the
+    /// agent did to the repository ends the cycle, and so does a failed run
+    /// (an edit not yet judged is saved and rolled back; a verdict already
+    /// reached stands: a committed cycle stays committed).
+    async fn run_agent(&mut self, phase: Phase) -> Result<String, CutShort> {
+        let context = self.prompt_context(phase);
+        let prompt = self.executor.render_prompt(phase, context);
+        let run = self
+            .executor
+            .run_phase(phase, self.input.cycle, prompt)
+            .await?;
+        self.report.cost_usd += run.cost_usd;
+        self.report.phases.push(phase_record(phase, &run));
+        if let Some(guard) = self.guard.clone()
+            && let Some(reason) = self.trespass_after(&guard, phase).await
         {
-            undo_trespass(&mut report, guard, input.cycle, executor, reason).await;
-            return report;
+            self.undo_trespass(&guard, reason).await;
+            return Err(CutShort::Trespassed);
         }
         let Some(text) = run.result_text.clone().filter(|_| run.succeeded()) else {
             let reason = run
                 .failure
                 .clone()
                 .unwrap_or_else(|| "phase failed".to_owned());
-            report.error = Some(format!("{phase} failed: {reason}"));
-            // A failed report does not undo the verdict: a committed cycle
-            // stays committed, a rolled-back one rolled back.
-            if report.outcome.is_none() {
-                report.outcome = Some(Outcome::Failed);
+            self.report.error = Some(format!("{phase} failed: {reason}"));
+            if phase >= Phase::CodeEdit && self.kept.is_none() {
+                let start = self.start.clone();
+                self.save_and_roll_back(&start, &format!("{phase} failed: {reason}"))
+                    .await;
             }
-            if phase >= Phase::CodeEdit && verified.is_none() {
-                save_and_roll_back(
-                    &mut report,
-                    &start,
-                    input.cycle,
-                    executor,
-                    &format!("{phase} failed: {reason}"),
-                )
-                .await;
-            }
-            return report;
+            return Err(CutShort::Failed);
         };
-        report.phases_completed.push(phase.name().to_owned());
-        report.outputs.push((phase, text.clone()));
+        self.report.phases_completed.push(phase.name().to_owned());
+        self.report.outputs.push((phase, text.clone()));
+        Ok(text)
+    }
 
-        if blocks::is_completion(&text) {
-            // A story the report marks as passing counts, if this cycle was committed.
-            let newly_passed = (phase == Phase::Report
-                && report.outcome == Some(Outcome::Committed))
-            .then(|| blocks::parse_report_block(&text).ok())
+    /// What the prompt of `phase` is rendered with: the cycle's input and
+    /// the earlier phases' outputs.
+    fn prompt_context(&self, phase: Phase) -> PromptContext {
+        PromptContext {
+            repo: self.input.repo.display().to_string(),
+            branch: self.input.branch.clone(),
+            cycle: self.input.cycle,
+            phase: phase.name().to_owned(),
+            learnings: self.input.learnings.clone(),
+            patterns: self.input.patterns.clone(),
+            open_stories: self.input.open_stories.clone(),
+            scan: self.report.output(Phase::Scan),
+            idea: self.report.output(Phase::Idea),
+            code_edit: self.report.output(Phase::CodeEdit),
+            diff_summary: self.diff_summary.clone(),
+            checks: self.checks.iter().map(check_brief).collect(),
+            backtest: self.report.output(Phase::Backtest),
+            verdict: self.verdict_text.clone(),
+            ..PromptContext::default()
+        }
+    }
+
+    /// Accepts the completion `phase` declared, or refuses it while prd.json
+    /// has open stories (a story the report of a committed cycle marks as
+    /// passing counts as closed).
+    fn consider_completion(&mut self, phase: Phase, text: &str) {
+        if !blocks::is_completion(text) {
+            return;
+        }
+        let newly_passed = (phase == Phase::Report && self.kept == Some(Outcome::Committed))
+            .then(|| blocks::parse_report_block(text).ok())
             .flatten()
             .and_then(|block| block.story)
             .filter(|story| story.passes)
             .map(|story| story.id);
-            let still_open: Vec<&str> = input
-                .open_stories
-                .iter()
-                .map(|story| story.id.as_str())
-                .filter(|id| Some(*id) != newly_passed.as_deref())
-                .collect();
-            if still_open.is_empty() {
-                tracing::info!(cycle = input.cycle, %phase, "the agent declared completion; the run ends after this cycle");
-                completion_requested = true;
+        let still_open: Vec<&str> = self
+            .input
+            .open_stories
+            .iter()
+            .map(|story| story.id.as_str())
+            .filter(|id| Some(*id) != newly_passed.as_deref())
+            .collect();
+        if still_open.is_empty() {
+            tracing::info!(cycle = self.input.cycle, %phase, "the agent declared completion; the run ends after this cycle");
+            self.completion = true;
+        } else {
+            tracing::warn!(cycle = self.input.cycle, %phase, open_stories = %still_open.join(", "),
+                "completion refused: prd.json still has stories with passes: false");
+        }
+    }
+
+    /// After code-edit: no change at all is `no_changes`; a change that
+    /// breaks a gate is saved and rolled back; any other is summarised and
+    /// checkpointed for the backtest.
+    async fn code_edit(&mut self) -> Result<(), CutShort> {
+        match self.measure_edit().await {
+            Ok(Measured::Unchanged) => {
+                tracing::info!(
+                    cycle = self.input.cycle,
+                    "code-edit changed nothing: outcome no_changes"
+                );
+                self.edit = Edit::Unchanged;
+            }
+            Ok(Measured::Refused(violations)) => {
+                let reason = gates::reason(&violations);
+                for violation in &violations {
+                    tracing::warn!(
+                        cycle = self.input.cycle,
+                        gate = violation.gate(),
+                        "diff gate failed: {violation}"
+                    );
+                }
+                self.edit = Edit::Refused;
+                self.kept = Some(Outcome::RolledBack);
+                self.verdict_text = format!("fail: {reason}");
+                self.report.error = Some(reason.clone());
+                // With secret_scan on, the attempt is saved masked.
+                let start = self.start.clone();
+                self.save_and_roll_back(&start, &reason).await;
+            }
+            Ok(Measured::Changed {
+                progress,
+                summary,
+                checkpoint,
+            }) => {
+                tracing::info!(
+                    cycle = self.input.cycle,
+                    files = progress.files_changed,
+                    insertions = progress.insertions,
+                    deletions = progress.deletions,
+                    agent_commits = progress.agent_commits,
+                    "code-edit made progress"
+                );
+                self.edit = Edit::Changed { checkpoint };
+                self.diff_summary = summary;
+            }
+            Err(error) => {
+                let start = self.start.clone();
+                self.fail_and_roll_back(&start, format!("cannot measure progress: {error}"))
+                    .await;
+                return Err(CutShort::Failed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Measures code-edit's work against the start and, before anything
+    /// pins or shows the diff (a secret must reach no ref and no prompt),
+    /// checks it against the gates.
+    async fn measure_edit(&mut self) -> Result<Measured, GitError> {
+        let cycle_start = self.start.clone();
+        let gates = Arc::clone(&self.gates);
+        self.executor
+            .git(move |repo| {
+                let progress = repo.measure_progress(&cycle_start)?;
+                if progress.is_empty() {
+                    return Ok(Measured::Unchanged);
+                }
+                let violations = check_gates(repo, &cycle_start, &gates)?;
+                if !violations.is_empty() {
+                    return Ok(Measured::Refused(violations));
+                }
+                let summary = repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?;
+                Ok(Measured::Changed {
+                    progress,
+                    summary,
+                    checkpoint: repo.checkpoint()?,
+                })
+            })
+            .await
+    }
+
+    /// The verdict: exactly code-edit's work is judged (what the checks or
+    /// the backtest agent changed is undone first), then committed on a pass
+    /// or saved and rolled back on a fail.
+    async fn backtest(&mut self, text: &str) -> Result<(), CutShort> {
+        if let Edit::Changed { checkpoint } = &self.edit {
+            let checkpoint = checkpoint.clone();
+            if let Err(error) = undo_after_edit(self.executor, checkpoint, self.input.cycle).await {
+                let start = self.start.clone();
+                self.fail_and_roll_back(
+                    &start,
+                    format!("cannot restore the edit after backtest: {error}"),
+                )
+                .await;
+                return Err(CutShort::Failed);
+            }
+        }
+        let (pass, reason) = decide(text, &self.checks, self.input.checks_configured);
+        self.verdict_text = format!("{}: {reason}", if pass { "pass" } else { "fail" });
+        tracing::info!(cycle = self.input.cycle, pass, %reason, "verdict");
+        if pass {
+            let title = self
+                .report
+                .title
+                .clone()
+                .unwrap_or_else(|| "improvement".to_owned());
+            let message = format!("ralphd: cycle {}: {title}", self.input.cycle);
+            if self.input.auto_commit {
+                if let Some(refusal) = self.commit_verified(message).await? {
+                    self.verdict_text = format!("fail: {refusal}");
+                }
             } else {
-                tracing::warn!(cycle = input.cycle, %phase, open_stories = %still_open.join(", "),
-                    "completion refused: prd.json still has stories with passes: false");
+                tracing::info!(
+                    cycle = self.input.cycle,
+                    "auto_commit = false: the verified change stays uncommitted in the work tree"
+                );
+                self.kept = Some(Outcome::Committed);
             }
+        } else {
+            self.kept = Some(Outcome::RolledBack);
+            let start = self.start.clone();
+            self.save_and_roll_back(&start, &format!("verdict fail: {reason}"))
+                .await;
         }
+        if self.kept == Some(Outcome::Committed) {
+            // The report may not undo what was verified: it is checked
+            // against the state after the commit.
+            self.guard = match self.executor.git(|repo| repo.checkpoint()).await {
+                Ok(verified) => Some(verified),
+                Err(error) => {
+                    tracing::warn!(cycle = self.input.cycle, %error, "cannot snapshot the committed state; the report's git use is not checked");
+                    None
+                }
+            };
+        }
+        Ok(())
+    }
 
-        match phase {
-            Phase::Idea => report.title = Some(blocks::idea_title(&text)),
-            Phase::CodeEdit => {
-                let cycle_start = start.clone();
-                let gates = Arc::clone(&gates);
-                let measured = executor
-                    .git(move |repo| {
-                        let progress = repo.measure_progress(&cycle_start)?;
-                        if progress.is_empty() {
-                            return Ok((progress, String::new(), None, Vec::new()));
-                        }
-                        // Before anything pins or shows the diff: a secret
-                        // must reach no ref and no prompt.
-                        let violations = check_gates(repo, &cycle_start, &gates)?;
-                        if !violations.is_empty() {
-                            return Ok((progress, String::new(), None, violations));
-                        }
-                        let summary = repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?;
-                        Ok((progress, summary, Some(repo.checkpoint()?), Vec::new()))
-                    })
-                    .await;
-                match measured {
-                    Ok((progress, _, _, _)) if progress.is_empty() => {
-                        tracing::info!(
-                            cycle = input.cycle,
-                            "code-edit changed nothing: outcome no_changes"
-                        );
-                        no_changes = true;
-                    }
-                    Ok((_, _, _, violations)) if !violations.is_empty() => {
-                        let reason = gates::reason(&violations);
-                        for violation in &violations {
-                            tracing::warn!(
-                                cycle = input.cycle,
-                                gate = violation.gate(),
-                                "diff gate failed: {violation}"
-                            );
-                        }
-                        gated = true;
-                        verified = Some(false);
-                        verdict_text = format!("fail: {reason}");
-                        report.outcome = Some(Outcome::RolledBack);
-                        report.error = Some(reason.clone());
-                        // With secret_scan on, the attempt is saved masked.
-                        save_and_roll_back(&mut report, &start, input.cycle, executor, &reason)
-                            .await;
-                    }
-                    Ok((progress, summary, checkpoint, _)) => {
-                        edit_checkpoint = checkpoint;
-                        tracing::info!(
-                            cycle = input.cycle,
-                            files = progress.files_changed,
-                            insertions = progress.insertions,
-                            deletions = progress.deletions,
-                            agent_commits = progress.agent_commits,
-                            "code-edit made progress"
-                        );
-                        diff_summary = summary;
-                    }
-                    Err(error) => {
-                        let error = format!("cannot measure progress: {error}");
-                        fail_and_roll_back(&mut report, &start, input.cycle, executor, error).await;
-                        return report;
-                    }
-                }
+    /// Commits the verified edit as `git commit` would: stages it, runs the
+    /// repository's `pre-commit` and `commit-msg` hooks (unless `[git]
+    /// run_hooks = false`), signs it when `commit.gpgsign` asks for it, then
+    /// commits. A hook that refuses fails the verification: the cycle is
+    /// rolled back, the attempt saved, and the refusal returned. `Err` only
+    /// when the daemon must stop.
+    async fn commit_verified(&mut self, message: String) -> Result<Option<String>, Stop> {
+        let cycle = self.input.cycle;
+        let (name, email) = self.executor.git_author();
+        let run_hooks = self.executor.run_hooks();
+        let cycle_start = self.start.clone();
+        let committer = (name.clone(), email.clone());
+        let staged = self
+            .executor
+            .git(move |repo| {
+                let rules = repo.commit_rules((&committer.0, &committer.1))?;
+                let hooks = run_hooks && (rules.pre_commit.is_some() || rules.commit_msg.is_some());
+                let staged = repo.stage_commit(&cycle_start, hooks)?;
+                Ok((rules, staged))
+            })
+            .await;
+        let start = self.start.clone();
+        let (rules, staged) = match staged {
+            Ok((rules, Staged::Ready(staged))) => (rules, staged),
+            Ok((_, Staged::AgentCommitted(commit))) => {
+                // Recorded with the phase, when the cycle notes its progress.
+                self.report.commit = Some(commit.to_string());
+                self.kept = Some(Outcome::Committed);
+                return Ok(None);
             }
-            Phase::Backtest => {
-                if let Some(checkpoint) = edit_checkpoint.clone()
-                    && let Err(error) = undo_after_edit(executor, checkpoint, input.cycle).await
-                {
-                    let error = format!("cannot restore the edit after backtest: {error}");
-                    fail_and_roll_back(&mut report, &start, input.cycle, executor, error).await;
-                    return report;
-                }
-                let (pass, reason) = decide(&text, &checks, input.checks_configured);
-                verdict_text = format!("{}: {reason}", if pass { "pass" } else { "fail" });
-                tracing::info!(cycle = input.cycle, pass, %reason, "verdict");
-                verified = Some(pass);
-                if pass {
-                    let title = report
-                        .title
-                        .clone()
-                        .unwrap_or_else(|| "improvement".to_owned());
-                    let message = format!("ralphd: cycle {}: {title}", input.cycle);
-                    if input.auto_commit {
-                        match commit_verified(&mut report, &start, input.cycle, executor, message)
+            Ok((_, Staged::Nothing)) => {
+                // Every change was in files the user had changed before
+                // (--allow-dirty): those are never committed.
+                tracing::warn!(
+                    cycle,
+                    "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
+                );
+                self.kept = Some(Outcome::NoChanges);
+                return Ok(None);
+            }
+            Err(error) => {
+                self.kept = Some(Outcome::Failed);
+                self.fail_and_roll_back(&start, format!("commit failed: {error}"))
+                    .await;
+                return Ok(None);
+            }
+        };
+        let mut message = message;
+        let hooks = run_commit_hooks(self.executor, &rules, staged, &mut message).await?;
+        if !matches!(hooks, Hooks::Passed(_)) {
+            discard_hook_index(self.executor).await;
+        }
+        let staged = match hooks {
+            Hooks::Passed(staged) => staged,
+            Hooks::Refused(refusal) => {
+                tracing::warn!(cycle, %refusal, "a git hook refused the commit");
+                self.kept = Some(Outcome::RolledBack);
+                self.report.error = Some(refusal.clone());
+                self.save_and_roll_back(&start, &refusal).await;
+                return Ok(Some(refusal));
+            }
+            Hooks::Broken(error) => {
+                self.kept = Some(Outcome::Failed);
+                self.fail_and_roll_back(&start, format!("commit failed: {error}"))
+                    .await;
+                return Ok(None);
+            }
+        };
+        let committed = match rules.signing {
+            None => self
+                .executor
+                .git(move |repo| repo.commit_staged(&staged, &message, &name, &email))
+                .await
+                .map_err(|error| error.to_string()),
+            Some(Err(why)) => Err(format!(
+                "commit.gpgsign is true, but signing cannot work: {why}"
+            )),
+            Some(Ok(signing)) => {
+                let payload_of = staged.clone();
+                let payload = self
+                    .executor
+                    .git(move |repo| repo.commit_payload(&payload_of, &message, &name, &email))
+                    .await;
+                match payload {
+                    Err(error) => Err(error.to_string()),
+                    Ok(payload) => {
+                        match self
+                            .executor
+                            .sign_commit(signing, payload.clone())
                             .await
+                            .ok_or(Stop::Cancelled)?
                         {
-                            Ok(None) => {}
-                            Ok(Some(refusal)) => verdict_text = format!("fail: {refusal}"),
-                            Err(stop) => {
-                                return finish_early(report, &start, input.cycle, executor, stop)
-                                    .await;
-                            }
+                            Err(why) => Err(format!("signing failed: {why}")),
+                            Ok(signature) => self
+                                .executor
+                                .git(move |repo| repo.commit_signed(&staged, &payload, &signature))
+                                .await
+                                .map_err(|error| error.to_string()),
                         }
-                    } else {
-                        tracing::info!(
-                            cycle = input.cycle,
-                            "auto_commit = false: the verified change stays uncommitted in the work tree"
-                        );
-                        report.outcome = Some(Outcome::Committed);
                     }
-                } else {
-                    report.outcome = Some(Outcome::RolledBack);
-                    save_and_roll_back(
-                        &mut report,
-                        &start,
-                        input.cycle,
-                        executor,
-                        &format!("verdict fail: {reason}"),
-                    )
-                    .await;
-                }
-                if report.outcome == Some(Outcome::Committed) {
-                    // The report may not undo what was verified: it is
-                    // checked against the state after the commit.
-                    guard = match executor.git(|repo| repo.checkpoint()).await {
-                        Ok(verified) => Some(verified),
-                        Err(error) => {
-                            tracing::warn!(cycle = input.cycle, %error, "cannot snapshot the committed state; the report's git use is not checked");
-                            None
-                        }
-                    };
                 }
             }
-            Phase::Report => apply_report_block(&mut report, &text),
-            Phase::Scan => {}
+        };
+        match committed {
+            Ok(commit) => {
+                // Recorded with the phase, when the cycle notes its progress.
+                self.report.commit = Some(commit.to_string());
+                self.kept = Some(Outcome::Committed);
+            }
+            Err(error) => {
+                self.kept = Some(Outcome::Failed);
+                self.fail_and_roll_back(&start, format!("commit failed: {error}"))
+                    .await;
+            }
         }
-        note_in_flight(executor, &start, &report);
+        Ok(None)
     }
 
-    if no_changes {
-        report.outcome = Some(Outcome::NoChanges);
-    }
-    if completion_requested {
-        report.complete = true;
-        if report.outcome.is_none()
-            || report.outcome == Some(Outcome::NoChanges) && report.phases_completed.len() < 4
-        {
-            report.outcome = Some(Outcome::Complete);
+    /// DESIGN §14: after a phase run HEAD must still be on the branch of
+    /// `guard`, that branch must still contain `guard`'s commit and no
+    /// submodule may have changed. Returns the cycle's reason when not
+    /// (`code-edit: the agent …`), also when the check itself fails: a
+    /// repository that cannot be checked is not trusted.
+    async fn trespass_after(&mut self, guard: &CycleStart, phase: Phase) -> Option<String> {
+        let base = guard.clone();
+        match self.executor.git(move |repo| repo.trespasses(&base)).await {
+            Ok(found) if found.is_empty() => None,
+            Ok(found) => {
+                let what: Vec<String> = found.iter().map(ToString::to_string).collect();
+                Some(format!("{phase}: {}", what.join("; ")))
+            }
+            Err(error) => Some(format!(
+                "cannot check the repository after {phase}: {error}"
+            )),
         }
     }
-    if report.outcome.is_none() {
-        report.outcome = Some(Outcome::Failed);
+
+    /// Saves what the agent did (its commits, its branch, its submodule work)
+    /// as an attempt and puts the repository back to `guard`. A committed
+    /// cycle stays committed (its commit is kept); any other cycle fails with
+    /// `reason`.
+    async fn undo_trespass(&mut self, guard: &CycleStart, reason: String) {
+        tracing::error!(cycle = self.input.cycle, %reason, "the agent touched what belongs to the cycle; saving its work and restoring the repository");
+        // An attempt the verdict already saved stays the cycle's attempt: it
+        // holds the edit; this one only what the agent did to git afterwards.
+        let verdict_attempt = self.report.attempt_ref.take();
+        if self.kept == Some(Outcome::Committed) {
+            self.report.error = Some(reason.clone());
+            self.save_and_roll_back(guard, &reason).await;
+        } else {
+            self.fail_and_roll_back(guard, reason).await;
+        }
+        if let Some(earlier) = verdict_attempt {
+            if let (Some(later), Some(error)) =
+                (self.report.attempt_ref.take(), self.report.error.as_mut())
+            {
+                error.push_str(&format!(" (saved as {later})"));
+            }
+            self.report.attempt_ref = Some(earlier);
+        }
     }
-    report
+
+    /// Records `error`, which is also why the cycle's work was not kept:
+    /// saved as an attempt, then rolled back to `to`.
+    async fn fail_and_roll_back(&mut self, to: &CycleStart, error: String) {
+        self.report.error = Some(error.clone());
+        self.save_and_roll_back(to, &error).await;
+    }
+
+    /// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and
+    /// puts the repository back to `to` (the user's own changes included).
+    async fn save_and_roll_back(&mut self, to: &CycleStart, why: &str) {
+        let cycle = self.input.cycle;
+        let title = self
+            .report
+            .title
+            .clone()
+            .unwrap_or_else(|| "attempt".to_owned());
+        let message = format!(
+            "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
+        );
+        let (name, email) = self.executor.git_author();
+        let cycle_start = to.clone();
+        // Never roll back what could not be saved: save first, record it, then reset.
+        // With secret_scan on, no attempt keeps a credential the cycle added,
+        // whatever ended the cycle: its lines are masked.
+        let scan = self.executor.secret_scan();
+        let saved = self
+            .executor
+            .git(move |repo| {
+                let secrets = if scan {
+                    scan_secrets(repo, &cycle_start)?
+                } else {
+                    None
+                };
+                let Some(secrets) = secrets else {
+                    let saved = repo.save_changes(&cycle_start, cycle, &message, &name, &email)?;
+                    return Ok(saved.map(|reference| (reference, None)));
+                };
+                let masks = secrets.lines_to_mask();
+                let reference = repo.save_masked_attempt(
+                    &cycle_start,
+                    cycle,
+                    &message,
+                    (&name, &email),
+                    &masks,
+                )?;
+                Ok(Some((reference, Some(secrets))))
+            })
+            .await;
+        let reference = match saved {
+            Ok(Some((reference, secrets))) => {
+                if let Some(secrets) = secrets {
+                    tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
+                }
+                reference
+            }
+            Ok(None) => return,
+            Err(error) => {
+                let message = format!(
+                    "could not save the attempt ({error}); the work tree still holds the cycle's changes"
+                );
+                tracing::error!(cycle, %message);
+                self.report.error.get_or_insert(message);
+                return;
+            }
+        };
+        self.report.attempt_ref = Some(reference.clone());
+        self.note_in_flight_at(to);
+        let cycle_start = to.clone();
+        match self
+            .executor
+            .git(move |repo| repo.rollback(&cycle_start))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
+            }
+            Err(error) => {
+                let message = format!(
+                    "attempt saved as {reference}, but the rollback failed ({error}); the work tree still holds the cycle's changes"
+                );
+                tracing::error!(cycle, %message);
+                self.report.error.get_or_insert(message);
+            }
+        }
+    }
+
+    /// The daemon must stop: work not committed is saved and rolled back.
+    async fn stop(&mut self, stop: Stop) -> CutShort {
+        let why = match &stop {
+            Stop::Cancelled => "the daemon was stopped".to_owned(),
+            Stop::Halt(reason) => reason.clone(),
+        };
+        if self.kept != Some(Outcome::Committed) {
+            let start = self.start.clone();
+            self.save_and_roll_back(&start, &why).await;
+        }
+        self.report.error.get_or_insert(why);
+        CutShort::Stopped(stop)
+    }
+
+    /// How the cycle ended, from what happened: the one place its outcome
+    /// is decided.
+    fn end(&self, cut_short: Option<CutShort>) -> CycleEnd {
+        let committed = self.kept == Some(Outcome::Committed);
+        match cut_short {
+            Some(CutShort::Stopped(Stop::Cancelled)) => CycleEnd::Interrupted { committed },
+            Some(CutShort::Stopped(Stop::Halt(reason))) => CycleEnd::Halted { reason, committed },
+            Some(CutShort::Trespassed) if committed => CycleEnd::Ran(Outcome::Committed),
+            Some(CutShort::Trespassed) => CycleEnd::Ran(Outcome::Failed),
+            Some(CutShort::Failed) => CycleEnd::Ran(self.kept.unwrap_or(Outcome::Failed)),
+            None => {
+                let outcome = match self.edit {
+                    Edit::Unchanged => Some(Outcome::NoChanges),
+                    _ => self.kept,
+                };
+                if self.completion {
+                    CycleEnd::Complete(outcome.unwrap_or(Outcome::Complete))
+                } else {
+                    CycleEnd::Ran(outcome.unwrap_or(Outcome::Failed))
+                }
+            }
+        }
+    }
+
+    /// Tells the executor what a restart after a crash must know of the
+    /// cycle so far: the report, and where to roll back to, its start until
+    /// its work is committed.
+    fn note_in_flight(&mut self) {
+        let start = self.start.clone();
+        self.note_in_flight_at(&start);
+    }
+
+    fn note_in_flight_at(&mut self, rollback_point: &CycleStart) {
+        let rollback_point = self.report.commit.is_none().then_some(rollback_point);
+        self.executor.save_in_flight(rollback_point, &self.report);
+    }
 }
 
 /// The diff gates over the cycle's work (runs on the git thread): the
@@ -511,131 +933,6 @@ fn scan_secrets(repo: &GitRepo, start: &CycleStart) -> Result<Option<Violation>,
         scan.added_line(found, path, line, content);
     })?;
     Ok(scan.finish())
-}
-
-/// Commits the verified edit as `git commit` would: stages it, runs the
-/// repository's `pre-commit` and `commit-msg` hooks (unless `[git] run_hooks
-/// = false`), signs it when `commit.gpgsign` asks for it, then commits. A hook
-/// that refuses fails the verification: the cycle is rolled back, the attempt
-/// saved, and the refusal returned. `Err` only when the daemon must stop.
-async fn commit_verified(
-    report: &mut CycleReport,
-    start: &CycleStart,
-    cycle: u64,
-    executor: &mut impl PhaseExecutor,
-    message: String,
-) -> Result<Option<String>, Stop> {
-    let (name, email) = executor.git_author();
-    let run_hooks = executor.run_hooks();
-    let cycle_start = start.clone();
-    let committer = (name.clone(), email.clone());
-    let staged = executor
-        .git(move |repo| {
-            let rules = repo.commit_rules((&committer.0, &committer.1))?;
-            let hooks = run_hooks && (rules.pre_commit.is_some() || rules.commit_msg.is_some());
-            let staged = repo.stage_commit(&cycle_start, hooks)?;
-            Ok((rules, staged))
-        })
-        .await;
-    let (rules, staged) = match staged {
-        Ok((rules, Staged::Ready(staged))) => (rules, staged),
-        Ok((_, Staged::AgentCommitted(commit))) => {
-            // Recorded with the phase, when the cycle notes its progress.
-            report.commit = Some(commit.to_string());
-            report.outcome = Some(Outcome::Committed);
-            return Ok(None);
-        }
-        Ok((_, Staged::Nothing)) => {
-            // Every change was in files the user had changed before
-            // (--allow-dirty): those are never committed.
-            tracing::warn!(
-                cycle,
-                "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
-            );
-            report.outcome = Some(Outcome::NoChanges);
-            return Ok(None);
-        }
-        Err(error) => {
-            let error = format!("commit failed: {error}");
-            fail_and_roll_back(report, start, cycle, executor, error).await;
-            return Ok(None);
-        }
-    };
-    let mut message = message;
-    let hooks = run_commit_hooks(executor, &rules, staged, &mut message).await?;
-    if !matches!(hooks, Hooks::Passed(_)) {
-        discard_hook_index(executor).await;
-    }
-    let staged = match hooks {
-        Hooks::Passed(staged) => staged,
-        Hooks::Refused(refusal) => {
-            tracing::warn!(cycle, %refusal, "a git hook refused the commit");
-            report.outcome = Some(Outcome::RolledBack);
-            report.error = Some(refusal.clone());
-            save_and_roll_back(report, start, cycle, executor, &refusal).await;
-            return Ok(Some(refusal));
-        }
-        Hooks::Broken(error) => {
-            fail_and_roll_back(
-                report,
-                start,
-                cycle,
-                executor,
-                format!("commit failed: {error}"),
-            )
-            .await;
-            return Ok(None);
-        }
-    };
-    let committed = match rules.signing {
-        None => executor
-            .git(move |repo| repo.commit_staged(&staged, &message, &name, &email))
-            .await
-            .map_err(|error| error.to_string()),
-        Some(Err(why)) => Err(format!(
-            "commit.gpgsign is true, but signing cannot work: {why}"
-        )),
-        Some(Ok(signing)) => {
-            let payload_of = staged.clone();
-            let payload = executor
-                .git(move |repo| repo.commit_payload(&payload_of, &message, &name, &email))
-                .await;
-            match payload {
-                Err(error) => Err(error.to_string()),
-                Ok(payload) => {
-                    match executor
-                        .sign_commit(signing, payload.clone())
-                        .await
-                        .ok_or(Stop::Cancelled)?
-                    {
-                        Err(why) => Err(format!("signing failed: {why}")),
-                        Ok(signature) => executor
-                            .git(move |repo| repo.commit_signed(&staged, &payload, &signature))
-                            .await
-                            .map_err(|error| error.to_string()),
-                    }
-                }
-            }
-        }
-    };
-    match committed {
-        Ok(commit) => {
-            // Recorded with the phase, when the cycle notes its progress.
-            report.commit = Some(commit.to_string());
-            report.outcome = Some(Outcome::Committed);
-        }
-        Err(error) => {
-            fail_and_roll_back(
-                report,
-                start,
-                cycle,
-                executor,
-                format!("commit failed: {error}"),
-            )
-            .await;
-        }
-    }
-    Ok(None)
 }
 
 /// What came of the commit hooks.
@@ -805,172 +1102,6 @@ async fn undo_after_edit(
         );
     }
     Ok(())
-}
-
-/// DESIGN §14: after a phase run HEAD must still be on the branch of `guard`,
-/// that branch must still contain `guard`'s commit and no submodule may have
-/// changed. Returns the cycle's reason when not (`code-edit: the agent …`),
-/// also when the check itself fails: a repository that cannot be checked is
-/// not trusted.
-async fn trespass_after(
-    executor: &mut impl PhaseExecutor,
-    guard: &CycleStart,
-    phase: Phase,
-) -> Option<String> {
-    let base = guard.clone();
-    match executor.git(move |repo| repo.trespasses(&base)).await {
-        Ok(found) if found.is_empty() => None,
-        Ok(found) => {
-            let what: Vec<String> = found.iter().map(ToString::to_string).collect();
-            Some(format!("{phase}: {}", what.join("; ")))
-        }
-        Err(error) => Some(format!(
-            "cannot check the repository after {phase}: {error}"
-        )),
-    }
-}
-
-/// Saves what the agent did (its commits, its branch, its submodule work) as
-/// an attempt and puts the repository back to `guard`. A committed cycle stays
-/// committed (its commit is kept); any other cycle fails with `reason`.
-async fn undo_trespass(
-    report: &mut CycleReport,
-    guard: &CycleStart,
-    cycle: u64,
-    executor: &mut impl PhaseExecutor,
-    reason: String,
-) {
-    tracing::error!(cycle, %reason, "the agent touched what belongs to the cycle; saving its work and restoring the repository");
-    // An attempt the verdict already saved stays the cycle's attempt: it
-    // holds the edit; this one only what the agent did to git afterwards.
-    let verdict_attempt = report.attempt_ref.take();
-    if report.outcome == Some(Outcome::Committed) {
-        report.error = Some(reason.clone());
-        save_and_roll_back(report, guard, cycle, executor, &reason).await;
-    } else {
-        fail_and_roll_back(report, guard, cycle, executor, reason).await;
-    }
-    if let Some(earlier) = verdict_attempt {
-        if let (Some(later), Some(error)) = (report.attempt_ref.take(), report.error.as_mut()) {
-            error.push_str(&format!(" (saved as {later})"));
-        }
-        report.attempt_ref = Some(earlier);
-    }
-}
-
-/// Ends the cycle as failed with `error`, which is also why its work was not
-/// kept: saved as an attempt, then rolled back.
-async fn fail_and_roll_back(
-    report: &mut CycleReport,
-    start: &CycleStart,
-    cycle: u64,
-    executor: &mut impl PhaseExecutor,
-    error: String,
-) {
-    report.outcome = Some(Outcome::Failed);
-    report.error = Some(error.clone());
-    save_and_roll_back(report, start, cycle, executor, &error).await;
-}
-
-/// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and puts
-/// the repository back to the cycle's start (the user's own changes included).
-async fn save_and_roll_back(
-    report: &mut CycleReport,
-    start: &CycleStart,
-    cycle: u64,
-    executor: &mut impl PhaseExecutor,
-    why: &str,
-) {
-    let title = report.title.clone().unwrap_or_else(|| "attempt".to_owned());
-    let message = format!(
-        "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
-    );
-    let (name, email) = executor.git_author();
-    let cycle_start = start.clone();
-    // Never roll back what could not be saved: save first, record it, then reset.
-    // With secret_scan on, no attempt keeps a credential the cycle added,
-    // whatever ended the cycle: its lines are masked.
-    let scan = executor.secret_scan();
-    let saved = executor
-        .git(move |repo| {
-            let secrets = if scan {
-                scan_secrets(repo, &cycle_start)?
-            } else {
-                None
-            };
-            let Some(secrets) = secrets else {
-                let saved = repo.save_changes(&cycle_start, cycle, &message, &name, &email)?;
-                return Ok(saved.map(|reference| (reference, None)));
-            };
-            let masks = secrets.lines_to_mask();
-            let reference =
-                repo.save_masked_attempt(&cycle_start, cycle, &message, (&name, &email), &masks)?;
-            Ok(Some((reference, Some(secrets))))
-        })
-        .await;
-    let reference = match saved {
-        Ok(Some((reference, secrets))) => {
-            if let Some(secrets) = secrets {
-                tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
-            }
-            reference
-        }
-        Ok(None) => return,
-        Err(error) => {
-            let message = format!(
-                "could not save the attempt ({error}); the work tree still holds the cycle's changes"
-            );
-            tracing::error!(cycle, %message);
-            report.error.get_or_insert(message);
-            return;
-        }
-    };
-    report.attempt_ref = Some(reference.clone());
-    note_in_flight(executor, start, report);
-    let cycle_start = start.clone();
-    match executor.git(move |repo| repo.rollback(&cycle_start)).await {
-        Ok(()) => {
-            tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
-        }
-        Err(error) => {
-            let message = format!(
-                "attempt saved as {reference}, but the rollback failed ({error}); the work tree still holds the cycle's changes"
-            );
-            tracing::error!(cycle, %message);
-            report.error.get_or_insert(message);
-        }
-    }
-}
-
-async fn finish_early(
-    mut report: CycleReport,
-    start: &CycleStart,
-    cycle: u64,
-    executor: &mut impl PhaseExecutor,
-    stop: Stop,
-) -> CycleReport {
-    let why = match &stop {
-        Stop::Cancelled => "the daemon was stopped".to_owned(),
-        Stop::Halt(reason) => reason.clone(),
-    };
-    if report.outcome != Some(Outcome::Committed) {
-        save_and_roll_back(&mut report, start, cycle, executor, &why).await;
-        report.outcome = Some(match stop {
-            Stop::Cancelled => Outcome::Interrupted,
-            Stop::Halt(_) => Outcome::Failed,
-        });
-    }
-    report.error.get_or_insert(why);
-    report.stop = Some(stop);
-    report
-}
-
-/// Tells the executor what a restart after a crash must know of the cycle so
-/// far: the report, and where to roll back to, its start until its work is
-/// committed.
-fn note_in_flight(executor: &mut impl PhaseExecutor, start: &CycleStart, report: &CycleReport) {
-    let rollback_point = report.commit.is_none().then_some(start);
-    executor.save_in_flight(rollback_point, report);
 }
 
 /// How long a cycle took, for progress.json.

@@ -21,7 +21,7 @@ use crate::backoff;
 use crate::breaker::{Admission, Breaker, BreakerSnapshot, BreakerState};
 use crate::checks::{self, CheckResult};
 use crate::config::{AgentKind, Config};
-use crate::cycle::{self, CycleInput, CycleReport, PhaseExecutor, Stop};
+use crate::cycle::{self, CycleEnd, CycleInput, CycleReport, PhaseExecutor, Stop};
 use crate::git::{GitError, GitRepo};
 use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
@@ -443,17 +443,16 @@ impl Daemon {
                 }
             }
             let cycle = self.next_cycle_number();
-            let report = self.run_cycle(cycle).await?;
+            let (end, report) = self.run_cycle(cycle).await?;
             cycles_run += 1;
-            match &report.stop {
-                Some(Stop::Cancelled) => return Ok(RunExit::Interrupted),
-                Some(Stop::Halt(reason)) => {
+            let outcome = match &end {
+                CycleEnd::Interrupted { .. } => return Ok(RunExit::Interrupted),
+                CycleEnd::Halted { reason, .. } => {
                     tracing::warn!(%reason, "halting");
                     return Ok(RunExit::Halted);
                 }
-                None => {}
-            }
-            let outcome = report.outcome.unwrap_or(Outcome::Failed);
+                CycleEnd::Ran(outcome) | CycleEnd::Complete(outcome) => *outcome,
+            };
             let now = SystemTime::now();
             match outcome {
                 Outcome::Committed | Outcome::Complete => self.breaker.record_success(),
@@ -481,7 +480,7 @@ impl Daemon {
             if let Some(message) = self.fatal.take() {
                 return Err(UsageError(message).into());
             }
-            if report.complete {
+            if let CycleEnd::Complete(_) = end {
                 tracing::info!(cycle, "completion accepted: stopping");
                 return Ok(RunExit::Complete);
             }
@@ -513,7 +512,7 @@ impl Daemon {
         recorded.max(self.paths.highest_cycle_dir()) + 1
     }
 
-    async fn run_cycle(&mut self, cycle: u64) -> Result<CycleReport> {
+    async fn run_cycle(&mut self, cycle: u64) -> Result<(CycleEnd, CycleReport)> {
         let started_at = now_rfc3339();
         let started = std::time::Instant::now();
         let in_flight = InFlight {
@@ -547,7 +546,7 @@ impl Daemon {
             gates: self.config.gates.clone(),
         };
         tracing::info!(cycle, branch = %self.branch, "cycle started");
-        let report = cycle::run(&input, self)
+        let (end, report) = cycle::run(&input, self)
             .instrument(tracing::info_span!("cycle", cycle))
             .await;
         // Settle the branch before the cycle is recorded: a rollback at its
@@ -555,7 +554,7 @@ impl Daemon {
         if let Err(error) = self.check_branch().await {
             tracing::error!(cycle, error = %format!("{error:#}"), "branch check failed");
         }
-        let outcome = report.outcome.unwrap_or(Outcome::Failed);
+        let outcome = end.outcome();
 
         if outcome == Outcome::Committed
             && let Some(story) = &report.story_passed
@@ -609,7 +608,7 @@ impl Daemon {
             commit = report.commit.as_deref().unwrap_or("-"),
             "cycle finished"
         );
-        Ok(report)
+        Ok((end, report))
     }
 
     /// Marks `story` as passing in prd.json, for the committed `cycle` whose

@@ -10,25 +10,29 @@
 //!
 //! It decides nothing about limits, retries, backoff, waiting or the
 //! breaker: running a phase is delegated to a [`PhaseExecutor`], which the
-//! daemon implements with its guards.
+//! daemon implements with its guards, and every git operation to its
+//! [`CycleRepo`] (`cycle/repo.rs`). A cycle is a [`CycleRun`] with one method
+//! per phase; its end ([`CycleEnd`]) is decided in one place,
+//! [`CycleRun::end`]. The commit through git's rules is in `cycle/commit.rs`.
+
+mod commit;
+mod repo;
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::agent::PhaseRun;
 use crate::blocks;
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
-use crate::gates::{self, Found, Gates, SecretScan, Violation};
-use crate::git::{
-    CommitRules, CycleStart, GitError, GitRepo, Progress, Signing, Staged, StagedCommit,
-};
-use crate::git_rules;
+use crate::gates::{self, Gates, Violation};
+use crate::git::{GitError, Progress, Signing};
 use crate::phase::Phase;
 use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
 use crate::state::{Outcome, PhaseRecord};
+
+pub(crate) use repo::{CycleRepo, LiveRepo};
 
 /// How much of the diff the backtest prompt sees.
 const DIFF_SUMMARY_BYTES: usize = 16 * 1024;
@@ -44,6 +48,9 @@ pub(crate) enum Stop {
 
 /// What the daemon provides to run phases and touch the outside world.
 pub(crate) trait PhaseExecutor {
+    /// The repository the cycle works on: every git operation of the cycle
+    /// goes through it.
+    type Repo: CycleRepo;
     /// Runs one phase to a final answer or failure, applying every guard
     /// (limiter, budget, usage-limit waits, retries). `Err` means stop now.
     async fn run_phase(
@@ -58,18 +65,15 @@ pub(crate) trait PhaseExecutor {
     fn render_prompt(&mut self, phase: Phase, context: PromptContext) -> String;
     /// Runs the configured backtest checks; `None` when cancelled.
     async fn run_checks(&mut self) -> Option<Vec<CheckResult>>;
-    /// Runs a git operation off the async threads (git2 calls block).
-    async fn git<T: Send + 'static>(
-        &mut self,
-        operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
-    ) -> Result<T, GitError>;
+    /// A handle on the repository, taken once per cycle.
+    fn repo(&self) -> Self::Repo;
     /// The configured commit author: (name, email).
     fn git_author(&self) -> (String, String);
     /// Keeps what a restart after a crash must know of this cycle: where to
     /// roll it back to (its start, or `None` once its work is committed:
     /// nothing left to undo) and the report so far (phase runs and their
     /// cost, commit, saved attempt, story).
-    fn save_in_flight(&mut self, rollback_point: Option<&CycleStart>, report: &CycleReport);
+    fn save_in_flight(&mut self, rollback_point: Option<&Snapshot<Self>>, report: &CycleReport);
     /// `[git] run_hooks`: whether the repository's commit hooks run.
     fn run_hooks(&self) -> bool;
     /// `[gates] secret_scan`: whether saved attempts are scanned and masked.
@@ -91,6 +95,9 @@ pub(crate) trait PhaseExecutor {
         payload: String,
     ) -> Option<Result<String, String>>;
 }
+
+/// The repository at one moment, as the executor's repository takes it.
+type Snapshot<E> = <<E as PhaseExecutor>::Repo as CycleRepo>::Snapshot;
 
 /// What the cycle knows before it starts.
 pub(crate) struct CycleInput {
@@ -196,12 +203,13 @@ pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
 /// Runs one cycle and says how it ended. Never returns an error for agent or
 /// git trouble: those become the cycle's end; only the daemon's stop
 /// requests end it early.
-pub(crate) async fn run(
+pub(crate) async fn run<E: PhaseExecutor>(
     input: &CycleInput,
-    executor: &mut impl PhaseExecutor,
+    executor: &mut E,
 ) -> (CycleEnd, CycleReport) {
     let mut report = CycleReport::default();
-    let (start, gates) = match prepare(input, executor).await {
+    let mut repo = executor.repo();
+    let (start, gates) = match prepare(input, &mut repo).await {
         Ok(ready) => ready,
         Err(error) => {
             report.error = Some(error);
@@ -211,6 +219,7 @@ pub(crate) async fn run(
     let mut cycle = CycleRun {
         input,
         executor,
+        repo,
         report,
         guard: Some(start.clone()),
         start,
@@ -235,17 +244,16 @@ pub(crate) async fn run(
 /// What must hold before a cycle starts: no stray changes in the tree (with
 /// `auto_commit`), valid gates, and the start snapshot. `Err` is the reason
 /// the cycle fails without starting.
-async fn prepare(
+async fn prepare<R: CycleRepo>(
     input: &CycleInput,
-    executor: &mut impl PhaseExecutor,
-) -> Result<(CycleStart, Arc<Gates>), String> {
+    repo: &mut R,
+) -> Result<(R::Snapshot, Gates), String> {
     // With auto_commit = false, verified changes stay in the tree on purpose.
     if !input.allow_dirty && input.auto_commit {
         // Changes that appeared since start-up (a rollback that failed, someone
         // editing the repo) must never be snapshotted as the user's and carried on.
-        let home = input.home.clone();
-        let dirty = executor
-            .git(move |repo| repo.stray_paths(&home, 10))
+        let dirty = repo
+            .stray_paths(&input.home, 10)
             .await
             .map_err(|error| error.to_string())?;
         if !dirty.is_empty() {
@@ -263,30 +271,31 @@ async fn prepare(
     }
     let gates = Gates::new(&input.gates)
         .map_err(|error| format!("invalid gates.protected_paths: {error}"))?;
-    let start = executor
-        .git(|repo| repo.begin_cycle())
+    let start = repo
+        .begin_cycle()
         .await
         .map_err(|error| error.to_string())?;
-    Ok((start, Arc::new(gates)))
+    Ok((start, gates))
 }
 
 /// One cycle while it runs: what it was given, what it has done so far, and
 /// what the later phases and the end depend on.
-struct CycleRun<'a, E> {
+struct CycleRun<'a, E: PhaseExecutor> {
     input: &'a CycleInput,
     executor: &'a mut E,
+    repo: E::Repo,
     report: CycleReport,
     /// The repository before the agent ran: where a rollback goes.
-    start: CycleStart,
-    gates: Arc<Gates>,
+    start: Snapshot<E>,
+    gates: Gates,
     /// What every phase run must leave the branch and submodules at: the
     /// start, then, once the verdict committed, the verified state (`None` when
     /// that could not be snapshotted: the report's git use is not checked).
-    guard: Option<CycleStart>,
+    guard: Option<Snapshot<E>>,
     /// The agent declared completion and it was accepted.
     completion: bool,
     /// What code-edit left for the backtest.
-    edit: Edit,
+    edit: Edit<Snapshot<E>>,
     /// What the verdict (or a gate) made of the edit: `committed`,
     /// `rolled_back`, `no_changes` (nothing of it could be committed) or
     /// `failed` (the commit failed). `None` until decided.
@@ -299,7 +308,7 @@ struct CycleRun<'a, E> {
 }
 
 /// What code-edit left for the backtest.
-enum Edit {
+enum Edit<S> {
     /// Code-edit has not run (or was skipped: completion in scan or idea).
     NotRun,
     /// Code-edit changed nothing: outcome `no_changes`.
@@ -307,7 +316,7 @@ enum Edit {
     /// A diff gate refused the change: rolled back, nothing left to verify.
     Refused,
     /// A change to verify, and the work tree as code-edit left it.
-    Changed { checkpoint: CycleStart },
+    Changed { checkpoint: S },
 }
 
 /// Why a cycle ended before its last phase.
@@ -328,13 +337,13 @@ impl From<Stop> for CutShort {
 }
 
 /// What the cycle's edit came to, from [`CycleRun::measure_edit`].
-enum Measured {
+enum Measured<S> {
     Unchanged,
     Refused(Vec<Violation>),
     Changed {
         progress: Progress,
         summary: String,
-        checkpoint: CycleStart,
+        checkpoint: S,
     },
 }
 
@@ -521,27 +530,40 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     /// Measures code-edit's work against the start and, before anything
     /// pins or shows the diff (a secret must reach no ref and no prompt),
     /// checks it against the gates.
-    async fn measure_edit(&mut self) -> Result<Measured, GitError> {
-        let cycle_start = self.start.clone();
-        let gates = Arc::clone(&self.gates);
-        self.executor
-            .git(move |repo| {
-                let progress = repo.measure_progress(&cycle_start)?;
-                if progress.is_empty() {
-                    return Ok(Measured::Unchanged);
-                }
-                let violations = check_gates(repo, &cycle_start, &gates)?;
-                if !violations.is_empty() {
-                    return Ok(Measured::Refused(violations));
-                }
-                let summary = repo.diff_summary(&cycle_start, DIFF_SUMMARY_BYTES)?;
-                Ok(Measured::Changed {
-                    progress,
-                    summary,
-                    checkpoint: repo.checkpoint()?,
-                })
-            })
-            .await
+    async fn measure_edit(&mut self) -> Result<Measured<Snapshot<E>>, GitError> {
+        let progress = self.repo.measure_progress(&self.start).await?;
+        if progress.is_empty() {
+            return Ok(Measured::Unchanged);
+        }
+        let violations = self.check_gates().await?;
+        if !violations.is_empty() {
+            return Ok(Measured::Refused(violations));
+        }
+        let summary = self
+            .repo
+            .diff_summary(&self.start, DIFF_SUMMARY_BYTES)
+            .await?;
+        Ok(Measured::Changed {
+            progress,
+            summary,
+            checkpoint: self.repo.checkpoint().await?,
+        })
+    }
+
+    /// The diff gates over the cycle's work: the changed files and lines,
+    /// the protected paths, and the secret scan over every added line, the
+    /// agent's own commits included.
+    async fn check_gates(&mut self) -> Result<Vec<Violation>, GitError> {
+        let files = self.repo.changed_files(&self.start).await?;
+        let mut violations = self.gates.check_changes(
+            files
+                .iter()
+                .map(|file| (file.path.as_path(), file.insertions + file.deletions)),
+        );
+        if self.gates.scans_secrets() {
+            violations.extend(self.repo.scan_secrets(&self.start).await?);
+        }
+        Ok(violations)
     }
 
     /// The verdict: exactly code-edit's work is judged (what the checks or
@@ -550,7 +572,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     async fn backtest(&mut self, text: &str) -> Result<(), CutShort> {
         if let Edit::Changed { checkpoint } = &self.edit {
             let checkpoint = checkpoint.clone();
-            if let Err(error) = undo_after_edit(self.executor, checkpoint, self.input.cycle).await {
+            if let Err(error) = self.undo_after_edit(&checkpoint).await {
                 let start = self.start.clone();
                 self.fail_and_roll_back(
                     &start,
@@ -590,7 +612,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         if self.kept == Some(Outcome::Committed) {
             // The report may not undo what was verified: it is checked
             // against the state after the commit.
-            self.guard = match self.executor.git(|repo| repo.checkpoint()).await {
+            self.guard = match self.repo.checkpoint().await {
                 Ok(verified) => Some(verified),
                 Err(error) => {
                     tracing::warn!(cycle = self.input.cycle, %error, "cannot snapshot the committed state; the report's git use is not checked");
@@ -601,122 +623,22 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         Ok(())
     }
 
-    /// Commits the verified edit as `git commit` would: stages it, runs the
-    /// repository's `pre-commit` and `commit-msg` hooks (unless `[git]
-    /// run_hooks = false`), signs it when `commit.gpgsign` asks for it, then
-    /// commits. A hook that refuses fails the verification: the cycle is
-    /// rolled back, the attempt saved, and the refusal returned. `Err` only
-    /// when the daemon must stop.
-    async fn commit_verified(&mut self, message: String) -> Result<Option<String>, Stop> {
-        let cycle = self.input.cycle;
-        let (name, email) = self.executor.git_author();
-        let run_hooks = self.executor.run_hooks();
-        let cycle_start = self.start.clone();
-        let committer = (name.clone(), email.clone());
-        let staged = self
-            .executor
-            .git(move |repo| {
-                let rules = repo.commit_rules((&committer.0, &committer.1))?;
-                let hooks = run_hooks && (rules.pre_commit.is_some() || rules.commit_msg.is_some());
-                let staged = repo.stage_commit(&cycle_start, hooks)?;
-                Ok((rules, staged))
-            })
-            .await;
-        let start = self.start.clone();
-        let (rules, staged) = match staged {
-            Ok((rules, Staged::Ready(staged))) => (rules, staged),
-            Ok((_, Staged::AgentCommitted(commit))) => {
-                // Recorded with the phase, when the cycle notes its progress.
-                self.report.commit = Some(commit.to_string());
-                self.kept = Some(Outcome::Committed);
-                return Ok(None);
-            }
-            Ok((_, Staged::Nothing)) => {
-                // Every change was in files the user had changed before
-                // (--allow-dirty): those are never committed.
-                tracing::warn!(
-                    cycle,
-                    "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
-                );
-                self.kept = Some(Outcome::NoChanges);
-                return Ok(None);
-            }
-            Err(error) => {
-                self.kept = Some(Outcome::Failed);
-                self.fail_and_roll_back(&start, format!("commit failed: {error}"))
-                    .await;
-                return Ok(None);
-            }
-        };
-        let mut message = message;
-        let hooks = run_commit_hooks(self.executor, &rules, staged, &mut message).await?;
-        if !matches!(hooks, Hooks::Passed(_)) {
-            discard_hook_index(self.executor).await;
+    /// Undoes what changed after code-edit (files the checks or the
+    /// backtest agent's Bash wrote, commits it made), so that exactly the
+    /// verified edit is committed or saved.
+    async fn undo_after_edit(&mut self, checkpoint: &Snapshot<E>) -> Result<(), GitError> {
+        let changed = self.repo.measure_progress(checkpoint).await?;
+        if changed.is_empty() {
+            return Ok(());
         }
-        let staged = match hooks {
-            Hooks::Passed(staged) => staged,
-            Hooks::Refused(refusal) => {
-                tracing::warn!(cycle, %refusal, "a git hook refused the commit");
-                self.kept = Some(Outcome::RolledBack);
-                self.report.error = Some(refusal.clone());
-                self.save_and_roll_back(&start, &refusal).await;
-                return Ok(Some(refusal));
-            }
-            Hooks::Broken(error) => {
-                self.kept = Some(Outcome::Failed);
-                self.fail_and_roll_back(&start, format!("commit failed: {error}"))
-                    .await;
-                return Ok(None);
-            }
-        };
-        let committed = match rules.signing {
-            None => self
-                .executor
-                .git(move |repo| repo.commit_staged(&staged, &message, &name, &email))
-                .await
-                .map_err(|error| error.to_string()),
-            Some(Err(why)) => Err(format!(
-                "commit.gpgsign is true, but signing cannot work: {why}"
-            )),
-            Some(Ok(signing)) => {
-                let payload_of = staged.clone();
-                let payload = self
-                    .executor
-                    .git(move |repo| repo.commit_payload(&payload_of, &message, &name, &email))
-                    .await;
-                match payload {
-                    Err(error) => Err(error.to_string()),
-                    Ok(payload) => {
-                        match self
-                            .executor
-                            .sign_commit(signing, payload.clone())
-                            .await
-                            .ok_or(Stop::Cancelled)?
-                        {
-                            Err(why) => Err(format!("signing failed: {why}")),
-                            Ok(signature) => self
-                                .executor
-                                .git(move |repo| repo.commit_signed(&staged, &payload, &signature))
-                                .await
-                                .map_err(|error| error.to_string()),
-                        }
-                    }
-                }
-            }
-        };
-        match committed {
-            Ok(commit) => {
-                // Recorded with the phase, when the cycle notes its progress.
-                self.report.commit = Some(commit.to_string());
-                self.kept = Some(Outcome::Committed);
-            }
-            Err(error) => {
-                self.kept = Some(Outcome::Failed);
-                self.fail_and_roll_back(&start, format!("commit failed: {error}"))
-                    .await;
-            }
-        }
-        Ok(None)
+        self.repo.rollback(checkpoint).await?;
+        tracing::warn!(
+            cycle = self.input.cycle,
+            files = changed.files_changed,
+            commits = changed.agent_commits,
+            "the checks or the backtest agent changed the work tree; undone, only code-edit's work is kept"
+        );
+        Ok(())
     }
 
     /// DESIGN §14: after a phase run HEAD must still be on the branch of
@@ -724,9 +646,8 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     /// submodule may have changed. Returns the cycle's reason when not
     /// (`code-edit: the agent …`), also when the check itself fails: a
     /// repository that cannot be checked is not trusted.
-    async fn trespass_after(&mut self, guard: &CycleStart, phase: Phase) -> Option<String> {
-        let base = guard.clone();
-        match self.executor.git(move |repo| repo.trespasses(&base)).await {
+    async fn trespass_after(&mut self, guard: &Snapshot<E>, phase: Phase) -> Option<String> {
+        match self.repo.trespasses(guard).await {
             Ok(found) if found.is_empty() => None,
             Ok(found) => {
                 let what: Vec<String> = found.iter().map(ToString::to_string).collect();
@@ -742,7 +663,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     /// as an attempt and puts the repository back to `guard`. A committed
     /// cycle stays committed (its commit is kept); any other cycle fails with
     /// `reason`.
-    async fn undo_trespass(&mut self, guard: &CycleStart, reason: String) {
+    async fn undo_trespass(&mut self, guard: &Snapshot<E>, reason: String) {
         tracing::error!(cycle = self.input.cycle, %reason, "the agent touched what belongs to the cycle; saving its work and restoring the repository");
         // An attempt the verdict already saved stays the cycle's attempt: it
         // holds the edit; this one only what the agent did to git afterwards.
@@ -765,59 +686,17 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
 
     /// Records `error`, which is also why the cycle's work was not kept:
     /// saved as an attempt, then rolled back to `to`.
-    async fn fail_and_roll_back(&mut self, to: &CycleStart, error: String) {
+    async fn fail_and_roll_back(&mut self, to: &Snapshot<E>, error: String) {
         self.report.error = Some(error.clone());
         self.save_and_roll_back(to, &error).await;
     }
 
     /// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and
     /// puts the repository back to `to` (the user's own changes included).
-    async fn save_and_roll_back(&mut self, to: &CycleStart, why: &str) {
+    async fn save_and_roll_back(&mut self, to: &Snapshot<E>, why: &str) {
         let cycle = self.input.cycle;
-        let title = self
-            .report
-            .title
-            .clone()
-            .unwrap_or_else(|| "attempt".to_owned());
-        let message = format!(
-            "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
-        );
-        let (name, email) = self.executor.git_author();
-        let cycle_start = to.clone();
-        // Never roll back what could not be saved: save first, record it, then reset.
-        // With secret_scan on, no attempt keeps a credential the cycle added,
-        // whatever ended the cycle: its lines are masked.
-        let scan = self.executor.secret_scan();
-        let saved = self
-            .executor
-            .git(move |repo| {
-                let secrets = if scan {
-                    scan_secrets(repo, &cycle_start)?
-                } else {
-                    None
-                };
-                let Some(secrets) = secrets else {
-                    let saved = repo.save_changes(&cycle_start, cycle, &message, &name, &email)?;
-                    return Ok(saved.map(|reference| (reference, None)));
-                };
-                let masks = secrets.lines_to_mask();
-                let reference = repo.save_masked_attempt(
-                    &cycle_start,
-                    cycle,
-                    &message,
-                    (&name, &email),
-                    &masks,
-                )?;
-                Ok(Some((reference, Some(secrets))))
-            })
-            .await;
-        let reference = match saved {
-            Ok(Some((reference, secrets))) => {
-                if let Some(secrets) = secrets {
-                    tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
-                }
-                reference
-            }
+        let reference = match self.save_attempt(to, why).await {
+            Ok(Some(reference)) => reference,
             Ok(None) => return,
             Err(error) => {
                 let message = format!(
@@ -828,14 +707,10 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                 return;
             }
         };
+        // Never roll back what could not be saved: save first, record it, then reset.
         self.report.attempt_ref = Some(reference.clone());
         self.note_in_flight_at(to);
-        let cycle_start = to.clone();
-        match self
-            .executor
-            .git(move |repo| repo.rollback(&cycle_start))
-            .await
-        {
+        match self.repo.rollback(to).await {
             Ok(()) => {
                 tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
             }
@@ -847,6 +722,45 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                 self.report.error.get_or_insert(message);
             }
         }
+    }
+
+    /// Saves what changed since `since` as the cycle's attempt, `why` in its
+    /// message; `None` when nothing changed. With secret_scan on, no attempt
+    /// keeps a credential the cycle added, whatever ended the cycle: its
+    /// lines are masked.
+    async fn save_attempt(
+        &mut self,
+        since: &Snapshot<E>,
+        why: &str,
+    ) -> Result<Option<String>, GitError> {
+        let cycle = self.input.cycle;
+        let title = self
+            .report
+            .title
+            .clone()
+            .unwrap_or_else(|| "attempt".to_owned());
+        let message = format!(
+            "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
+        );
+        let (name, email) = self.executor.git_author();
+        let secrets = if self.executor.secret_scan() {
+            self.repo.scan_secrets(since).await?
+        } else {
+            None
+        };
+        let Some(secrets) = secrets else {
+            return self
+                .repo
+                .save_changes(since, cycle, &message, (&name, &email))
+                .await;
+        };
+        let masks = secrets.lines_to_mask();
+        let reference = self
+            .repo
+            .save_masked_attempt(since, cycle, &message, (&name, &email), &masks)
+            .await?;
+        tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
+        Ok(Some(reference))
     }
 
     /// The daemon must stop: work not committed is saved and rolled back.
@@ -895,112 +809,9 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         self.note_in_flight_at(&start);
     }
 
-    fn note_in_flight_at(&mut self, rollback_point: &CycleStart) {
+    fn note_in_flight_at(&mut self, rollback_point: &Snapshot<E>) {
         let rollback_point = self.report.commit.is_none().then_some(rollback_point);
         self.executor.save_in_flight(rollback_point, &self.report);
-    }
-}
-
-/// The diff gates over the cycle's work (runs on the git thread): the
-/// changed files and lines, the protected paths, and the secret scan over
-/// every added line, the agent's own commits included.
-fn check_gates(
-    repo: &GitRepo,
-    start: &CycleStart,
-    gates: &Gates,
-) -> Result<Vec<Violation>, GitError> {
-    let files = repo.changed_files(start)?;
-    let mut violations = gates.check_changes(
-        files
-            .iter()
-            .map(|file| (file.path.as_path(), file.insertions + file.deletions)),
-    );
-    if gates.scans_secrets() {
-        violations.extend(scan_secrets(repo, start)?);
-    }
-    Ok(violations)
-}
-
-/// The secret scan over every line the cycle added (the work tree's diff and
-/// the agent's own commits); runs on the git thread.
-fn scan_secrets(repo: &GitRepo, start: &CycleStart) -> Result<Option<Violation>, GitError> {
-    let mut scan = SecretScan::default();
-    repo.scan_added_lines(start, |commit, path, line, content| {
-        let found = match commit {
-            Some(commit) => Found::Commit(commit.to_owned()),
-            None => Found::WorkTree,
-        };
-        scan.added_line(found, path, line, content);
-    })?;
-    Ok(scan.finish())
-}
-
-/// What came of the commit hooks.
-enum Hooks {
-    /// The commit may go on, with what the hooks staged.
-    Passed(StagedCommit),
-    /// A hook refused the commit: the reason.
-    Refused(String),
-    /// ralphd could not run them (a git error).
-    Broken(String),
-}
-
-/// Runs `pre-commit`, then `commit-msg` on a file holding `message`, which
-/// it may rewrite (the rewritten, cleaned message replaces `message`).
-async fn run_commit_hooks(
-    executor: &mut impl PhaseExecutor,
-    rules: &CommitRules,
-    staged: StagedCommit,
-    message: &mut String,
-) -> Result<Hooks, Stop> {
-    let Some(index) = staged.hook_index().map(Path::to_path_buf) else {
-        return Ok(Hooks::Passed(staged));
-    };
-    if let Some(hook) = &rules.pre_commit {
-        let run = executor
-            .run_git_hook(hook.clone(), Vec::new(), index.clone())
-            .await
-            .ok_or(Stop::Cancelled)?;
-        if !run.passed() {
-            return Ok(Hooks::Refused(git_rules::hook_refusal(&run)));
-        }
-    }
-    if let Some(hook) = &rules.commit_msg {
-        let text = message.clone();
-        let file = match executor
-            .git(move |repo| repo.write_commit_message(&text))
-            .await
-        {
-            Ok(file) => file,
-            Err(error) => return Ok(Hooks::Broken(error.to_string())),
-        };
-        let run = executor
-            .run_git_hook(hook.clone(), vec![file.into_os_string()], index)
-            .await
-            .ok_or(Stop::Cancelled)?;
-        if !run.passed() {
-            return Ok(Hooks::Refused(git_rules::hook_refusal(&run)));
-        }
-        let rewritten = match executor.git(|repo| repo.read_commit_message()).await {
-            Ok(text) => git_rules::clean_message(&text),
-            Err(error) => return Ok(Hooks::Broken(error.to_string())),
-        };
-        if rewritten.is_empty() {
-            return Ok(Hooks::Refused(
-                "the commit-msg hook left an empty commit message".to_owned(),
-            ));
-        }
-        *message = rewritten;
-    }
-    match executor.git(move |repo| repo.after_hooks(staged)).await {
-        Ok(staged) => Ok(Hooks::Passed(staged)),
-        Err(error) => Ok(Hooks::Broken(error.to_string())),
-    }
-}
-
-async fn discard_hook_index(executor: &mut impl PhaseExecutor) {
-    if let Err(error) = executor.git(|repo| repo.discard_hook_index()).await {
-        tracing::warn!(%error, "cannot remove ralphd's index file for the hooks");
     }
 }
 
@@ -1074,34 +885,6 @@ fn check_brief(check: &CheckResult) -> CheckBrief {
         timed_out: check.timed_out,
         output_tail: check.output_tail.clone(),
     }
-}
-
-/// Undoes what changed after code-edit (files the checks or the backtest
-/// agent's Bash wrote, commits it made), so that exactly the verified edit is
-/// committed or saved.
-async fn undo_after_edit(
-    executor: &mut impl PhaseExecutor,
-    checkpoint: CycleStart,
-    cycle: u64,
-) -> Result<(), GitError> {
-    let changed = executor
-        .git(move |repo| {
-            let changed = repo.measure_progress(&checkpoint)?;
-            if !changed.is_empty() {
-                repo.rollback(&checkpoint)?;
-            }
-            Ok(changed)
-        })
-        .await?;
-    if !changed.is_empty() {
-        tracing::warn!(
-            cycle,
-            files = changed.files_changed,
-            commits = changed.agent_commits,
-            "the checks or the backtest agent changed the work tree; undone, only code-edit's work is kept"
-        );
-    }
-    Ok(())
 }
 
 /// How long a cycle took, for progress.json.

@@ -21,7 +21,7 @@ use crate::backoff;
 use crate::breaker::{Admission, Breaker, BreakerSnapshot, BreakerState};
 use crate::checks::{self, CheckResult};
 use crate::config::{AgentKind, Config};
-use crate::cycle::{self, CycleEnd, CycleInput, CycleReport, PhaseExecutor, Stop};
+use crate::cycle::{self, CycleEnd, CycleInput, CycleReport, LiveRepo, PhaseExecutor, Stop};
 use crate::git::{GitError, GitRepo};
 use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
@@ -938,6 +938,18 @@ impl Daemon {
             Err(_) => phase.builtin_template().to_owned(),
         }
     }
+
+    /// Runs a git operation off the async threads (git2 calls block).
+    async fn git<T: Send + 'static>(
+        &mut self,
+        operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let repo = self.repo.clone();
+        match tokio::task::spawn_blocking(move || operation(&repo)).await {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        }
+    }
 }
 
 impl PhaseExecutor for Daemon {
@@ -1009,15 +1021,10 @@ impl PhaseExecutor for Daemon {
         .await
     }
 
-    async fn git<T: Send + 'static>(
-        &mut self,
-        operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
-    ) -> Result<T, GitError> {
-        let repo = self.repo.clone();
-        match tokio::task::spawn_blocking(move || operation(&repo)).await {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-        }
+    type Repo = LiveRepo;
+
+    fn repo(&self) -> LiveRepo {
+        LiveRepo::new(self.repo.clone())
     }
 
     fn git_author(&self) -> (String, String) {

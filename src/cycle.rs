@@ -17,6 +17,10 @@
 
 mod commit;
 mod repo;
+#[cfg(test)]
+mod script;
+#[cfg(test)]
+mod tests;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -14,6 +14,8 @@
 //! [`CycleRepo`] (`cycle/repo.rs`). A cycle is a [`CycleRun`] with one method
 //! per phase; its end ([`CycleEnd`]) is decided in one place,
 //! [`CycleRun::end`]. The commit through git's rules is in `cycle/commit.rs`.
+//! The rules are tested in `cycle/tests.rs` through the scripted executor and
+//! repository of `cycle/script.rs`.
 
 mod commit;
 mod repo;

@@ -80,7 +80,10 @@ pub(crate) async fn run_all(
                 output_tail: format!("ralphd could not start the check: {error}"),
             },
         };
-        tracing::info!(check = %result.command, exit = ?result.exit_code, timed_out = result.timed_out, "check finished");
+        let exit = result
+            .exit_code
+            .map_or_else(|| "none".to_owned(), |code| code.to_string());
+        tracing::info!(check = %result.command, %exit, timed_out = result.timed_out, "check finished");
         results.push(result);
     }
     Some(results)

@@ -148,7 +148,9 @@ pub(crate) fn save_json_with<T: Serialize>(
     value: &T,
     durability: Durability,
 ) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
+    // Fails on a path that is not UTF-8 (a file name in the repository).
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes, durability)
 }

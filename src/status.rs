@@ -56,7 +56,8 @@ pub(crate) fn collect(home: &Path) -> Result<Value> {
     Ok(json!({
         "running": running,
         "heartbeat_fresh": running.then_some(heartbeat_fresh).flatten(),
-        "home": home,
+        // Lossy: a home path need not be UTF-8, JSON strings must be.
+        "home": home.display().to_string(),
         "status": status,
         "branch": progress.as_ref().map(|p| p.branch.clone()),
         "total_cost_usd": progress.as_ref().map_or(0.0, |p| p.total_cost_usd),

@@ -423,6 +423,7 @@ pub(crate) struct Env {
 impl Env {
     /// The `RALPH_*` variables of this process.
     pub(crate) fn from_process() -> Env {
+        // A name that is not UTF-8 is none of ralphd's variables (all are ASCII).
         Env::from_pairs(
             std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value))),
         )
@@ -1149,6 +1150,7 @@ fn read_file(
             });
         }
     };
+    // Only for naming it and its directory: the file was just read.
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     parse_file(&path, &text).map(Some)
 }

@@ -657,7 +657,7 @@ impl Daemon {
     /// last run or phase, and starts a fresh progress for the new branch.
     async fn check_branch(&mut self) -> Result<()> {
         let current = self.git(|repo| repo.branch_label()).await?;
-        let last = state::read_last_branch(&self.paths);
+        let last = state::read_last_branch(&self.paths)?;
         let continues = match &last {
             Some(last) if last != &current => {
                 let (last, label) = (last.clone(), current.clone());

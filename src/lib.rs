@@ -17,6 +17,7 @@
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`: files of the home and `ralphd status`.
 //! - `logging`, `service`, `demo`: operations.
+//! - `no_panic` (tests only): no state file content makes a reader panic.
 
 mod agent;
 mod archive;
@@ -33,6 +34,8 @@ mod git;
 mod init;
 mod limiter;
 mod logging;
+#[cfg(test)]
+mod no_panic;
 pub mod phase;
 mod prd;
 mod prompt;

@@ -445,3 +445,54 @@ fn a_file_name_that_is_not_utf8_in_the_repo_is_no_crash() {
     outcome.assert_code(1);
     assert_eq!(world.outcomes(), ["committed"]);
 }
+
+#[test]
+fn status_says_when_it_cannot_list_the_saved_attempts() {
+    let world = World::new();
+    world.reply("backtest", None, &answer(&verdict(false, "no")));
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    std::fs::rename(&world.repo, world.root.join("moved")).unwrap();
+    let mut command = world.ralphd();
+    command.args(["status", "--home"]).arg(&world.home);
+    let outcome = command.output();
+    outcome.assert_code(0);
+    assert!(
+        outcome.stdout.contains("saved attempts: cannot list them")
+            && outcome.stdout.contains(&world.repo.display().to_string()),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn a_last_branch_file_that_is_not_utf8_is_refused_by_name_and_kept() {
+    let world = World::new();
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    let last_branch = world.home.join("state/last-branch");
+    std::fs::write(&last_branch, b"ma\xffin\n").unwrap();
+    let outcome = world.run(&["--max-iterations", "1"]);
+    outcome.assert_code(2);
+    assert!(
+        outcome.stderr.contains("last-branch") && outcome.stderr.contains("not UTF-8"),
+        "{}",
+        outcome.stderr
+    );
+    assert_eq!(std::fs::read(&last_branch).unwrap(), b"ma\xffin\n");
+}
+
+#[test]
+fn a_rust_log_that_is_not_utf8_is_an_error_not_ignored() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let world = World::new();
+    let mut command = world.ralphd();
+    command
+        .args(["run", "--max-iterations", "1", "--repo"])
+        .arg(&world.repo)
+        .arg("--home")
+        .arg(&world.home)
+        .env("RUST_LOG", std::ffi::OsStr::from_bytes(b"debug\xff"));
+    let outcome = command.output();
+    outcome.assert_code(2);
+    assert!(outcome.stderr.contains("RUST_LOG"), "{}", outcome.stderr);
+    assert_eq!(world.calls("scan"), 0);
+}

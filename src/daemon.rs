@@ -314,7 +314,7 @@ impl Daemon {
         // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(repo = %daemon.config.repo.display(), home = %daemon.config.home.display(),
-            branch = %daemon.branch, agent = daemon.config.agent.kind.name(), "ralphd started");
+            branch = %daemon.branch, agent = %daemon.config.agent.kind.name(), "ralphd started");
         Ok(daemon)
     }
 

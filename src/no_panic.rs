@@ -427,6 +427,16 @@ const AGENT_PIECES: &[&str] = &[
     " (Nowhere/Zone)",
     "İ",
     "é",
+    "api_key",
+    "Authorization: Bearer ",
+    "\"token\": \"",
+    "=",
+    ": ",
+    "sk-ant-api03-",
+    "ghp_",
+    "AKIA",
+    "xoxb-",
+    "[REDACTED]",
 ];
 
 const TEMPLATE_PIECES: &[&str] = &[

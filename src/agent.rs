@@ -102,7 +102,8 @@ fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
             error_status,
             error,
         } => {
-            tracing::warn!(%phase, attempt, status = ?error_status, error = error.as_deref().unwrap_or("-"), "the CLI is retrying an API error");
+            let status = error_status.map_or_else(|| "-".to_owned(), |status| status.to_string());
+            tracing::warn!(%phase, attempt, %status, error = error.as_deref().unwrap_or("-"), "the CLI is retrying an API error");
         }
         Event::ModelFallback {
             original_model,
@@ -111,7 +112,11 @@ fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
             tracing::warn!(%phase, from = original_model.as_deref().unwrap_or("-"), to = fallback_model.as_deref().unwrap_or("-"), "the CLI switched to the fallback model");
         }
         Event::RateLimit(info) if info.is_rejected() => {
-            tracing::warn!(%phase, resets_at = ?info.resets_at, kind = info.limit_type.as_deref().unwrap_or("-"), "usage limit reported by the CLI");
+            let resets_at = info
+                .resets_at
+                .and_then(|epoch| jiff::Timestamp::from_second(epoch).ok())
+                .map_or_else(|| "unknown".to_owned(), |at| at.to_string());
+            tracing::warn!(%phase, %resets_at, kind = info.limit_type.as_deref().unwrap_or("-"), "usage limit reported by the CLI");
         }
         Event::Unknown(kind) => {
             tracing::debug!(%phase, event_type = %kind, "ignoring an unknown event type")

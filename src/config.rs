@@ -221,6 +221,16 @@ pub(crate) enum AgentKind {
     Offline,
 }
 
+impl AgentKind {
+    /// The spelling of `agent.kind` in `ralph.toml`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            AgentKind::Claude => "claude",
+            AgentKind::Offline => "offline",
+        }
+    }
+}
+
 /// The permission settings of each phase, indexed by [`Phase`].
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PhasePermissions {
@@ -451,6 +461,7 @@ pub(crate) struct Env {
 impl Env {
     /// The `RALPH_*` variables of this process.
     pub(crate) fn from_process() -> Env {
+        // A name that is not UTF-8 is none of ralphd's variables (all are ASCII).
         Env::from_pairs(
             std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value))),
         )
@@ -489,6 +500,16 @@ pub(crate) enum ConfigError {
         path: PathBuf,
         given_by: &'static str,
     },
+
+    #[error(
+        "home directory {} does not exist (given by {given_by}); pass the home of a ralphd run, \
+         or create one with `ralphd init DIR`",
+        path.display()
+    )]
+    HomeMissing { path: PathBuf, given_by: String },
+
+    #[error("home {} is not a directory (given by {given_by})", path.display())]
+    HomeNotADirectory { path: PathBuf, given_by: String },
 
     #[error("cannot read config file {}: {error}", path.display())]
     FileUnreadable {
@@ -637,11 +658,34 @@ impl Config {
     }
 }
 
-/// Resolves the home of `status`, `reset-breaker` and `service` the way `run`
-/// does: `--home`, else `RALPH_HOME`, else the current directory.
+/// Resolves the home of the commands that only look at a home (`status`,
+/// `reset-breaker`) the way `run` does: `--home`, else `RALPH_HOME`, else the
+/// current directory. Unlike `run`, which creates it, the home must exist
+/// (DESIGN §2): a typo must not read as "ralphd has never run here".
 pub(crate) fn resolve_home(flag: Option<&Path>, env: &Env) -> Result<PathBuf, ConfigError> {
     let cwd = std::env::current_dir().map_err(|error| ConfigError::CurrentDir { error })?;
-    resolve_home_in(flag, env, &cwd)
+    let home = resolve_home_in(flag, env, &cwd)?;
+    let given_by = || match (flag, env.get("RALPH_HOME")) {
+        (Some(_), _) => "--home".to_owned(),
+        (None, Some(_)) => "RALPH_HOME".to_owned(),
+        (None, None) => "the current directory".to_owned(),
+    };
+    match std::fs::metadata(&home) {
+        Ok(metadata) if metadata.is_dir() => Ok(home),
+        Ok(_) => Err(ConfigError::HomeNotADirectory {
+            path: home,
+            given_by: given_by(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::HomeMissing {
+                path: home,
+                given_by: given_by(),
+            })
+        }
+        // Any other error (a parent without search permission, say) shows
+        // up, naming the file, when the home's files are read.
+        Err(_) => Ok(home),
+    }
 }
 
 fn resolve_home_in(flag: Option<&Path>, env: &Env, cwd: &Path) -> Result<PathBuf, ConfigError> {
@@ -1173,6 +1217,7 @@ fn read_file(
             });
         }
     };
+    // Only for naming it and its directory: the file was just read.
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     parse_file(&path, &text).map(Some)
 }
@@ -1572,6 +1617,15 @@ fn optional<T>(
 }
 
 fn duration(input: &Input<'_>) -> Result<Duration, String> {
+    if input
+        .text()
+        .is_some_and(|text| text.trim_start().starts_with('-'))
+    {
+        return Err(format!(
+            "{DURATION_FORM}; {}",
+            crate::cli::NEGATIVE_DURATION
+        ));
+    }
     let parsed = input
         .text()
         .and_then(|text| humantime::parse_duration(text.trim()).ok());
@@ -1584,6 +1638,7 @@ fn duration(input: &Input<'_>) -> Result<Duration, String> {
 fn nonzero_duration(input: &Input<'_>) -> Result<Duration, String> {
     match duration(input) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
+        Err(negative) if negative.contains(crate::cli::NEGATIVE_DURATION) => Err(negative),
         _ => Err(format!("{DURATION_FORM}, above zero")),
     }
 }
@@ -2243,6 +2298,17 @@ pub(crate) mod tests {
                 }
             }
         }
+        for (key, text) in [
+            ("[loop]\nsleep_between_iterations", "-1s"),
+            ("[agent]\nphase_timeout", "-5m"),
+            ("[breaker]\nrecovery_timeout", " -1h"),
+        ] {
+            let message = error_of(&format!("{key} = \"{text}\"\n"));
+            assert!(
+                message.contains("durations cannot be negative"),
+                "{message}"
+            );
+        }
         // A duration must be a string, and timeouts must be above zero.
         let message = error_of("[loop]\nsleep_between_iterations = 90\n");
         assert!(message.contains("invalid value 90"), "{message}");
@@ -2431,6 +2497,12 @@ pub(crate) mod tests {
         let fixture = Fixture::new(None);
         let cases = [
             ("RALPH_SLEEP", "soon", "expected a duration"),
+            ("RALPH_SLEEP", "-1s", "durations cannot be negative"),
+            (
+                "RALPH_AGENT_IDLE_TIMEOUT",
+                "-1s",
+                "durations cannot be negative",
+            ),
             ("RALPH_MAX_ITERATIONS", "0", "there is no 'unlimited'"),
             ("RALPH_MAX_ITERATIONS", "-1", "there is no 'unlimited'"),
             (

@@ -48,6 +48,17 @@ pub(crate) enum RunExit {
 }
 
 impl RunExit {
+    /// Why the run ended, in words, with its exit code (status.json's `exit`).
+    pub(crate) fn describe(self) -> String {
+        let why = match self {
+            RunExit::Complete => "the agent declared completion",
+            RunExit::MaxIterations => "reached --max-iterations",
+            RunExit::Halted => "halted by a guard (budget or circuit breaker)",
+            RunExit::Interrupted => "stopped by a signal",
+        };
+        format!("{why} (exit {})", self.code())
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             RunExit::Complete => 0,
@@ -136,6 +147,10 @@ pub(crate) struct Daemon {
     archived_this_cycle: Option<(String, std::path::PathBuf, Progress)>,
     /// Wakes the heartbeat task to write a changed status.
     status_changed: Arc<tokio::sync::Notify>,
+    /// What was warned about in this cycle (a file that is not UTF-8, a
+    /// prompt part cut by its cap): prompts are rendered for every phase, the
+    /// warning is given once per cycle.
+    warned_this_cycle: std::collections::HashSet<String>,
 }
 
 /// Runs the daemon until it has a reason to exit.
@@ -147,11 +162,12 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
         status.phase = None;
         status.waiting = None;
         status.exit = Some(match &exit {
-            Ok(exit) => format!("{exit:?} (exit {})", exit.code()),
-            Err(error) => format!("error: {error:#}"),
+            Ok(exit) => exit.describe(),
+            Err(error) => format!("stopped by an error (exit 2): {error:#}"),
         });
     });
     daemon.publish_status();
+    // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit
 }
@@ -301,6 +317,7 @@ impl Daemon {
             in_flight: None,
             fatal: None,
             archived_this_cycle: None,
+            warned_this_cycle: std::collections::HashSet::new(),
         };
         if let Some(in_flight) = interrupted {
             daemon.record_interrupted_cycle(in_flight, recovered)?;
@@ -316,9 +333,10 @@ impl Daemon {
         daemon.spawn_heartbeat();
         daemon.set_status(|status| status.state = "running".to_owned());
         daemon.publish_status();
+        // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(repo = %daemon.config.repo.display(), home = %daemon.config.home.display(),
-            branch = %daemon.branch, agent = ?daemon.config.agent.kind, "ralphd started");
+            branch = %daemon.branch, agent = %daemon.config.agent.kind.name(), "ralphd started");
         Ok(daemon)
     }
 
@@ -526,10 +544,12 @@ impl Daemon {
         state::save_json(&self.paths.in_flight(), &in_flight)?;
         self.in_flight = Some(in_flight);
         self.archived_this_cycle = None;
+        self.warned_this_cycle.clear();
         self.set_status(|status| {
             status.cycle = Some(cycle);
             status.state = "running".to_owned();
         });
+        // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("cycle {cycle}"))]);
 
         self.reload_prd();
@@ -719,7 +739,7 @@ impl Daemon {
             tracing::debug!(cycle_branch = %start.branch_label(), head = %current, "HEAD is off the cycle's branch; the cycle undoes it after the phase run");
             return Ok(());
         }
-        let last = state::read_last_branch(&self.paths);
+        let last = state::read_last_branch(&self.paths)?;
         let continues = match &last {
             Some(last) if last != &current => {
                 let (last, label) = (last.clone(), current.clone());
@@ -750,8 +770,17 @@ impl Daemon {
             }
             Some(last) if last != current => {
                 let date = jiff::Zoned::now().date();
-                let progress = std::fs::read(self.paths.progress()).ok();
-                let prd = std::fs::read(self.paths.prd()).ok();
+                // A file that cannot be read stops the archive (nothing is
+                // reset); one that does not exist is simply not archived.
+                let read_if_present = |path: std::path::PathBuf| match std::fs::read(&path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(error) => Err(error).with_context(|| {
+                        format!("cannot archive {}: cannot read it", path.display())
+                    }),
+                };
+                let progress = read_if_present(self.paths.progress())?;
+                let prd = read_if_present(self.paths.prd())?;
                 let dir = crate::archive::archive_branch(
                     &self.paths.archive_dir(),
                     date,
@@ -841,6 +870,7 @@ impl Daemon {
                 tokio::select! {
                     _ = ticker.tick() => {
                         if watchdog.is_some() {
+                            // Outside systemd this does nothing; a failed notification harms no run.
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                         }
                     }
@@ -929,14 +959,40 @@ impl Daemon {
         }
     }
 
-    fn template(&self, phase: Phase) -> String {
+    /// The user's `prompts/<phase>.md`, else the built-in template.
+    fn template(&mut self, phase: Phase) -> String {
         let path = self
             .paths
             .prompts_dir()
             .join(format!("{}.md", phase.name()));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(_) => phase.builtin_template().to_owned(),
+        self.read_users_text(&path, "the built-in template is used instead")
+            .unwrap_or_else(|| phase.builtin_template().to_owned())
+    }
+
+    /// Reads a text file the user may have put in the home (PROMPT.md, a
+    /// prompt template): `None` when it does not exist. A file that is not
+    /// UTF-8 is used with U+FFFD for the bad bytes; one that cannot be read
+    /// is skipped (`fallback` says what happens instead). Either way a WARN
+    /// names the file and the cause, once per cycle.
+    fn read_users_text(&mut self, path: &std::path::Path, fallback: &str) -> Option<String> {
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Some(text),
+                Err(error) => {
+                    if self.warned_this_cycle.insert(path.display().to_string()) {
+                        let at = error.utf8_error().valid_up_to();
+                        tracing::warn!(file = %path.display(), "the file is not valid UTF-8 (first bad byte at offset {at}); it is used with the bad bytes replaced by U+FFFD");
+                    }
+                    Some(String::from_utf8_lossy(error.as_bytes()).into_owned())
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                if self.warned_this_cycle.insert(path.display().to_string()) {
+                    tracing::warn!(file = %path.display(), %error, "cannot read the file; {fallback}");
+                }
+                None
+            }
         }
     }
 }
@@ -986,11 +1042,33 @@ impl PhaseExecutor for Daemon {
     }
 
     fn render_prompt(&mut self, phase: Phase, mut context: PromptContext) -> String {
-        context.steering = std::fs::read_to_string(self.paths.steering_file()).unwrap_or_default();
+        context.steering = self
+            .read_users_text(
+                &self.paths.steering_file(),
+                "the phase runs without steering text",
+            )
+            .unwrap_or_default();
         context.marker = crate::blocks::COMPLETION_MARKER.to_owned();
-        let rendered = prompt::render(&self.template(phase), &context);
+        let template = self.template(phase);
+        let rendered = prompt::render(&template, &context);
         if !rendered.unknown.is_empty() {
             tracing::warn!(%phase, unknown = %rendered.unknown.join(", "), "the prompt template has unknown placeholders (left as they are)");
+        }
+        for part in rendered.truncated {
+            if !self.warned_this_cycle.insert(format!("truncated {part}")) {
+                continue;
+            }
+            let source = match part {
+                "steering" => self.paths.steering_file().display().to_string(),
+                "learnings" | "patterns" => self.paths.progress().display().to_string(),
+                "stories" => self.paths.prd().display().to_string(),
+                "checks" => "the output of the backtest checks".to_owned(),
+                "diff_summary" => "the diff of the cycle".to_owned(),
+                "verdict" => "the verdict".to_owned(),
+                phase_output => format!("the output of phase {}", phase_output.replace('_', "-")),
+            };
+            tracing::warn!(%phase, part, from = %source, max_bytes = prompt::MAX_TEXT_BYTES,
+                "a prompt part is longer than its cap and was truncated in the prompt");
         }
         rendered.text
     }
@@ -1096,6 +1174,7 @@ impl PhaseExecutor for Daemon {
                 status.phase = Some(phase.name().to_owned());
                 status.phase_started_at = Some(phase_started);
             });
+            // Outside systemd this does nothing; a failed notification harms no run.
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
                 "cycle {cycle}: {phase}"
             ))]);

@@ -80,8 +80,15 @@ pub(crate) fn init(options: LogOptions) -> anyhow::Result<LogGuard> {
 }
 
 fn try_init(options: LogOptions) -> anyhow::Result<LogGuard> {
+    // Already set by an earlier attempt in this process: the same variables.
     let _ = SECRET_VALUES.set(secret_values(std::env::vars_os()));
-    let rust_log = std::env::var("RUST_LOG").ok();
+    let rust_log = match std::env::var("RUST_LOG") {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("RUST_LOG is not valid UTF-8; fix or unset it")
+        }
+    };
     let filter = build_filter(&options.level, options.verbosity, rust_log.as_deref())?;
     let (file_writer, file_worker) = match &options.dir {
         Some(dir) => {
@@ -220,6 +227,7 @@ fn secret_values(
     const SUFFIXES: [&str; 5] = ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_CREDENTIALS"];
     vars.filter_map(|(name, value)| {
         let name = name.to_str()?.to_ascii_uppercase();
+        // Log lines are UTF-8: a value that is not cannot appear in one as is.
         let value = value.into_string().ok()?;
         (SUFFIXES.iter().any(|suffix| name.ends_with(suffix)) && value.len() >= 12).then_some(value)
     })

@@ -89,6 +89,8 @@ impl HomePaths {
     /// The highest cycle number that has a folder under `state/cycles/`, so
     /// a fresh progress.json (after a branch change) never reuses a folder.
     pub(crate) fn highest_cycle_dir(&self) -> u64 {
+        // The daemon creates the directory at start; if it cannot be listed,
+        // writing the cycle's files into it fails next, naming it.
         let Ok(entries) = fs::read_dir(self.cycles_dir()) else {
             return 0;
         };
@@ -149,7 +151,9 @@ pub(crate) fn save_json_with<T: Serialize>(
     value: &T,
     durability: Durability,
 ) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
+    // Fails on a path that is not UTF-8 (a file name in the repository).
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes, durability)
 }
@@ -412,16 +416,24 @@ impl InstanceLock {
         let path = paths.lock();
         match lock_naming_holder(&path, format!("{}\n", std::process::id()).as_bytes())? {
             Ok(file) => Ok(InstanceLock { _file: file }),
-            Err(holder) => bail!(LockHeld {
-                pid: holder.trim().to_owned(),
-                home: paths.home.clone(),
-            }),
+            Err(holder) => {
+                // Only for the message: a holder whose pid cannot be read is "unknown".
+                let pid = Some(holder.trim().to_owned())
+                    .filter(|pid| !pid.is_empty())
+                    .unwrap_or_else(|| "unknown".to_owned());
+                bail!(LockHeld {
+                    pid,
+                    home: paths.home.clone(),
+                })
+            }
         }
     }
 
     /// Whether some process holds the lock right now (for `status`).
     pub(crate) fn is_held(paths: &HomePaths) -> bool {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(paths.lock()) else {
+        // Read-only is enough for flock, so a user who may only read the home
+        // is told the truth. No lock file: no daemon ever ran here.
+        let Ok(file) = OpenOptions::new().read(true).open(paths.lock()) else {
             return false;
         };
         match file.try_lock() {
@@ -451,6 +463,7 @@ fn lock_naming_holder(path: &Path, holder: &[u8]) -> Result<Result<File, String>
             write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
             Ok(Ok(file))
         }
+        // Only for the message: a holder that cannot be read is named "unknown".
         Err(TryLockError::WouldBlock) => Ok(Err(String::from_utf8_lossy(
             &fs::read(path).unwrap_or_default(),
         )
@@ -515,11 +528,21 @@ impl RepoLock {
     }
 }
 
-/// Reads `state/last-branch`, if any.
-pub(crate) fn read_last_branch(paths: &HomePaths) -> Option<String> {
-    let text = fs::read_to_string(paths.last_branch()).ok()?;
+/// Reads `state/last-branch`: `None` when there is none (or it is empty).
+/// ralphd writes it as UTF-8, so other bytes mean it is corrupt.
+pub(crate) fn read_last_branch(paths: &HomePaths) -> Result<Option<String>> {
+    let path = paths.last_branch();
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| CorruptState {
+        path: path.clone(),
+        reason: "not UTF-8".to_owned(),
+    })?;
     let branch = text.trim();
-    (!branch.is_empty()).then(|| branch.to_owned())
+    Ok((!branch.is_empty()).then(|| branch.to_owned()))
 }
 
 pub(crate) fn write_last_branch(paths: &HomePaths, branch: &str) -> Result<()> {
@@ -547,16 +570,25 @@ pub(crate) fn clear_in_flight(paths: &HomePaths) -> Result<()> {
     }
 }
 
-/// Deletes temp files left by a write that a crash interrupted.
+/// Deletes temp files left by a write that a crash interrupted. A leftover
+/// is harmless (never read), so a failure is a warning, not a refusal.
 pub(crate) fn remove_stale_temp_files(paths: &HomePaths) {
-    let Ok(entries) = fs::read_dir(paths.state_dir()) else {
-        return;
+    let entries = match fs::read_dir(paths.state_dir()) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(dir = %paths.state_dir().display(), %error, "cannot look for temp files left by a crash");
+            return;
+        }
     };
+    // An entry that vanished while listing needs no removal.
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".state.") && name.ends_with(".tmp") {
-            let _ = fs::remove_file(entry.path());
+        if name.starts_with(".state.")
+            && name.ends_with(".tmp")
+            && let Err(error) = fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), %error, "cannot remove a temp file left by a crash");
         }
     }
 }

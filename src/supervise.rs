@@ -357,6 +357,7 @@ async fn read_tail(mut pipe: impl AsyncRead + Unpin) -> String {
     let mut chunk = vec![0u8; 8 * 1024];
     loop {
         match pipe.read(&mut chunk).await {
+            // The tail is only a diagnostic: a broken pipe ends it like EOF.
             Ok(0) | Err(_) => break,
             Ok(count) => {
                 tail.extend_from_slice(&chunk[..count]);

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use git2::build::TreeUpdateBuilder;
 use git2::{ErrorCode, Oid, Repository, Signature};
 
-use crate::git::diff::agent_commits;
+use crate::git::diff::agent_commit_ids;
 use crate::git::head::{HeadState, branch_tip, read_head};
 use crate::git::snapshot::Snapshot;
 use crate::git::{GitRepo, Result, file_mode};
@@ -158,7 +158,7 @@ impl GitRepo {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let agent_commits = agent_commits(&repo, start).map_err(git_error)?;
+        let agent_commits = agent_commit_ids(&repo, start).map_err(git_error)?.len();
         if agent_commits > 0 {
             let _ = writeln!(
                 full_message,

@@ -1,8 +1,9 @@
 //! What the cycle changed, relative to a [`Snapshot`]: [`DiffStats`]
 //! ([`GitRepo::measure_progress`]), the summary for the backtest prompt
 //! ([`GitRepo::diff_summary`]), the changed files and the added lines the
-//! gates check: the work tree against the snapshot's tree, without the
-//! excluded directories and submodules.
+//! gates check. All of them walk the same diff ([`GitRepo::each_changed_file`]):
+//! the work tree against the snapshot's tree, without the excluded
+//! directories and submodules.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,26 +48,15 @@ impl GitRepo {
         const OP: &str = "measure progress";
         let repo = self.open_repo(OP)?;
         let git_error = |error| self.git_error(OP, error);
-        let current_tree = self.worktree_tree(OP)?;
-        let diff = self
-            .cycle_diff(&repo, start, current_tree)
+        let diff = self.cycle_diff(&repo, OP, start)?;
+        let agent_commits = agent_commit_ids(&repo, start).map_err(git_error)?.len();
+        let progress = self
+            .each_changed_file(&diff, |_, _, _, _| {})
             .map_err(git_error)?;
-        let mut progress = DiffStats {
-            agent_commits: agent_commits(&repo, start).map_err(git_error)?,
-            ..DiffStats::default()
-        };
-        for (delta_idx, delta) in diff.deltas().enumerate() {
-            if !self.counts(&delta) {
-                continue;
-            }
-            progress.files_changed += 1;
-            if let Some(patch) = git2::Patch::from_diff(&diff, delta_idx).map_err(git_error)? {
-                let (_, insertions, deletions) = patch.line_stats().map_err(git_error)?;
-                progress.insertions += insertions;
-                progress.deletions += deletions;
-            }
-        }
-        Ok(progress)
+        Ok(DiffStats {
+            agent_commits,
+            ..progress
+        })
     }
 
     /// Whether anything differs from `start`: files, commits, where HEAD is,
@@ -85,57 +75,32 @@ impl GitRepo {
         const TRUNCATED: &str = "\n[… truncated]\n";
         let repo = self.open_repo(OP)?;
         let git_error = |error| self.git_error(OP, error);
-        let current_tree = self.worktree_tree(OP)?;
-        let diff = self
-            .cycle_diff(&repo, start, current_tree)
-            .map_err(git_error)?;
+        let diff = self.cycle_diff(&repo, OP, start)?;
 
         let mut file_lines = String::new();
-        let mut totals = DiffStats::default();
-        for (delta_idx, delta) in diff.deltas().enumerate() {
-            if !self.counts(&delta) {
-                continue;
-            }
-            let (insertions, deletions) =
-                match git2::Patch::from_diff(&diff, delta_idx).map_err(git_error)? {
-                    Some(patch) => {
-                        let (_, insertions, deletions) = patch.line_stats().map_err(git_error)?;
-                        (insertions, deletions)
-                    }
-                    None => (0, 0),
+        let mut totals = self
+            .each_changed_file(&diff, |delta, path, insertions, deletions| {
+                let binary = if delta.new_file().is_binary() || delta.old_file().is_binary() {
+                    " (binary)"
+                } else {
+                    ""
                 };
-            totals.files_changed += 1;
-            totals.insertions += insertions;
-            totals.deletions += deletions;
-            let path = delta_path(&delta).unwrap_or(Path::new("?"));
-            let binary = if delta.new_file().is_binary() || delta.old_file().is_binary() {
-                " (binary)"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                file_lines,
-                "  {} {} +{insertions} -{deletions}{binary}",
-                status_letter(delta.status()),
-                path.display()
-            );
-        }
+                let _ = writeln!(
+                    file_lines,
+                    "  {} {} +{insertions} -{deletions}{binary}",
+                    status_letter(delta.status()),
+                    path.display()
+                );
+            })
+            .map_err(git_error)?;
 
         let mut commit_lines = String::new();
-        if let Some(head) = read_head(&repo).map_err(git_error)?.oid() {
-            let mut walk = repo.revwalk().map_err(git_error)?;
-            walk.push(head).map_err(git_error)?;
-            if let Some(start_commit) = start.start_commit() {
-                walk.hide(start_commit).map_err(git_error)?;
-            }
-            for oid in walk {
-                let oid = oid.map_err(git_error)?;
-                let commit = repo.find_commit(oid).map_err(git_error)?;
-                totals.agent_commits += 1;
-                let summary = String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
-                    .into_owned();
-                let _ = writeln!(commit_lines, "  {} {summary}", short_hex(oid));
-            }
+        for oid in agent_commit_ids(&repo, start).map_err(git_error)? {
+            let commit = repo.find_commit(oid).map_err(git_error)?;
+            totals.agent_commits += 1;
+            let summary =
+                String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
+            let _ = writeln!(commit_lines, "  {} {summary}", short_hex(oid));
         }
 
         let mut summary = format!(
@@ -193,32 +158,16 @@ impl GitRepo {
         const OP: &str = "list the changed files";
         let repo = self.open_repo(OP)?;
         let git_error = |error| self.git_error(OP, error);
-        let current_tree = self.worktree_tree(OP)?;
-        let diff = self
-            .cycle_diff(&repo, start, current_tree)
-            .map_err(git_error)?;
+        let diff = self.cycle_diff(&repo, OP, start)?;
         let mut files = Vec::new();
-        for (delta_idx, delta) in diff.deltas().enumerate() {
-            if !self.counts(&delta) {
-                continue;
-            }
-            let Some(path) = delta_path(&delta) else {
-                continue;
-            };
-            let (insertions, deletions) =
-                match git2::Patch::from_diff(&diff, delta_idx).map_err(git_error)? {
-                    Some(patch) => {
-                        let (_, insertions, deletions) = patch.line_stats().map_err(git_error)?;
-                        (insertions, deletions)
-                    }
-                    None => (0, 0),
-                };
+        self.each_changed_file(&diff, |_, path, insertions, deletions| {
             files.push(ChangedFile {
                 path: path.to_path_buf(),
                 insertions,
                 deletions,
             });
-        }
+        })
+        .map_err(git_error)?;
         Ok(files)
     }
 
@@ -236,25 +185,12 @@ impl GitRepo {
         const OP: &str = "scan the added lines";
         let repo = self.open_repo(OP)?;
         let git_error = |error| self.git_error(OP, error);
-        let current_tree = self.worktree_tree(OP)?;
-        let diff = self
-            .cycle_diff(&repo, start, current_tree)
-            .map_err(git_error)?;
+        let diff = self.cycle_diff(&repo, OP, start)?;
         self.each_added_line(&diff, None, &mut on_line)
             .map_err(git_error)?;
 
-        let Some(head) = read_head(&repo).map_err(git_error)?.oid() else {
-            return Ok(());
-        };
-        let mut walk = repo.revwalk().map_err(git_error)?;
-        walk.push(head).map_err(git_error)?;
-        if let Some(start_commit) = start.start_commit() {
-            walk.hide(start_commit).map_err(git_error)?;
-        }
-        for oid in walk {
-            let commit = repo
-                .find_commit(oid.map_err(git_error)?)
-                .map_err(git_error)?;
+        for oid in agent_commit_ids(&repo, start).map_err(git_error)? {
+            let commit = repo.find_commit(oid).map_err(git_error)?;
             let tree = commit.tree().map_err(git_error)?;
             let parent_tree = match commit.parent(0) {
                 Ok(parent) => parent.tree().map_err(git_error)?,
@@ -305,41 +241,76 @@ impl GitRepo {
         delta_path(delta).is_some_and(|path| !self.is_excluded(path))
     }
 
+    /// The cycle's diff: the work tree now (as `git add -A` would stage it)
+    /// against the tree of `start`.
     pub(super) fn cycle_diff<'repo>(
         &self,
         repo: &'repo Repository,
+        op: &'static str,
         start: &Snapshot,
-        current_tree: Oid,
-    ) -> std::result::Result<git2::Diff<'repo>, git2::Error> {
-        let old = repo.find_tree(start.start_tree)?;
-        let new = repo.find_tree(current_tree)?;
-        let mut options = git2::DiffOptions::new();
-        options.include_typechange(true);
-        repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
+    ) -> Result<git2::Diff<'repo>> {
+        let current_tree = self.worktree_tree(op)?;
+        let diff = || -> std::result::Result<git2::Diff<'repo>, git2::Error> {
+            let old = repo.find_tree(start.start_tree)?;
+            let new = repo.find_tree(current_tree)?;
+            let mut options = git2::DiffOptions::new();
+            options.include_typechange(true);
+            repo.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
+        };
+        diff().map_err(|error| self.git_error(op, error))
+    }
+
+    /// The one walk over the cycle's diff: calls `on_file(delta, path,
+    /// insertions, deletions)` for each path that counts as the cycle's work
+    /// ([`Self::counts`]), in path order, and returns the totals (without
+    /// the agent's commits).
+    fn each_changed_file(
+        &self,
+        diff: &git2::Diff<'_>,
+        mut on_file: impl FnMut(&git2::DiffDelta<'_>, &Path, usize, usize),
+    ) -> std::result::Result<DiffStats, git2::Error> {
+        let mut totals = DiffStats::default();
+        for (delta_idx, delta) in diff.deltas().enumerate() {
+            if !self.counts(&delta) {
+                continue;
+            }
+            let Some(path) = delta_path(&delta) else {
+                continue;
+            };
+            let (insertions, deletions) = match git2::Patch::from_diff(diff, delta_idx)? {
+                Some(patch) => {
+                    let (_, insertions, deletions) = patch.line_stats()?;
+                    (insertions, deletions)
+                }
+                None => (0, 0),
+            };
+            totals.files_changed += 1;
+            totals.insertions += insertions;
+            totals.deletions += deletions;
+            on_file(&delta, path, insertions, deletions);
+        }
+        Ok(totals)
     }
 }
 
-pub(super) fn agent_commits(
+/// The agent's commits: reachable from HEAD but not from the start commit
+/// (none on an unborn branch), in the order git's revwalk gives them.
+pub(super) fn agent_commit_ids(
     repo: &Repository,
     start: &Snapshot,
-) -> std::result::Result<usize, git2::Error> {
+) -> std::result::Result<Vec<Oid>, git2::Error> {
     let Some(head) = read_head(repo)?.oid() else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
     if Some(head) == start.start_commit() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut walk = repo.revwalk()?;
     walk.push(head)?;
     if let Some(start_commit) = start.start_commit() {
         walk.hide(start_commit)?;
     }
-    let mut n_commits = 0;
-    for oid in walk {
-        oid?;
-        n_commits += 1;
-    }
-    Ok(n_commits)
+    walk.collect()
 }
 
 fn status_letter(status: Delta) -> char {

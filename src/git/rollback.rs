@@ -50,10 +50,7 @@ impl GitRepo {
             ),
             None => None,
         };
-        let current_tree = self.worktree_tree(OP)?;
-        let diff = self
-            .cycle_diff(&repo, start, current_tree)
-            .map_err(git_error)?;
+        let diff = self.cycle_diff(&repo, OP, start)?;
         let mut to_remove = Vec::new();
         let mut to_checkout = Vec::new();
         for delta in diff.deltas() {

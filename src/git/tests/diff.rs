@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::git::diff::DiffStats;
 use crate::git::short_hex;
+use crate::git::snapshot::Snapshot;
 use crate::git::tests::{AUTHOR, Fixture};
 
 #[test]
@@ -52,6 +53,24 @@ fn diff_summary_is_cut_on_a_char_boundary() {
     );
 }
 
+/// [`GitRepo::changed_files`](crate::git::GitRepo::changed_files) as
+/// (path, insertions, deletions).
+fn changed_files(fixture: &Fixture, start: &Snapshot) -> Vec<(String, usize, usize)> {
+    fixture
+        .repo
+        .changed_files(start)
+        .unwrap()
+        .iter()
+        .map(|file| {
+            (
+                file.path.display().to_string(),
+                file.insertions,
+                file.deletions,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn changed_files_and_added_lines_cover_the_tree_and_the_agents_commits() {
     let fixture = Fixture::new();
@@ -62,17 +81,7 @@ fn changed_files_and_added_lines_cover_the_tree_and_the_agents_commits() {
     fixture.commit_all("agent removes");
     fixture.write("a.txt", "alpha\nnew line\n");
     fixture.write("bin.dat", "\0\0binary\0");
-    let files = fixture.repo.changed_files(&start).unwrap();
-    let summary: Vec<(String, usize, usize)> = files
-        .iter()
-        .map(|file| {
-            (
-                file.path.display().to_string(),
-                file.insertions,
-                file.deletions,
-            )
-        })
-        .collect();
+    let summary = changed_files(&fixture, &start);
     assert_eq!(
         summary,
         [("a.txt".to_owned(), 1, 0), ("bin.dat".to_owned(), 0, 0)]
@@ -100,5 +109,51 @@ fn changed_files_and_added_lines_cover_the_tree_and_the_agents_commits() {
                 "committed then removed".to_owned()
             ),
         ]
+    );
+}
+
+#[test]
+fn progress_the_changed_files_and_the_summary_count_the_same_diff() {
+    let fixture = Fixture::new();
+    let start = fixture.repo.begin_cycle().unwrap();
+    fixture.write("a.txt", "alpha\nsecond\nthird\n");
+    fs::remove_file(fixture.path("b.txt")).unwrap();
+    fixture.write("new.txt", "one\n");
+    fixture.commit_all("agent: edit a, drop b, add new");
+    fixture.write("bin.dat", "\0\0binary\0");
+    fixture.write("c.txt", "uncommitted\n");
+
+    let progress = fixture.repo.measure_progress(&start).unwrap();
+    assert_eq!(
+        progress,
+        DiffStats {
+            files_changed: 5,
+            insertions: 4,
+            deletions: 1,
+            agent_commits: 1
+        }
+    );
+    assert_eq!(
+        changed_files(&fixture, &start),
+        [
+            ("a.txt".to_owned(), 2, 0),
+            ("b.txt".to_owned(), 0, 1),
+            ("bin.dat".to_owned(), 0, 0),
+            ("c.txt".to_owned(), 1, 0),
+            ("new.txt".to_owned(), 1, 0),
+        ]
+    );
+    let summary = fixture.repo.diff_summary(&start, 4096).unwrap();
+    assert!(
+        summary.starts_with(
+            "5 file(s) changed, 4 insertion(s)(+), 1 deletion(s)(-); 1 commit(s) by the agent\n  \
+             M a.txt +2 -0\n  D b.txt +0 -1\n  A bin.dat +0 -0 (binary)\n  A c.txt +1 -0\n  \
+             A new.txt +1 -0\nagent commits:\n"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(" agent: edit a, drop b, add new\n"),
+        "{summary}"
     );
 }

@@ -22,7 +22,7 @@ use crate::blocks;
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
 use crate::gates::{self, Found, Gates, SecretScan, Violation};
-use crate::git::{CommitRules, CycleStart, GitError, GitRepo, Signing, Staged, StagedCommit};
+use crate::git::{CommitRules, GitError, GitRepo, Signing, Snapshot, Staged, StagedCommit};
 use crate::git_rules;
 use crate::phase::Phase;
 use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
@@ -67,7 +67,7 @@ pub(crate) trait PhaseExecutor {
     /// roll it back to (its start, or `None` once its work is committed:
     /// nothing left to undo) and the report so far (phase runs and their
     /// cost, commit, saved attempt, story).
-    fn save_in_flight(&mut self, rollback_point: Option<&CycleStart>, report: &CycleReport);
+    fn save_in_flight(&mut self, rollback_point: Option<&Snapshot>, report: &CycleReport);
     /// `[git] run_hooks`: whether the repository's commit hooks run.
     fn run_hooks(&self) -> bool;
     /// `[gates] secret_scan`: whether saved attempts are scanned and masked.
@@ -219,10 +219,10 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
     // A diff gate refused code-edit's work: nothing left to verify.
     let mut gated = false;
     // The work tree as code-edit left it: what the verdict is about.
-    let mut edit_checkpoint: Option<CycleStart> = None;
+    let mut edit_checkpoint: Option<Snapshot> = None;
     // What every phase run must leave the branch and submodules at: the start,
     // then, once the verdict passed, the verified state.
-    let mut guard: Option<CycleStart> = Some(start.clone());
+    let mut guard: Option<Snapshot> = Some(start.clone());
 
     for phase in Phase::ALL {
         // Completion in scan or idea skips the edit and so its verification;
@@ -484,7 +484,7 @@ pub(crate) async fn run(input: &CycleInput, executor: &mut impl PhaseExecutor) -
 /// every added line, the agent's own commits included.
 fn check_gates(
     repo: &GitRepo,
-    start: &CycleStart,
+    start: &Snapshot,
     gates: &Gates,
 ) -> Result<Vec<Violation>, GitError> {
     let files = repo.changed_files(start)?;
@@ -501,7 +501,7 @@ fn check_gates(
 
 /// The secret scan over every line the cycle added (the work tree's diff and
 /// the agent's own commits); runs on the git thread.
-fn scan_secrets(repo: &GitRepo, start: &CycleStart) -> Result<Option<Violation>, GitError> {
+fn scan_secrets(repo: &GitRepo, start: &Snapshot) -> Result<Option<Violation>, GitError> {
     let mut scan = SecretScan::default();
     repo.scan_added_lines(start, |commit, path, line, content| {
         let found = match commit {
@@ -520,7 +520,7 @@ fn scan_secrets(repo: &GitRepo, start: &CycleStart) -> Result<Option<Violation>,
 /// saved, and the refusal returned. `Err` only when the daemon must stop.
 async fn commit_verified(
     report: &mut CycleReport,
-    start: &CycleStart,
+    start: &Snapshot,
     cycle: u64,
     executor: &mut impl PhaseExecutor,
     message: String,
@@ -784,7 +784,7 @@ fn check_brief(check: &CheckResult) -> CheckBrief {
 /// committed or saved.
 async fn undo_after_edit(
     executor: &mut impl PhaseExecutor,
-    checkpoint: CycleStart,
+    checkpoint: Snapshot,
     cycle: u64,
 ) -> Result<(), GitError> {
     let changed = executor
@@ -814,7 +814,7 @@ async fn undo_after_edit(
 /// not trusted.
 async fn trespass_after(
     executor: &mut impl PhaseExecutor,
-    guard: &CycleStart,
+    guard: &Snapshot,
     phase: Phase,
 ) -> Option<String> {
     let base = guard.clone();
@@ -835,7 +835,7 @@ async fn trespass_after(
 /// committed (its commit is kept); any other cycle fails with `reason`.
 async fn undo_trespass(
     report: &mut CycleReport,
-    guard: &CycleStart,
+    guard: &Snapshot,
     cycle: u64,
     executor: &mut impl PhaseExecutor,
     reason: String,
@@ -862,7 +862,7 @@ async fn undo_trespass(
 /// kept: saved as an attempt, then rolled back.
 async fn fail_and_roll_back(
     report: &mut CycleReport,
-    start: &CycleStart,
+    start: &Snapshot,
     cycle: u64,
     executor: &mut impl PhaseExecutor,
     error: String,
@@ -876,7 +876,7 @@ async fn fail_and_roll_back(
 /// the repository back to the cycle's start (the user's own changes included).
 async fn save_and_roll_back(
     report: &mut CycleReport,
-    start: &CycleStart,
+    start: &Snapshot,
     cycle: u64,
     executor: &mut impl PhaseExecutor,
     why: &str,
@@ -944,7 +944,7 @@ async fn save_and_roll_back(
 
 async fn finish_early(
     mut report: CycleReport,
-    start: &CycleStart,
+    start: &Snapshot,
     cycle: u64,
     executor: &mut impl PhaseExecutor,
     stop: Stop,
@@ -968,7 +968,7 @@ async fn finish_early(
 /// Tells the executor what a restart after a crash must know of the cycle so
 /// far: the report, and where to roll back to, its start until its work is
 /// committed.
-fn note_in_flight(executor: &mut impl PhaseExecutor, start: &CycleStart, report: &CycleReport) {
+fn note_in_flight(executor: &mut impl PhaseExecutor, start: &Snapshot, report: &CycleReport) {
     let rollback_point = report.commit.is_none().then_some(start);
     executor.save_in_flight(rollback_point, report);
 }

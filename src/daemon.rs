@@ -1000,7 +1000,7 @@ impl Daemon {
 impl PhaseExecutor for Daemon {
     fn save_in_flight(
         &mut self,
-        rollback_point: Option<&crate::git::CycleStart>,
+        rollback_point: Option<&crate::git::Snapshot>,
         report: &CycleReport,
     ) {
         let Some(in_flight) = self.in_flight.as_mut() else {
@@ -1411,7 +1411,7 @@ struct Recovered {
 fn recover_repo(
     repo: &GitRepo,
     cycle: u64,
-    start: &crate::git::CycleStart,
+    start: &crate::git::Snapshot,
     (name, email): &(String, String),
 ) -> Result<Recovered> {
     // Died between the cycle's commit and the note that it was committed:

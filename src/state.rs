@@ -327,7 +327,7 @@ pub(crate) struct InFlight {
     /// left behind if the daemon died during it; `None` before the cycle
     /// began and once its work is committed.
     #[serde(default)]
-    pub(crate) start: Option<crate::git::CycleStart>,
+    pub(crate) start: Option<crate::git::Snapshot>,
     /// The phase runs that ended, and their cost.
     #[serde(default)]
     pub(crate) phases: Vec<PhaseRecord>,

@@ -340,7 +340,7 @@ fn read_in_flight(home: &Path) {
         let _ = in_flight
             .start
             .as_ref()
-            .map(crate::git::CycleStart::start_commit);
+            .map(crate::git::Snapshot::start_commit);
     }
 }
 

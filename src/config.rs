@@ -76,6 +76,9 @@
 //! | `RALPH_LOGGING_LEVEL` | `logging.level` | `trace`/`debug`/`info`/`warn`/`error`/`off` |
 //! | `RALPH_LOGGING_MAX_LOG_FILES` | `logging.max_log_files` | whole number ≥ 1 |
 //! | `RALPH_STATE_ON_CORRUPT` | `state.on_corrupt` | `refuse`/`move-aside` |
+//! | `RALPH_STATE_KEEP_CYCLES` | `state.keep_cycles` | whole number ≥ 1 |
+//! | `RALPH_STATE_COMPRESS_AFTER` | `state.compress_after` | whole number ≥ 0 (0 = never) |
+//! | `RALPH_STATE_MAX_TRANSCRIPT_MB` | `state.max_transcript_mb` | whole number ≥ 1 (MiB) |
 //!
 //! `<PHASE>` is `SCAN`, `IDEA`, `CODE_EDIT`, `BACKTEST` or `REPORT`.
 
@@ -436,9 +439,36 @@ impl Default for LoggingSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StateSettings {
     pub(crate) on_corrupt: OnCorrupt,
+    /// The transcripts and phase texts of this many newest cycles are kept;
+    /// older cycle directories are deleted (progress.json keeps every record).
+    /// At least 1: the cycle just finished is always kept.
+    pub(crate) keep_cycles: u32,
+    /// Cycle directories older than this many newest are gzip-compressed;
+    /// 0 = never.
+    pub(crate) compress_after: u32,
+    /// The most one phase run stores in its transcript, in MiB.
+    pub(crate) max_transcript_mb: u32,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            on_corrupt: OnCorrupt::default(),
+            keep_cycles: 500,
+            compress_after: 50,
+            max_transcript_mb: 64,
+        }
+    }
+}
+
+impl StateSettings {
+    /// [`StateSettings::max_transcript_mb`] in bytes.
+    pub(crate) fn max_transcript_bytes(&self) -> u64 {
+        u64::from(self.max_transcript_mb) * 1024 * 1024
+    }
 }
 
 /// What to do with a state file that cannot be parsed (DESIGN §3).
@@ -1044,6 +1074,30 @@ fn resolve(run_args: &RunArgs, env: &Env, cwd: &Path) -> Result<(Config, Known),
                 _ => OnCorrupt::Refuse,
             })
         },
+    )?;
+    r.set(
+        &mut config.state.keep_cycles,
+        "state",
+        "keep_cycles",
+        |input| {
+            whole_number(1)(input).map_err(|_| {
+                "a whole number ≥ 1 (the cycles whose transcripts are kept; there is no \
+                 'keep everything': set a large number)"
+                    .to_owned()
+            })
+        },
+    )?;
+    r.set(
+        &mut config.state.compress_after,
+        "state",
+        "compress_after",
+        whole_number(0),
+    )?;
+    r.set(
+        &mut config.state.max_transcript_mb,
+        "state",
+        "max_transcript_mb",
+        whole_number(1),
     )?;
 
     resolver.check_unknown()?;
@@ -1970,6 +2024,10 @@ pub(crate) mod tests {
         assert_eq!(config.logging.format, LogFormat::Text);
         assert_eq!(config.logging.max_log_files, 14);
         assert_eq!(config.state.on_corrupt, OnCorrupt::Refuse);
+        assert_eq!(config.state.keep_cycles, 500);
+        assert_eq!(config.state.compress_after, 50);
+        assert_eq!(config.state.max_transcript_mb, 64);
+        assert_eq!(config.state.max_transcript_bytes(), 64 * 1024 * 1024);
 
         // `for_home` gives the same settings.
         let mut for_home = Config::for_home(&home, &home);
@@ -2017,6 +2075,9 @@ pub(crate) mod tests {
 
             [state]
             on_corrupt = "move-aside"
+            keep_cycles = 20
+            compress_after = 0
+            max_transcript_mb = 1
             "#,
         ));
         let home = fixture.path();
@@ -2055,6 +2116,9 @@ pub(crate) mod tests {
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.max_log_files, 1);
         assert_eq!(config.state.on_corrupt, OnCorrupt::MoveAside);
+        assert_eq!(config.state.keep_cycles, 20);
+        assert_eq!(config.state.compress_after, 0);
+        assert_eq!(config.state.max_transcript_mb, 1);
     }
 
     /// One row per kind of value: what the file, the variable and the flag
@@ -2454,6 +2518,21 @@ pub(crate) mod tests {
                 "[state]\non_corrupt = \"delete\"",
                 "state.on_corrupt",
                 "\"move-aside\"",
+            ),
+            (
+                "[state]\nkeep_cycles = 0",
+                "state.keep_cycles",
+                "there is no 'keep everything'",
+            ),
+            (
+                "[state]\ncompress_after = -1",
+                "state.compress_after",
+                "a whole number ≥ 0",
+            ),
+            (
+                "[state]\nmax_transcript_mb = 0",
+                "state.max_transcript_mb",
+                "a whole number ≥ 1",
             ),
             (
                 "[phases.idea]\npermission_mode = \"yolo\"",

@@ -28,6 +28,7 @@ use crate::limiter::{Limiter, LimiterSnapshot};
 use crate::phase::Phase;
 use crate::prd;
 use crate::prompt::{self, PromptContext, StoryBrief};
+use crate::retention::{self, Retention};
 use crate::state::{
     self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress, RepoLock,
     StatusFile, VERSION, Waiting,
@@ -141,6 +142,9 @@ pub(crate) struct Daemon {
     /// Set when a phase failed in a way no retry or later cycle can fix
     /// (credentials, a refused command line): the run stops after this cycle.
     fatal: Option<String>,
+    /// Set when a write under the home found its disk full: the run stops
+    /// (exit 2) once the cycle is recorded, without feeding the breaker.
+    disk_full: Option<String>,
     /// The archive made during the running cycle: (branch left, archive
     /// directory, that branch's progress). A rollback that puts HEAD back on
     /// that branch undoes it instead of archiving again.
@@ -163,7 +167,10 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
         status.waiting = None;
         status.exit = Some(match &exit {
             Ok(exit) => exit.describe(),
-            Err(error) => format!("stopped by an error (exit 2): {error:#}"),
+            Err(error) => format!(
+                "stopped by an error (exit 2): {}",
+                crate::logging::redact(&format!("{error:#}"))
+            ),
         });
     });
     daemon.publish_status();
@@ -316,6 +323,7 @@ impl Daemon {
             head_watch,
             in_flight: None,
             fatal: None,
+            disk_full: None,
             archived_this_cycle: None,
             warned_this_cycle: std::collections::HashSet::new(),
         };
@@ -330,6 +338,7 @@ impl Daemon {
         let spent = daemon.progress.total_cost_usd;
         daemon.set_status(|status| status.spent_usd = spent);
         daemon.save_guards()?;
+        daemon.prune_cycles().await;
         daemon.spawn_heartbeat();
         daemon.set_status(|status| status.state = "running".to_owned());
         daemon.publish_status();
@@ -462,6 +471,9 @@ impl Daemon {
             }
             let cycle = self.next_cycle_number();
             let report = self.run_cycle(cycle).await?;
+            if let Some(message) = self.disk_full.take() {
+                return Err(UsageError(message).into());
+            }
             cycles_run += 1;
             match &report.stop {
                 Some(Stop::Cancelled) => return Ok(RunExit::Interrupted),
@@ -567,9 +579,10 @@ impl Daemon {
             gates: self.config.gates.clone(),
         };
         tracing::info!(cycle, branch = %self.branch, "cycle started");
-        let report = cycle::run(&input, self)
+        let mut report = cycle::run(&input, self)
             .instrument(tracing::info_span!("cycle", cycle))
             .await;
+        redact_report(&mut report);
         // Settle the branch before the cycle is recorded: a rollback at its
         // end may have put HEAD back on the branch an archive was made for.
         if let Err(error) = self.check_branch().await {
@@ -615,6 +628,9 @@ impl Daemon {
         )?;
         state::clear_in_flight(&self.paths)?;
         self.in_flight = None;
+        if !self.signals.shutdown.is_cancelled() {
+            self.prune_cycles().await;
+        }
         let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
         self.set_status(|status| {
             status.phase = None;
@@ -651,6 +667,37 @@ impl Daemon {
             Err(error) => {
                 tracing::error!(cycle, error = %format!("{error:#}"), "cannot update prd.json")
             }
+        }
+    }
+
+    /// Deletes and compresses the directories of old cycles (`[state]
+    /// keep_cycles`, `compress_after`) on a blocking thread; problems are
+    /// logged, never fatal.
+    async fn prune_cycles(&self) {
+        let retention = Retention {
+            keep_cycles: self.config.state.keep_cycles,
+            compress_after: self.config.state.compress_after,
+        };
+        let dir = self.paths.cycles_dir();
+        let in_flight = self.in_flight.as_ref().map(|in_flight| in_flight.cycle);
+        let pruned =
+            match tokio::task::spawn_blocking(move || retention::apply(&dir, retention, in_flight))
+                .await
+            {
+                Ok(pruned) => pruned,
+                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+            };
+        if pruned.deleted > 0 || pruned.compressed_files > 0 {
+            tracing::info!(
+                deleted_cycles = pruned.deleted,
+                compressed_files = pruned.compressed_files,
+                keep_cycles = retention.keep_cycles,
+                compress_after = retention.compress_after,
+                "old cycles pruned"
+            );
+        }
+        for problem in &pruned.problems {
+            tracing::warn!(%problem, "cannot prune an old cycle");
         }
     }
 
@@ -997,6 +1044,28 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// A phase found the disk under the home full: it fails with that as its
+    /// reason, and the run stops after the cycle is recorded (if it can be).
+    fn stop_on_full_disk(
+        &mut self,
+        cycle: u64,
+        phase: Phase,
+        full: state::DiskFull,
+        mut run: PhaseRun,
+    ) -> PhaseRun {
+        let message = full.to_string();
+        tracing::error!(cycle, %phase, error = %message, "the disk is full: stopping after this cycle");
+        run.failure_kind = Some(PhaseFailure::ExecutionError {
+            detail: message.clone(),
+        });
+        run.failure = Some(message.clone());
+        run.result_text = None;
+        self.disk_full = Some(message);
+        run
+    }
+}
+
 impl PhaseExecutor for Daemon {
     fn save_in_flight(
         &mut self,
@@ -1006,7 +1075,7 @@ impl PhaseExecutor for Daemon {
         let Some(in_flight) = self.in_flight.as_mut() else {
             return;
         };
-        let updated = InFlight {
+        let mut updated = InFlight {
             start: rollback_point.cloned(),
             phases: report.phases.clone(),
             phases_completed: report.phases_completed.clone(),
@@ -1020,6 +1089,12 @@ impl PhaseExecutor for Daemon {
             error: report.error.clone(),
             ..in_flight.clone()
         };
+        // What a restart records from it is agent text, as in the report.
+        redact_text(&mut updated.summary);
+        updated.learnings.iter_mut().for_each(redact_text);
+        updated.title.iter_mut().for_each(redact_text);
+        updated.error.iter_mut().for_each(redact_text);
+        redact_phases(&mut updated.phases);
         // Each write is fsynced: only what changed is written.
         if updated == *in_flight {
             return;
@@ -1195,6 +1270,14 @@ impl PhaseExecutor for Daemon {
             let mut run = match result {
                 Ok(run) => run,
                 Err(error) => {
+                    if let Some(full) = state::DiskFull::find(&transcript, &error) {
+                        return Ok(self.stop_on_full_disk(
+                            cycle,
+                            phase,
+                            full,
+                            failed_run(String::new(), attempt),
+                        ));
+                    }
                     let message = format!("{error:#}");
                     tracing::error!(cycle, %phase, error = %message, "phase could not run");
                     return Ok(failed_run(message, attempt));
@@ -1217,7 +1300,10 @@ impl PhaseExecutor for Daemon {
                         .paths
                         .cycle_dir(cycle)
                         .join(format!("{}.md", phase.name()));
-                    if let Err(error) = state::write_text(&output, &text) {
+                    if let Err(error) = state::write_text(&output, &crate::logging::redact(&text)) {
+                        if let Some(full) = state::DiskFull::find(&output, &error) {
+                            return Ok(self.stop_on_full_disk(cycle, phase, full, run));
+                        }
                         tracing::warn!(error = %format!("{error:#}"), "cannot write the phase output");
                     }
                     tracing::info!(cycle, %phase, cost_usd = run.cost_usd, turns = run.turns,
@@ -1313,6 +1399,36 @@ fn recent_learnings(progress: &Progress, limit: usize) -> Vec<String> {
         .flat_map(|record| record.learnings.iter().cloned())
         .collect();
     all[all.len().saturating_sub(limit)..].to_vec()
+}
+
+/// Agent text reaches progress.json, report.md, status.json and the
+/// breaker's reasons through the report: it is redacted once, here, as the
+/// logs are (and in `save_in_flight` for in-flight.json).
+fn redact_report(report: &mut CycleReport) {
+    redact_text(&mut report.summary);
+    report.learnings.iter_mut().for_each(redact_text);
+    report.patterns.iter_mut().for_each(redact_text);
+    report
+        .outputs
+        .iter_mut()
+        .for_each(|(_, text)| redact_text(text));
+    report.title.iter_mut().for_each(redact_text);
+    report.error.iter_mut().for_each(redact_text);
+    redact_phases(&mut report.phases);
+}
+
+/// The failure texts and permission denials of phase records.
+fn redact_phases(phases: &mut [crate::state::PhaseRecord]) {
+    for phase in phases {
+        phase.error.iter_mut().for_each(redact_text);
+        phase.permission_denials.iter_mut().for_each(redact_text);
+    }
+}
+
+fn redact_text(text: &mut String) {
+    if let std::borrow::Cow::Owned(clean) = crate::logging::redact(text) {
+        *text = clean;
+    }
 }
 
 /// The human report of a cycle: `state/cycles/<n>/report.md`.

@@ -15,7 +15,8 @@
 //! - `supervise`, `checks`, `reaper`: child processes.
 //! - `git`, `watch`, `archive`: the repository and the branch archive.
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
-//! - `state`, `prd`, `status`: files of the home and `ralphd status`.
+//! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
+//!   and which old cycles are compressed or deleted.
 //! - `logging`, `service`, `demo`: operations.
 //! - `no_panic` (tests only): no state file content makes a reader panic.
 
@@ -42,6 +43,7 @@ pub mod phase;
 mod prd;
 mod prompt;
 mod reaper;
+mod retention;
 mod service;
 mod state;
 mod status;

@@ -115,6 +115,55 @@ pub(crate) enum Durability {
     ProcessDeath,
 }
 
+/// A write under the home failed because its disk (or the user's quota) is
+/// full. Said once, plainly, with the one thing to do, whatever was being
+/// written: the daemon stops (exit 2) instead of failing cycle after cycle.
+#[derive(Debug, thiserror::Error)]
+#[error("the disk holding {} is full ({reason}); free space, then restart", path.display())]
+pub(crate) struct DiskFull {
+    pub(crate) path: PathBuf,
+    /// The system's words for it.
+    reason: &'static str,
+}
+
+impl DiskFull {
+    /// `Some` when `error` says the disk (ENOSPC) or the quota (EDQUOT) is full.
+    pub(crate) fn from_io(path: &Path, error: &io::Error) -> Option<DiskFull> {
+        let reason = match (error.kind(), error.raw_os_error()) {
+            (io::ErrorKind::StorageFull, _) | (_, Some(libc::ENOSPC)) => "No space left on device",
+            (io::ErrorKind::QuotaExceeded, _) | (_, Some(libc::EDQUOT)) => "Disk quota exceeded",
+            _ => return None,
+        };
+        Some(DiskFull {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// The full disk behind `error`, if one of its causes is one; `path` names
+    /// what was being written when the cause does not.
+    pub(crate) fn find(path: &Path, error: &anyhow::Error) -> Option<DiskFull> {
+        error.chain().find_map(|cause| {
+            if let Some(full) = cause.downcast_ref::<DiskFull>() {
+                return Some(DiskFull {
+                    path: full.path.clone(),
+                    reason: full.reason,
+                });
+            }
+            DiskFull::from_io(path, cause.downcast_ref::<io::Error>()?)
+        })
+    }
+}
+
+/// An I/O error on `path` as the user should read it: a full disk as
+/// [`DiskFull`], anything else as "cannot `<what>` `<path>`: cause".
+fn io_error(path: &Path, what: &str, error: io::Error) -> anyhow::Error {
+    match DiskFull::from_io(path, &error) {
+        Some(full) => full.into(),
+        None => anyhow::Error::new(error).context(format!("cannot {what} {}", path.display())),
+    }
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
 /// content, never a mix: temp file in the same directory, (fsync,) rename,
 /// (fsync of the directory).
@@ -136,7 +185,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) ->
         }
         Ok(())
     };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    write().map_err(|error| io_error(path, "write", error))
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically, surviving
@@ -453,14 +502,14 @@ fn lock_naming_holder(path: &Path, holder: &[u8]) -> Result<Result<File, String>
         .read(true)
         .write(true)
         .open(path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        .map_err(|error| io_error(path, "open lock file", error))?;
     match file.try_lock() {
         Ok(()) => {
             let write = |file: &mut File| -> io::Result<()> {
                 file.set_len(0)?;
                 file.write_all(holder)
             };
-            write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+            write(&mut file).map_err(|error| io_error(path, "write", error))?;
             Ok(Ok(file))
         }
         // Only for the message: a holder that cannot be read is named "unknown".
@@ -556,7 +605,7 @@ pub(crate) fn write_last_branch(paths: &HomePaths, branch: &str) -> Result<()> {
 /// Writes a small text file (phase output, report) atomically.
 pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|error| io_error(dir, "create", error))?;
     }
     write_atomic(path, text.as_bytes(), Durability::PowerLoss)
 }
@@ -702,6 +751,58 @@ mod tests {
             .expect("the lock goes with its holder");
         let holder = fs::read_to_string(git_dir.join(RepoLock::FILE)).unwrap();
         assert_eq!(holder, format!("{}\n/homes/second\n", std::process::id()));
+    }
+
+    #[test]
+    fn a_full_disk_or_quota_is_named_as_such_with_the_path() {
+        let path = Path::new("/home/me/state/progress.json");
+        let cases = [
+            (
+                io::Error::from_raw_os_error(libc::ENOSPC),
+                Some("No space left on device"),
+            ),
+            (
+                io::Error::from(io::ErrorKind::StorageFull),
+                Some("No space left on device"),
+            ),
+            (
+                io::Error::from_raw_os_error(libc::EDQUOT),
+                Some("Disk quota exceeded"),
+            ),
+            (io::Error::from_raw_os_error(libc::EACCES), None),
+            (io::Error::other("boom"), None),
+        ];
+        for (error, reason) in cases {
+            let shown = format!("{:#}", io_error(path, "write", error));
+            match reason {
+                Some(reason) => assert_eq!(
+                    shown,
+                    format!(
+                        "the disk holding /home/me/state/progress.json is full ({reason}); free space, then restart"
+                    )
+                ),
+                None => assert!(
+                    shown.starts_with("cannot write /home/me/state/progress.json: "),
+                    "{shown}"
+                ),
+            }
+        }
+        // Found behind any context, naming the given path unless the cause
+        // already names one.
+        let behind = anyhow::Error::new(io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("cannot run the agent command `claude`");
+        let full = DiskFull::find(Path::new("/h/state/cycles/1/scan.jsonl"), &behind).unwrap();
+        assert_eq!(full.path, Path::new("/h/state/cycles/1/scan.jsonl"));
+        let named = anyhow::Error::new(
+            DiskFull::from_io(path, &io::Error::from(io::ErrorKind::StorageFull)).unwrap(),
+        )
+        .context("cycle 3");
+        assert_eq!(
+            DiskFull::find(Path::new("/else"), &named).unwrap().path,
+            path
+        );
+        let other = anyhow::Error::new(io::Error::from_raw_os_error(libc::EIO));
+        assert!(DiskFull::find(path, &other).is_none());
     }
 
     #[test]

@@ -29,3 +29,5 @@ mod real_loop;
 // Without RALPHD_REAL_CLAUDE: one test that says the two above did not run.
 #[cfg(not(real_claude))]
 mod real_cli_skipped;
+// Disk use of the home: transcript cap, redaction, retention, a full disk.
+mod home_disk;

@@ -338,7 +338,6 @@ impl Daemon {
         let spent = daemon.progress.total_cost_usd;
         daemon.set_status(|status| status.spent_usd = spent);
         daemon.save_guards()?;
-        daemon.prune_cycles().await;
         daemon.spawn_heartbeat();
         daemon.set_status(|status| status.state = "running".to_owned());
         daemon.publish_status();
@@ -346,6 +345,9 @@ impl Daemon {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(repo = %daemon.config.repo.display(), home = %daemon.config.home.display(),
             branch = %daemon.branch, agent = %daemon.config.agent.kind.name(), "ralphd started");
+        // After READY: a first pass over a big home must not run into
+        // systemd's start timeout.
+        daemon.prune_cycles().await;
         Ok(daemon)
     }
 
@@ -671,8 +673,10 @@ impl Daemon {
     }
 
     /// Deletes and compresses the directories of old cycles (`[state]
-    /// keep_cycles`, `compress_after`) on a blocking thread; problems are
-    /// logged, never fatal.
+    /// keep_cycles`, `compress_after`) on a blocking thread, while the
+    /// heartbeat goes on (a first pass over a big home may take minutes); a
+    /// stop signal interrupts it between files. Problems are logged, never
+    /// fatal.
     async fn prune_cycles(&self) {
         let retention = Retention {
             keep_cycles: self.config.state.keep_cycles,
@@ -680,13 +684,15 @@ impl Daemon {
         };
         let dir = self.paths.cycles_dir();
         let in_flight = self.in_flight.as_ref().map(|in_flight| in_flight.cycle);
-        let pruned =
-            match tokio::task::spawn_blocking(move || retention::apply(&dir, retention, in_flight))
-                .await
-            {
-                Ok(pruned) => pruned,
-                Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-            };
+        let shutdown = self.signals.shutdown.clone();
+        let pruned = match tokio::task::spawn_blocking(move || {
+            retention::apply(&dir, retention, in_flight, || shutdown.is_cancelled())
+        })
+        .await
+        {
+            Ok(pruned) => pruned,
+            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        };
         if pruned.deleted > 0 || pruned.compressed_files > 0 {
             tracing::info!(
                 deleted_cycles = pruned.deleted,

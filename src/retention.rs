@@ -82,8 +82,15 @@ pub(crate) struct Pruned {
 }
 
 /// Applies [`plan`] to `cycles_dir` (`state/cycles/`): deletions first, so a
-/// nearly full disk gets room before anything is compressed.
-pub(crate) fn apply(cycles_dir: &Path, retention: Retention, in_flight: Option<u64>) -> Pruned {
+/// nearly full disk gets room before anything is compressed. `stop` is asked
+/// between files (a first pass over a big home may take minutes): when it
+/// says so, the rest waits for the next pass.
+pub(crate) fn apply(
+    cycles_dir: &Path,
+    retention: Retention,
+    in_flight: Option<u64>,
+    stop: impl Fn() -> bool,
+) -> Pruned {
     let mut pruned = Pruned::default();
     let cycles = match cycle_dirs(cycles_dir) {
         Ok(cycles) => cycles,
@@ -100,6 +107,9 @@ pub(crate) fn apply(cycles_dir: &Path, retention: Retention, in_flight: Option<u
         .iter()
         .filter(|(_, action)| *action == Action::Delete)
     {
+        if stop() {
+            return pruned;
+        }
         let dir = cycles_dir.join(cycle.to_string());
         match fs::remove_dir_all(&dir) {
             Ok(()) => pruned.deleted += 1,
@@ -113,7 +123,7 @@ pub(crate) fn apply(cycles_dir: &Path, retention: Retention, in_flight: Option<u
         .filter(|(_, action)| *action == Action::Compress)
     {
         let dir = cycles_dir.join(cycle.to_string());
-        if let Err(problem) = compress_dir(&dir, &mut pruned.compressed_files) {
+        if let Err(problem) = compress_dir(&dir, &mut pruned.compressed_files, &stop) {
             pruned.problems.push(problem);
             // Most likely a full disk: compressing the next one would fail too.
             break;
@@ -146,7 +156,11 @@ fn cycle_dirs(cycles_dir: &Path) -> io::Result<Vec<u64>> {
 /// `.gz` is written under a temp name, synced and renamed before the plain
 /// file is removed, so a crash leaves one of the two whole (a temp file left
 /// behind is removed by the next pass).
-fn compress_dir(dir: &Path, compressed: &mut usize) -> Result<(), String> {
+fn compress_dir(
+    dir: &Path,
+    compressed: &mut usize,
+    stop: &impl Fn() -> bool,
+) -> Result<(), String> {
     let listed = || -> io::Result<Vec<(String, bool)>> {
         let mut entries = Vec::new();
         for entry in fs::read_dir(dir)? {
@@ -159,6 +173,9 @@ fn compress_dir(dir: &Path, compressed: &mut usize) -> Result<(), String> {
     };
     let entries = listed().map_err(|error| format!("cannot list {}: {error}", dir.display()))?;
     for (name, is_file) in entries {
+        if stop() {
+            return Ok(());
+        }
         let path = dir.join(&name);
         if !is_file || name.ends_with(".gz") {
             continue;
@@ -325,7 +342,11 @@ mod tests {
         // A compression that a crash interrupted, in cycle 3.
         fs::write(cycles.join("3/.scan.jsonl.gz.tmp"), "half").unwrap();
 
-        let pruned = apply(&cycles, POLICY, None);
+        // Asked to stop at once, it does nothing.
+        assert_eq!(apply(&cycles, POLICY, None, || true), Pruned::default());
+        assert_eq!(names(&cycles.join("1")), ["report.md", "scan.jsonl"]);
+
+        let pruned = apply(&cycles, POLICY, None, || false);
         assert_eq!(pruned.deleted, 2);
         assert_eq!(pruned.compressed_files, 6);
         assert!(pruned.problems.is_empty(), "{:?}", pruned.problems);
@@ -354,10 +375,10 @@ mod tests {
         );
 
         // A second pass finds nothing to do.
-        assert_eq!(apply(&cycles, POLICY, None), Pruned::default());
+        assert_eq!(apply(&cycles, POLICY, None, || false), Pruned::default());
         // A home without cycles yet is no problem.
         assert_eq!(
-            apply(&home.path().join("nothing"), POLICY, None),
+            apply(&home.path().join("nothing"), POLICY, None, || false),
             Pruned::default()
         );
     }

@@ -159,8 +159,18 @@ pub(crate) struct Daemon {
 
 /// Runs the daemon until it has a reason to exit.
 pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
-    let mut daemon = Daemon::start(config, signals).await?;
-    let exit = daemon.main_loop().await;
+    // Whatever write found the disk full (an archive, prd.json), the user
+    // reads that it is full, and where: the path of the write when it is
+    // known, else the home.
+    let home = config.home.clone();
+    let name_full_disk = |error: anyhow::Error| match state::DiskFull::find(&home, &error) {
+        Some(full) => anyhow::Error::new(full),
+        None => error,
+    };
+    let mut daemon = Daemon::start(config, signals)
+        .await
+        .map_err(name_full_disk)?;
+    let exit = daemon.main_loop().await.map_err(name_full_disk);
     daemon.set_status(|status| {
         status.state = "stopped".to_owned();
         status.phase = None;

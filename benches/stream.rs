@@ -15,7 +15,10 @@
 //! `cat file | cat > copy` (one more pipe and process). Peak RSS is
 //! `ru_maxrss` from `wait4` (ralphd or, if larger, a child it waited for)
 //! and the last `VmHWM` read from `/proc` while it ran. A 16 MiB stream is
-//! run once first, so that growth of the peak with the stream shows.
+//! run once first, so that growth of the peak with the stream shows. The
+//! transcript cap (`[state] max_transcript_mb`) is raised above the stream,
+//! so every byte goes through redaction and is written, as at most 64 MiB
+//! are by default.
 
 mod support;
 
@@ -196,7 +199,13 @@ struct Measured {
 }
 
 fn run_ralphd(stream: &PathBuf) -> Measured {
-    let world = World::new(AGENT, &Settings::default());
+    let world = World::new(
+        AGENT,
+        &Settings {
+            extra: "[state]\nmax_transcript_mb = 4096\n",
+            ..Settings::default()
+        },
+    );
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
     let started = Instant::now();

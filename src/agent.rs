@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentKind, Config};
 use crate::phase::Phase;
-use crate::supervise::{self, StopCause, Supervised};
+use crate::supervise::{self, StopCause, Supervised, TranscriptSpec};
 
 use classify::{PhaseFailure, PhaseVerdict, ProcessEnd, TimeoutKind};
 use stream::{Event, ParseError, StreamSummary};
@@ -30,7 +30,8 @@ pub(crate) struct PhaseRequest<'a> {
     pub(crate) phase: Phase,
     pub(crate) cycle: u64,
     pub(crate) prompt: String,
-    /// `state/cycles/<n>/<phase>.jsonl`: the raw stream is appended here.
+    /// `state/cycles/<n>/<phase>.jsonl`: the stream is appended here, each
+    /// line redacted, at most `[state] max_transcript_mb` per run.
     pub(crate) transcript: PathBuf,
     pub(crate) cancel: &'a CancellationToken,
 }
@@ -102,7 +103,8 @@ fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
             error_status,
             error,
         } => {
-            tracing::warn!(%phase, attempt, status = ?error_status, error = error.as_deref().unwrap_or("-"), "the CLI is retrying an API error");
+            let status = error_status.map_or_else(|| "-".to_owned(), |status| status.to_string());
+            tracing::warn!(%phase, attempt, %status, error = error.as_deref().unwrap_or("-"), "the CLI is retrying an API error");
         }
         Event::ModelFallback {
             original_model,
@@ -111,7 +113,11 @@ fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
             tracing::warn!(%phase, from = original_model.as_deref().unwrap_or("-"), to = fallback_model.as_deref().unwrap_or("-"), "the CLI switched to the fallback model");
         }
         Event::RateLimit(info) if info.is_rejected() => {
-            tracing::warn!(%phase, resets_at = ?info.resets_at, kind = info.limit_type.as_deref().unwrap_or("-"), "usage limit reported by the CLI");
+            let resets_at = info
+                .resets_at
+                .and_then(|epoch| jiff::Timestamp::from_second(epoch).ok())
+                .map_or_else(|| "unknown".to_owned(), |at| at.to_string());
+            tracing::warn!(%phase, %resets_at, kind = info.limit_type.as_deref().unwrap_or("-"), "usage limit reported by the CLI");
         }
         Event::Unknown(kind) => {
             tracing::debug!(%phase, event_type = %kind, "ignoring an unknown event type")
@@ -140,8 +146,11 @@ fn run_offline(config: &Config, request: &PhaseRequest<'_>) -> Result<PhaseRun> 
         &config.repo,
         config.agent.offline_complete_after,
     )?;
-    let mut transcript = lines.join("\n");
-    transcript.push('\n');
+    let mut transcript = String::new();
+    for line in &lines {
+        transcript.push_str(&crate::logging::redact(line));
+        transcript.push('\n');
+    }
     append(&request.transcript, transcript.as_bytes())?;
     let mut summary = StreamSummary::default();
     for line in &lines {
@@ -176,7 +185,11 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
     let spec = Supervised {
         command,
         stdin: Some(request.prompt),
-        transcript: Some(request.transcript.clone()),
+        transcript: Some(TranscriptSpec {
+            path: request.transcript.clone(),
+            max_bytes: config.state.max_transcript_bytes(),
+            redact: crate::logging::redact,
+        }),
         wall_timeout: config.agent.phase_timeout,
         idle_timeout: Some(config.agent.idle_timeout),
         stop_grace: config.agent.stop_grace,
@@ -190,7 +203,12 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
     .with_context(|| format!("cannot run the agent command `{}`", config.agent.command))?;
     if finished.lines_too_long > 0 {
         tracing::warn!(%phase, count = finished.lines_too_long, limit_bytes = supervise::MAX_LINE_BYTES,
-            "skipped over-long stream lines (kept in the transcript)");
+            "skipped over-long stream lines (the transcript notes their length)");
+    }
+    let (dropped_bytes, dropped_lines) = finished.transcript_dropped;
+    if dropped_lines > 0 {
+        tracing::warn!(%phase, dropped_bytes, dropped_lines, max_transcript_mb = config.state.max_transcript_mb,
+            transcript = %request.transcript.display(), "the transcript reached its cap: the rest of the stream was read but not stored");
     }
     let end = ProcessEnd {
         exit_code: finished.status.code(),

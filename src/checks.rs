@@ -44,7 +44,10 @@ pub(crate) async fn run_all(
         let mut command = Command::new("sh");
         command.arg("-c").arg(command_line).current_dir(repo);
         let result = run_one(command, command_line, timeout, stop_grace, cancel).await?;
-        tracing::info!(check = %result.command, exit = ?result.exit_code, timed_out = result.timed_out, "check finished");
+        let exit = result
+            .exit_code
+            .map_or_else(|| "none".to_owned(), |code| code.to_string());
+        tracing::info!(check = %result.command, %exit, timed_out = result.timed_out, "check finished");
         results.push(result);
     }
     Some(results)

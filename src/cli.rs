@@ -133,7 +133,13 @@ pub(crate) struct RunArgs {
     pub(crate) max_iterations: Option<u32>,
 
     /// Pause between cycles, e.g. 90s, 5m, "1h 30m" [default: 2s]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    // Hyphen values reach the parser, so `-1s` is "negative", not "unknown flag -1".
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        allow_hyphen_values = true
+    )]
     pub(crate) sleep: Option<Duration>,
 
     /// Start even if the work tree has uncommitted changes (rollbacks still keep them)
@@ -217,8 +223,8 @@ pub(crate) struct InitArgs {
 
 #[derive(Args, Clone, Debug, PartialEq)]
 pub(crate) struct DemoArgs {
-    /// Create the scratch repository in DIR instead of a new temporary directory
-    /// (either way it is kept and its path printed)
+    /// Create the scratch repository in DIR and keep it, to look around afterwards
+    /// (without --dir: a temporary directory, printed, then removed at the end)
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
 }
@@ -279,8 +285,16 @@ pub(crate) fn parse_max_iterations(text: &str) -> Result<u32, String> {
     }
 }
 
+/// What every duration flag, key and variable says about a leading minus.
+pub(crate) const NEGATIVE_DURATION: &str = "durations cannot be negative";
+
 /// Parses a humantime duration such as `90s`, `5m` or `1h 30m`.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(format!(
+            "{NEGATIVE_DURATION}; expected a duration like \"90s\", \"5m\" or \"1h 30m\""
+        ));
+    }
     humantime::parse_duration(text.trim())
         .map_err(|error| format!("{error}; expected a duration like \"90s\", \"5m\" or \"1h 30m\""))
 }
@@ -399,6 +413,17 @@ mod tests {
         }
         let message = parse(&["run", "--sleep", "soon"]).unwrap_err().to_string();
         assert!(message.contains("expected a duration like"), "{message}");
+        for negative in [
+            &["run", "--sleep", "-1s"][..],
+            &["run", "--sleep=-1s"],
+            &["run", "--sleep", " -5m"],
+        ] {
+            let message = parse(negative).unwrap_err().to_string();
+            assert!(
+                message.contains("durations cannot be negative"),
+                "{negative:?}: {message}"
+            );
+        }
     }
 
     #[test]

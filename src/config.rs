@@ -76,6 +76,9 @@
 //! | `RALPH_LOGGING_LEVEL` | `logging.level` | `trace`/`debug`/`info`/`warn`/`error`/`off` |
 //! | `RALPH_LOGGING_MAX_LOG_FILES` | `logging.max_log_files` | whole number ≥ 1 |
 //! | `RALPH_STATE_ON_CORRUPT` | `state.on_corrupt` | `refuse`/`move-aside` |
+//! | `RALPH_STATE_KEEP_CYCLES` | `state.keep_cycles` | whole number ≥ 1 |
+//! | `RALPH_STATE_COMPRESS_AFTER` | `state.compress_after` | whole number ≥ 0 (0 = never) |
+//! | `RALPH_STATE_MAX_TRANSCRIPT_MB` | `state.max_transcript_mb` | whole number ≥ 1 (MiB) |
 //!
 //! `<PHASE>` is `SCAN`, `IDEA`, `CODE_EDIT`, `BACKTEST` or `REPORT`.
 
@@ -219,6 +222,16 @@ pub(crate) enum AgentKind {
     Claude,
     /// The built-in deterministic simulator (DESIGN §9).
     Offline,
+}
+
+impl AgentKind {
+    /// The spelling of `agent.kind` in `ralph.toml`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            AgentKind::Claude => "claude",
+            AgentKind::Offline => "offline",
+        }
+    }
 }
 
 /// The permission settings of each phase, indexed by [`Phase`].
@@ -426,9 +439,36 @@ impl Default for LoggingSettings {
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StateSettings {
     pub(crate) on_corrupt: OnCorrupt,
+    /// The transcripts and phase texts of this many newest cycles are kept;
+    /// older cycle directories are deleted (progress.json keeps every record).
+    /// At least 1: the cycle just finished is always kept.
+    pub(crate) keep_cycles: u32,
+    /// Cycle directories older than this many newest are gzip-compressed;
+    /// 0 = never.
+    pub(crate) compress_after: u32,
+    /// The most one phase run stores in its transcript, in MiB.
+    pub(crate) max_transcript_mb: u32,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            on_corrupt: OnCorrupt::default(),
+            keep_cycles: 500,
+            compress_after: 50,
+            max_transcript_mb: 64,
+        }
+    }
+}
+
+impl StateSettings {
+    /// [`StateSettings::max_transcript_mb`] in bytes.
+    pub(crate) fn max_transcript_bytes(&self) -> u64 {
+        u64::from(self.max_transcript_mb) * 1024 * 1024
+    }
 }
 
 /// What to do with a state file that cannot be parsed (DESIGN §3).
@@ -451,6 +491,7 @@ pub(crate) struct Env {
 impl Env {
     /// The `RALPH_*` variables of this process.
     pub(crate) fn from_process() -> Env {
+        // A name that is not UTF-8 is none of ralphd's variables (all are ASCII).
         Env::from_pairs(
             std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value))),
         )
@@ -489,6 +530,16 @@ pub(crate) enum ConfigError {
         path: PathBuf,
         given_by: &'static str,
     },
+
+    #[error(
+        "home directory {} does not exist (given by {given_by}); pass the home of a ralphd run, \
+         or create one with `ralphd init DIR`",
+        path.display()
+    )]
+    HomeMissing { path: PathBuf, given_by: String },
+
+    #[error("home {} is not a directory (given by {given_by})", path.display())]
+    HomeNotADirectory { path: PathBuf, given_by: String },
 
     #[error("cannot read config file {}: {error}", path.display())]
     FileUnreadable {
@@ -637,11 +688,34 @@ impl Config {
     }
 }
 
-/// Resolves the home of `status`, `reset-breaker` and `service` the way `run`
-/// does: `--home`, else `RALPH_HOME`, else the current directory.
+/// Resolves the home of the commands that only look at a home (`status`,
+/// `reset-breaker`) the way `run` does: `--home`, else `RALPH_HOME`, else the
+/// current directory. Unlike `run`, which creates it, the home must exist
+/// (DESIGN §2): a typo must not read as "ralphd has never run here".
 pub(crate) fn resolve_home(flag: Option<&Path>, env: &Env) -> Result<PathBuf, ConfigError> {
     let cwd = std::env::current_dir().map_err(|error| ConfigError::CurrentDir { error })?;
-    resolve_home_in(flag, env, &cwd)
+    let home = resolve_home_in(flag, env, &cwd)?;
+    let given_by = || match (flag, env.get("RALPH_HOME")) {
+        (Some(_), _) => "--home".to_owned(),
+        (None, Some(_)) => "RALPH_HOME".to_owned(),
+        (None, None) => "the current directory".to_owned(),
+    };
+    match std::fs::metadata(&home) {
+        Ok(metadata) if metadata.is_dir() => Ok(home),
+        Ok(_) => Err(ConfigError::HomeNotADirectory {
+            path: home,
+            given_by: given_by(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::HomeMissing {
+                path: home,
+                given_by: given_by(),
+            })
+        }
+        // Any other error (a parent without search permission, say) shows
+        // up, naming the file, when the home's files are read.
+        Err(_) => Ok(home),
+    }
 }
 
 fn resolve_home_in(flag: Option<&Path>, env: &Env, cwd: &Path) -> Result<PathBuf, ConfigError> {
@@ -1001,6 +1075,30 @@ fn resolve(run_args: &RunArgs, env: &Env, cwd: &Path) -> Result<(Config, Known),
             })
         },
     )?;
+    r.set(
+        &mut config.state.keep_cycles,
+        "state",
+        "keep_cycles",
+        |input| {
+            whole_number(1)(input).map_err(|_| {
+                "a whole number ≥ 1 (the cycles whose transcripts are kept; there is no \
+                 'keep everything': set a large number)"
+                    .to_owned()
+            })
+        },
+    )?;
+    r.set(
+        &mut config.state.compress_after,
+        "state",
+        "compress_after",
+        whole_number(0),
+    )?;
+    r.set(
+        &mut config.state.max_transcript_mb,
+        "state",
+        "max_transcript_mb",
+        whole_number(1),
+    )?;
 
     resolver.check_unknown()?;
     check_rules(&config, &resolver)?;
@@ -1173,6 +1271,7 @@ fn read_file(
             });
         }
     };
+    // Only for naming it and its directory: the file was just read.
     let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     parse_file(&path, &text).map(Some)
 }
@@ -1572,6 +1671,15 @@ fn optional<T>(
 }
 
 fn duration(input: &Input<'_>) -> Result<Duration, String> {
+    if input
+        .text()
+        .is_some_and(|text| text.trim_start().starts_with('-'))
+    {
+        return Err(format!(
+            "{DURATION_FORM}; {}",
+            crate::cli::NEGATIVE_DURATION
+        ));
+    }
     let parsed = input
         .text()
         .and_then(|text| humantime::parse_duration(text.trim()).ok());
@@ -1584,6 +1692,7 @@ fn duration(input: &Input<'_>) -> Result<Duration, String> {
 fn nonzero_duration(input: &Input<'_>) -> Result<Duration, String> {
     match duration(input) {
         Ok(duration) if !duration.is_zero() => Ok(duration),
+        Err(negative) if negative.contains(crate::cli::NEGATIVE_DURATION) => Err(negative),
         _ => Err(format!("{DURATION_FORM}, above zero")),
     }
 }
@@ -1915,6 +2024,10 @@ pub(crate) mod tests {
         assert_eq!(config.logging.format, LogFormat::Text);
         assert_eq!(config.logging.max_log_files, 14);
         assert_eq!(config.state.on_corrupt, OnCorrupt::Refuse);
+        assert_eq!(config.state.keep_cycles, 500);
+        assert_eq!(config.state.compress_after, 50);
+        assert_eq!(config.state.max_transcript_mb, 64);
+        assert_eq!(config.state.max_transcript_bytes(), 64 * 1024 * 1024);
 
         // `for_home` gives the same settings.
         let mut for_home = Config::for_home(&home, &home);
@@ -1962,6 +2075,9 @@ pub(crate) mod tests {
 
             [state]
             on_corrupt = "move-aside"
+            keep_cycles = 20
+            compress_after = 0
+            max_transcript_mb = 1
             "#,
         ));
         let home = fixture.path();
@@ -2000,6 +2116,9 @@ pub(crate) mod tests {
         assert_eq!(config.logging.format, LogFormat::Json);
         assert_eq!(config.logging.max_log_files, 1);
         assert_eq!(config.state.on_corrupt, OnCorrupt::MoveAside);
+        assert_eq!(config.state.keep_cycles, 20);
+        assert_eq!(config.state.compress_after, 0);
+        assert_eq!(config.state.max_transcript_mb, 1);
     }
 
     /// One row per kind of value: what the file, the variable and the flag
@@ -2243,6 +2362,17 @@ pub(crate) mod tests {
                 }
             }
         }
+        for (key, text) in [
+            ("[loop]\nsleep_between_iterations", "-1s"),
+            ("[agent]\nphase_timeout", "-5m"),
+            ("[breaker]\nrecovery_timeout", " -1h"),
+        ] {
+            let message = error_of(&format!("{key} = \"{text}\"\n"));
+            assert!(
+                message.contains("durations cannot be negative"),
+                "{message}"
+            );
+        }
         // A duration must be a string, and timeouts must be above zero.
         let message = error_of("[loop]\nsleep_between_iterations = 90\n");
         assert!(message.contains("invalid value 90"), "{message}");
@@ -2390,6 +2520,21 @@ pub(crate) mod tests {
                 "\"move-aside\"",
             ),
             (
+                "[state]\nkeep_cycles = 0",
+                "state.keep_cycles",
+                "there is no 'keep everything'",
+            ),
+            (
+                "[state]\ncompress_after = -1",
+                "state.compress_after",
+                "a whole number ≥ 0",
+            ),
+            (
+                "[state]\nmax_transcript_mb = 0",
+                "state.max_transcript_mb",
+                "a whole number ≥ 1",
+            ),
+            (
                 "[phases.idea]\npermission_mode = \"yolo\"",
                 "phases.idea.permission_mode",
                 "\"acceptEdits\"",
@@ -2431,6 +2576,12 @@ pub(crate) mod tests {
         let fixture = Fixture::new(None);
         let cases = [
             ("RALPH_SLEEP", "soon", "expected a duration"),
+            ("RALPH_SLEEP", "-1s", "durations cannot be negative"),
+            (
+                "RALPH_AGENT_IDLE_TIMEOUT",
+                "-1s",
+                "durations cannot be negative",
+            ),
             ("RALPH_MAX_ITERATIONS", "0", "there is no 'unlimited'"),
             ("RALPH_MAX_ITERATIONS", "-1", "there is no 'unlimited'"),
             (

@@ -33,7 +33,7 @@ use crate::blocks;
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
 use crate::gates::{self, Gates, Violation};
-use crate::git::{GitError, Progress, Signing};
+use crate::git::{DiffStats, GitError, Signing};
 use crate::phase::Phase;
 use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
 use crate::state::{Outcome, PhaseRecord};
@@ -347,7 +347,7 @@ enum Measured<S> {
     Unchanged,
     Refused(Vec<Violation>),
     Changed {
-        progress: Progress,
+        progress: DiffStats,
         summary: String,
         checkpoint: S,
     },

@@ -28,6 +28,7 @@ use crate::limiter::{Limiter, LimiterSnapshot};
 use crate::phase::Phase;
 use crate::prd;
 use crate::prompt::{self, PromptContext, StoryBrief};
+use crate::retention::{self, Retention};
 use crate::state::{
     self, CycleRecord, Durability, HomePaths, InFlight, InstanceLock, Outcome, Progress, RepoLock,
     StatusFile, VERSION, Waiting,
@@ -48,6 +49,17 @@ pub(crate) enum RunExit {
 }
 
 impl RunExit {
+    /// Why the run ended, in words, with its exit code (status.json's `exit`).
+    pub(crate) fn describe(self) -> String {
+        let why = match self {
+            RunExit::Complete => "the agent declared completion",
+            RunExit::MaxIterations => "reached --max-iterations",
+            RunExit::Halted => "halted by a guard (budget or circuit breaker)",
+            RunExit::Interrupted => "stopped by a signal",
+        };
+        format!("{why} (exit {})", self.code())
+    }
+
     pub(crate) fn code(self) -> u8 {
         match self {
             RunExit::Complete => 0,
@@ -130,28 +142,49 @@ pub(crate) struct Daemon {
     /// Set when a phase failed in a way no retry or later cycle can fix
     /// (credentials, a refused command line): the run stops after this cycle.
     fatal: Option<String>,
+    /// Set when a write under the home found its disk full: the run stops
+    /// (exit 2) once the cycle is recorded, without feeding the breaker.
+    disk_full: Option<String>,
     /// The archive made during the running cycle: (branch left, archive
     /// directory, that branch's progress). A rollback that puts HEAD back on
     /// that branch undoes it instead of archiving again.
     archived_this_cycle: Option<(String, std::path::PathBuf, Progress)>,
     /// Wakes the heartbeat task to write a changed status.
     status_changed: Arc<tokio::sync::Notify>,
+    /// What was warned about in this cycle (a file that is not UTF-8, a
+    /// prompt part cut by its cap): prompts are rendered for every phase, the
+    /// warning is given once per cycle.
+    warned_this_cycle: std::collections::HashSet<String>,
 }
 
 /// Runs the daemon until it has a reason to exit.
 pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
-    let mut daemon = Daemon::start(config, signals).await?;
-    let exit = daemon.main_loop().await;
+    // Whatever write found the disk full (an archive, prd.json), the user
+    // reads that it is full, and where: the path of the write when it is
+    // known, else the home.
+    let home = config.home.clone();
+    let name_full_disk = |error: anyhow::Error| match state::DiskFull::find(&home, &error) {
+        Some(full) => anyhow::Error::new(full),
+        None => error,
+    };
+    let mut daemon = Daemon::start(config, signals)
+        .await
+        .map_err(name_full_disk)?;
+    let exit = daemon.main_loop().await.map_err(name_full_disk);
     daemon.set_status(|status| {
         status.state = "stopped".to_owned();
         status.phase = None;
         status.waiting = None;
         status.exit = Some(match &exit {
-            Ok(exit) => format!("{exit:?} (exit {})", exit.code()),
-            Err(error) => format!("error: {error:#}"),
+            Ok(exit) => exit.describe(),
+            Err(error) => format!(
+                "stopped by an error (exit 2): {}",
+                crate::logging::redact(&format!("{error:#}"))
+            ),
         });
     });
     daemon.publish_status();
+    // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit
 }
@@ -300,7 +333,9 @@ impl Daemon {
             head_watch,
             in_flight: None,
             fatal: None,
+            disk_full: None,
             archived_this_cycle: None,
+            warned_this_cycle: std::collections::HashSet::new(),
         };
         if let Some(in_flight) = interrupted {
             daemon.record_interrupted_cycle(in_flight, recovered)?;
@@ -316,9 +351,13 @@ impl Daemon {
         daemon.spawn_heartbeat();
         daemon.set_status(|status| status.state = "running".to_owned());
         daemon.publish_status();
+        // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(repo = %daemon.config.repo.display(), home = %daemon.config.home.display(),
-            branch = %daemon.branch, agent = ?daemon.config.agent.kind, "ralphd started");
+            branch = %daemon.branch, agent = %daemon.config.agent.kind.name(), "ralphd started");
+        // After READY: a first pass over a big home must not run into
+        // systemd's start timeout.
+        daemon.prune_cycles().await;
         Ok(daemon)
     }
 
@@ -444,6 +483,9 @@ impl Daemon {
             }
             let cycle = self.next_cycle_number();
             let (end, report) = self.run_cycle(cycle).await?;
+            if let Some(message) = self.disk_full.take() {
+                return Err(UsageError(message).into());
+            }
             cycles_run += 1;
             let outcome = match &end {
                 CycleEnd::Interrupted { .. } => return Ok(RunExit::Interrupted),
@@ -525,10 +567,12 @@ impl Daemon {
         state::save_json(&self.paths.in_flight(), &in_flight)?;
         self.in_flight = Some(in_flight);
         self.archived_this_cycle = None;
+        self.warned_this_cycle.clear();
         self.set_status(|status| {
             status.cycle = Some(cycle);
             status.state = "running".to_owned();
         });
+        // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("cycle {cycle}"))]);
 
         self.reload_prd();
@@ -546,9 +590,10 @@ impl Daemon {
             gates: self.config.gates.clone(),
         };
         tracing::info!(cycle, branch = %self.branch, "cycle started");
-        let (end, report) = cycle::run(&input, self)
+        let (end, mut report) = cycle::run(&input, self)
             .instrument(tracing::info_span!("cycle", cycle))
             .await;
+        redact_report(&mut report);
         // Settle the branch before the cycle is recorded: a rollback at its
         // end may have put HEAD back on the branch an archive was made for.
         if let Err(error) = self.check_branch().await {
@@ -594,6 +639,9 @@ impl Daemon {
         )?;
         state::clear_in_flight(&self.paths)?;
         self.in_flight = None;
+        if !self.signals.shutdown.is_cancelled() {
+            self.prune_cycles().await;
+        }
         let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
         self.set_status(|status| {
             status.phase = None;
@@ -630,6 +678,41 @@ impl Daemon {
             Err(error) => {
                 tracing::error!(cycle, error = %format!("{error:#}"), "cannot update prd.json")
             }
+        }
+    }
+
+    /// Deletes and compresses the directories of old cycles (`[state]
+    /// keep_cycles`, `compress_after`) on a blocking thread, while the
+    /// heartbeat goes on (a first pass over a big home may take minutes); a
+    /// stop signal interrupts it between files. Problems are logged, never
+    /// fatal.
+    async fn prune_cycles(&self) {
+        let retention = Retention {
+            keep_cycles: self.config.state.keep_cycles,
+            compress_after: self.config.state.compress_after,
+        };
+        let dir = self.paths.cycles_dir();
+        let in_flight = self.in_flight.as_ref().map(|in_flight| in_flight.cycle);
+        let shutdown = self.signals.shutdown.clone();
+        let pruned = match tokio::task::spawn_blocking(move || {
+            retention::apply(&dir, retention, in_flight, || shutdown.is_cancelled())
+        })
+        .await
+        {
+            Ok(pruned) => pruned,
+            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
+        };
+        if pruned.deleted > 0 || pruned.compressed_files > 0 {
+            tracing::info!(
+                deleted_cycles = pruned.deleted,
+                compressed_files = pruned.compressed_files,
+                keep_cycles = retention.keep_cycles,
+                compress_after = retention.compress_after,
+                "old cycles pruned"
+            );
+        }
+        for problem in &pruned.problems {
+            tracing::warn!(%problem, "cannot prune an old cycle");
         }
     }
 
@@ -718,7 +801,7 @@ impl Daemon {
             tracing::debug!(cycle_branch = %start.branch_label(), head = %current, "HEAD is off the cycle's branch; the cycle undoes it after the phase run");
             return Ok(());
         }
-        let last = state::read_last_branch(&self.paths);
+        let last = state::read_last_branch(&self.paths)?;
         let continues = match &last {
             Some(last) if last != &current => {
                 let (last, label) = (last.clone(), current.clone());
@@ -749,8 +832,17 @@ impl Daemon {
             }
             Some(last) if last != current => {
                 let date = jiff::Zoned::now().date();
-                let progress = std::fs::read(self.paths.progress()).ok();
-                let prd = std::fs::read(self.paths.prd()).ok();
+                // A file that cannot be read stops the archive (nothing is
+                // reset); one that does not exist is simply not archived.
+                let read_if_present = |path: std::path::PathBuf| match std::fs::read(&path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(error) => Err(error).with_context(|| {
+                        format!("cannot archive {}: cannot read it", path.display())
+                    }),
+                };
+                let progress = read_if_present(self.paths.progress())?;
+                let prd = read_if_present(self.paths.prd())?;
                 let dir = crate::archive::archive_branch(
                     &self.paths.archive_dir(),
                     date,
@@ -840,6 +932,7 @@ impl Daemon {
                 tokio::select! {
                     _ = ticker.tick() => {
                         if watchdog.is_some() {
+                            // Outside systemd this does nothing; a failed notification harms no run.
                             let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                         }
                     }
@@ -928,14 +1021,40 @@ impl Daemon {
         }
     }
 
-    fn template(&self, phase: Phase) -> String {
+    /// The user's `prompts/<phase>.md`, else the built-in template.
+    fn template(&mut self, phase: Phase) -> String {
         let path = self
             .paths
             .prompts_dir()
             .join(format!("{}.md", phase.name()));
-        match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(_) => phase.builtin_template().to_owned(),
+        self.read_users_text(&path, "the built-in template is used instead")
+            .unwrap_or_else(|| phase.builtin_template().to_owned())
+    }
+
+    /// Reads a text file the user may have put in the home (PROMPT.md, a
+    /// prompt template): `None` when it does not exist. A file that is not
+    /// UTF-8 is used with U+FFFD for the bad bytes; one that cannot be read
+    /// is skipped (`fallback` says what happens instead). Either way a WARN
+    /// names the file and the cause, once per cycle.
+    fn read_users_text(&mut self, path: &std::path::Path, fallback: &str) -> Option<String> {
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Some(text),
+                Err(error) => {
+                    if self.warned_this_cycle.insert(path.display().to_string()) {
+                        let at = error.utf8_error().valid_up_to();
+                        tracing::warn!(file = %path.display(), "the file is not valid UTF-8 (first bad byte at offset {at}); it is used with the bad bytes replaced by U+FFFD");
+                    }
+                    Some(String::from_utf8_lossy(error.as_bytes()).into_owned())
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                if self.warned_this_cycle.insert(path.display().to_string()) {
+                    tracing::warn!(file = %path.display(), %error, "cannot read the file; {fallback}");
+                }
+                None
+            }
         }
     }
 
@@ -952,16 +1071,38 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// A phase found the disk under the home full: it fails with that as its
+    /// reason, and the run stops after the cycle is recorded (if it can be).
+    fn stop_on_full_disk(
+        &mut self,
+        cycle: u64,
+        phase: Phase,
+        full: state::DiskFull,
+        mut run: PhaseRun,
+    ) -> PhaseRun {
+        let message = full.to_string();
+        tracing::error!(cycle, %phase, error = %message, "the disk is full: stopping after this cycle");
+        run.failure_kind = Some(PhaseFailure::ExecutionError {
+            detail: message.clone(),
+        });
+        run.failure = Some(message.clone());
+        run.result_text = None;
+        self.disk_full = Some(message);
+        run
+    }
+}
+
 impl PhaseExecutor for Daemon {
     fn save_in_flight(
         &mut self,
-        rollback_point: Option<&crate::git::CycleStart>,
+        rollback_point: Option<&crate::git::Snapshot>,
         report: &CycleReport,
     ) {
         let Some(in_flight) = self.in_flight.as_mut() else {
             return;
         };
-        let updated = InFlight {
+        let mut updated = InFlight {
             start: rollback_point.cloned(),
             phases: report.phases.clone(),
             phases_completed: report.phases_completed.clone(),
@@ -975,6 +1116,12 @@ impl PhaseExecutor for Daemon {
             error: report.error.clone(),
             ..in_flight.clone()
         };
+        // What a restart records from it is agent text, as in the report.
+        redact_text(&mut updated.summary);
+        updated.learnings.iter_mut().for_each(redact_text);
+        updated.title.iter_mut().for_each(redact_text);
+        updated.error.iter_mut().for_each(redact_text);
+        redact_phases(&mut updated.phases);
         // Each write is fsynced: only what changed is written.
         if updated == *in_flight {
             return;
@@ -997,11 +1144,33 @@ impl PhaseExecutor for Daemon {
     }
 
     fn render_prompt(&mut self, phase: Phase, mut context: PromptContext) -> String {
-        context.steering = std::fs::read_to_string(self.paths.steering_file()).unwrap_or_default();
+        context.steering = self
+            .read_users_text(
+                &self.paths.steering_file(),
+                "the phase runs without steering text",
+            )
+            .unwrap_or_default();
         context.marker = crate::blocks::COMPLETION_MARKER.to_owned();
-        let rendered = prompt::render(&self.template(phase), &context);
+        let template = self.template(phase);
+        let rendered = prompt::render(&template, &context);
         if !rendered.unknown.is_empty() {
             tracing::warn!(%phase, unknown = %rendered.unknown.join(", "), "the prompt template has unknown placeholders (left as they are)");
+        }
+        for part in rendered.truncated {
+            if !self.warned_this_cycle.insert(format!("truncated {part}")) {
+                continue;
+            }
+            let source = match part {
+                "steering" => self.paths.steering_file().display().to_string(),
+                "learnings" | "patterns" => self.paths.progress().display().to_string(),
+                "stories" => self.paths.prd().display().to_string(),
+                "checks" => "the output of the backtest checks".to_owned(),
+                "diff_summary" => "the diff of the cycle".to_owned(),
+                "verdict" => "the verdict".to_owned(),
+                phase_output => format!("the output of phase {}", phase_output.replace('_', "-")),
+            };
+            tracing::warn!(%phase, part, from = %source, max_bytes = prompt::MAX_TEXT_BYTES,
+                "a prompt part is longer than its cap and was truncated in the prompt");
         }
         rendered.text
     }
@@ -1102,6 +1271,7 @@ impl PhaseExecutor for Daemon {
                 status.phase = Some(phase.name().to_owned());
                 status.phase_started_at = Some(phase_started);
             });
+            // Outside systemd this does nothing; a failed notification harms no run.
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
                 "cycle {cycle}: {phase}"
             ))]);
@@ -1122,6 +1292,14 @@ impl PhaseExecutor for Daemon {
             let mut run = match result {
                 Ok(run) => run,
                 Err(error) => {
+                    if let Some(full) = state::DiskFull::find(&transcript, &error) {
+                        return Ok(self.stop_on_full_disk(
+                            cycle,
+                            phase,
+                            full,
+                            failed_run(String::new(), attempt),
+                        ));
+                    }
                     let message = format!("{error:#}");
                     tracing::error!(cycle, %phase, error = %message, "phase could not run");
                     return Ok(failed_run(message, attempt));
@@ -1144,7 +1322,10 @@ impl PhaseExecutor for Daemon {
                         .paths
                         .cycle_dir(cycle)
                         .join(format!("{}.md", phase.name()));
-                    if let Err(error) = state::write_text(&output, &text) {
+                    if let Err(error) = state::write_text(&output, &crate::logging::redact(&text)) {
+                        if let Some(full) = state::DiskFull::find(&output, &error) {
+                            return Ok(self.stop_on_full_disk(cycle, phase, full, run));
+                        }
                         tracing::warn!(error = %format!("{error:#}"), "cannot write the phase output");
                     }
                     tracing::info!(cycle, %phase, cost_usd = run.cost_usd, turns = run.turns,
@@ -1240,6 +1421,36 @@ fn recent_learnings(progress: &Progress, limit: usize) -> Vec<String> {
         .flat_map(|record| record.learnings.iter().cloned())
         .collect();
     all[all.len().saturating_sub(limit)..].to_vec()
+}
+
+/// Agent text reaches progress.json, report.md, status.json and the
+/// breaker's reasons through the report: it is redacted once, here, as the
+/// logs are (and in `save_in_flight` for in-flight.json).
+fn redact_report(report: &mut CycleReport) {
+    redact_text(&mut report.summary);
+    report.learnings.iter_mut().for_each(redact_text);
+    report.patterns.iter_mut().for_each(redact_text);
+    report
+        .outputs
+        .iter_mut()
+        .for_each(|(_, text)| redact_text(text));
+    report.title.iter_mut().for_each(redact_text);
+    report.error.iter_mut().for_each(redact_text);
+    redact_phases(&mut report.phases);
+}
+
+/// The failure texts and permission denials of phase records.
+fn redact_phases(phases: &mut [crate::state::PhaseRecord]) {
+    for phase in phases {
+        phase.error.iter_mut().for_each(redact_text);
+        phase.permission_denials.iter_mut().for_each(redact_text);
+    }
+}
+
+fn redact_text(text: &mut String) {
+    if let std::borrow::Cow::Owned(clean) = crate::logging::redact(text) {
+        *text = clean;
+    }
 }
 
 /// The human report of a cycle: `state/cycles/<n>/report.md`.
@@ -1338,7 +1549,7 @@ struct Recovered {
 fn recover_repo(
     repo: &GitRepo,
     cycle: u64,
-    start: &crate::git::CycleStart,
+    start: &crate::git::Snapshot,
     (name, email): &(String, String),
 ) -> Result<Recovered> {
     // Died between the cycle's commit and the note that it was committed:

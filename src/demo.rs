@@ -45,30 +45,83 @@ pub(crate) fn create_scratch(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((repo_dir.canonicalize()?, home_dir.canonicalize()?))
 }
 
-/// Where the demo lives: the given directory, or a fresh one under the
-/// system temp dir that is kept so the user can look at it afterwards.
-pub(crate) fn scratch_dir(requested: Option<&Path>) -> Result<PathBuf> {
+/// Where the demo runs: the user's `--dir`, kept afterwards, or a fresh
+/// directory under the system temp dir, removed at the end.
+pub(crate) enum ScratchDir {
+    Given(PathBuf),
+    /// Removed when dropped, even when the demo fails.
+    Temporary(tempfile::TempDir),
+}
+
+impl ScratchDir {
+    pub(crate) fn path(&self) -> &Path {
+        match self {
+            ScratchDir::Given(dir) => dir,
+            ScratchDir::Temporary(dir) => dir.path(),
+        }
+    }
+
+    /// What the user is told about the directory before the demo starts.
+    pub(crate) fn announcement(&self) -> String {
+        match self {
+            ScratchDir::Given(dir) => format!("scratch directory {} (kept)", dir.display()),
+            ScratchDir::Temporary(dir) => format!(
+                "scratch directory {} (removed at the end; pass --dir DIR to keep it)",
+                dir.path().display()
+            ),
+        }
+    }
+
+    /// The closing words: where to look, or that the directory is gone.
+    /// Removes a temporary directory.
+    pub(crate) fn finish(self, repo: &Path, home: &Path) -> String {
+        match self {
+            ScratchDir::Given(_) => epilogue(repo, home),
+            ScratchDir::Temporary(dir) => {
+                let path = dir.path().to_path_buf();
+                match dir.close() {
+                    Ok(()) => format!(
+                        "\nThe demo is done; its scratch directory {} was removed.\n\
+                         Run `ralphd demo --dir DIR` to keep the repository, its commits and the \
+                         cycle reports to look at.\n",
+                        path.display()
+                    ),
+                    Err(error) => format!(
+                        "\nThe demo is done, but its scratch directory {} could not be removed \
+                         ({error}); remove it by hand.\n",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Creates the requested directory, or a temporary one.
+pub(crate) fn scratch_dir(requested: Option<&Path>) -> Result<ScratchDir> {
     match requested {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            Ok(dir.to_path_buf())
+            Ok(ScratchDir::Given(dir.to_path_buf()))
         }
-        None => Ok(tempfile::Builder::new()
-            .prefix("ralphd-demo-")
-            .tempdir()?
-            .keep()),
+        None => Ok(ScratchDir::Temporary(
+            tempfile::Builder::new()
+                .prefix("ralphd-demo-")
+                .tempdir()
+                .context("cannot create a scratch directory in the system temp dir")?,
+        )),
     }
 }
 
-/// The closing words: where to look.
-pub(crate) fn epilogue(repo: &Path, home: &Path) -> String {
+/// The closing words of a kept demo: where to look.
+fn epilogue(repo: &Path, home: &Path) -> String {
     format!(
         "\nThe demo is done. Look around:\n  \
          git -C {repo} log --oneline          # the cycles' commits\n  \
          cat {home}/state/cycles/1/report.md   # a cycle's report\n  \
          ls {home}/state/cycles/1/             # each phase's transcript (.jsonl) and output (.md)\n  \
-         cargo run --release -- status --home {home}\n",
+         ralphd status --home {home}\n",
         repo = repo.display(),
         home = home.display()
     )

@@ -28,9 +28,15 @@ pub(crate) const PROMPT_EXAMPLE: &str = include_str!("../templates/PROMPT.md");
 
 /// What the caller may print after the list of files.
 pub(crate) const NEXT_STEPS: &str = "\
-Next: edit ralph.toml if the defaults do not suit you; rename PROMPT.md.example
-to PROMPT.md to steer the agent, and state/prd.example.json to state/prd.json
-to give it a task list; then run `ralphd run --home <this dir> --repo <your repo>`.";
+Next:
+  1. Install the Claude Code CLI: npm install -g @anthropic-ai/claude-code
+     and log in once: run `claude` and type /login (a Claude subscription),
+     or export ANTHROPIC_API_KEY=... (an API key) where ralphd runs.
+  2. Edit ralph.toml if the defaults do not suit you; rename PROMPT.md.example
+     to PROMPT.md to steer the agent, and state/prd.example.json to
+     state/prd.json to give it a task list.
+  3. Run `ralphd run --home <this dir> --repo <your repo> --max-iterations 3`.
+     (`ralphd demo` shows a whole run first, without `claude`.)";
 
 /// What `init` did with one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

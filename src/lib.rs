@@ -15,8 +15,10 @@
 //! - `supervise`, `checks`, `reaper`: child processes.
 //! - `git`, `watch`, `archive`: the repository and the branch archive.
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
-//! - `state`, `prd`, `status`: files of the home and `ralphd status`.
+//! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
+//!   and which old cycles are compressed or deleted.
 //! - `logging`, `service`, `demo`: operations.
+//! - `no_panic` (tests only): no state file content makes a reader panic.
 
 mod agent;
 mod archive;
@@ -35,10 +37,13 @@ mod git_rules;
 mod init;
 mod limiter;
 mod logging;
+#[cfg(test)]
+mod no_panic;
 pub mod phase;
 mod prd;
 mod prompt;
 mod reaper;
+mod retention;
 mod service;
 mod state;
 mod status;
@@ -64,6 +69,7 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
+            // Nothing is left to tell the user if stderr itself is gone.
             let _ = error.print();
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
@@ -71,10 +77,29 @@ where
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, as `{:#}` prints them, except that a
+/// cause its wrapper already ends with is said once: tracing-appender's
+/// "failed to create log file: Is a directory (os error 21)" has that io error
+/// as its source too.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -85,17 +110,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Demo(args) => {
             let dir = demo::scratch_dir(args.dir.as_deref())?;
-            let (repo, home) = demo::create_scratch(&dir)?;
+            let (repo, home) = demo::create_scratch(dir.path())?;
             println!(
-                "ralphd demo: offline agent on a scratch repo at {}",
-                repo.display()
+                "ralphd demo: offline agent on a scratch repo at {}\n  {}",
+                repo.display(),
+                dir.announcement()
             );
             let mut config = config::Config::for_home(&home, &repo);
             config.agent.kind = config::AgentKind::Offline;
             config.max_iterations = Some(config.agent.offline_complete_after + 1);
             config.sleep_between_iterations = std::time::Duration::ZERO;
             let code = run_daemon(config, true)?;
-            println!("{}", demo::epilogue(&repo, &home));
+            println!("{}", dir.finish(&repo, &home));
             Ok(code)
         }
         Command::Status(args) => {
@@ -216,4 +242,28 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
             tracing::info!("exit 1: --max-iterations reached without completion");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_its_wrapper_already_quotes_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::EISDIR);
+        #[derive(Debug, thiserror::Error)]
+        #[error("failed to create log file: {0}")]
+        struct Quoting(#[source] std::io::Error);
+        let error = anyhow::Error::new(Quoting(io)).context("cannot open a log file in /h/logs");
+        assert_eq!(
+            one_line(&error),
+            "cannot open a log file in /h/logs: failed to create log file: Is a directory (os error 21)"
+        );
+        let plain = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT))
+            .context("cannot read /h/x");
+        assert_eq!(
+            one_line(&plain),
+            "cannot read /h/x: No such file or directory (os error 2)"
+        );
+    }
 }

@@ -80,8 +80,15 @@ pub(crate) fn init(options: LogOptions) -> anyhow::Result<LogGuard> {
 }
 
 fn try_init(options: LogOptions) -> anyhow::Result<LogGuard> {
+    // Already set by an earlier attempt in this process: the same variables.
     let _ = SECRET_VALUES.set(secret_values(std::env::vars_os()));
-    let rust_log = std::env::var("RUST_LOG").ok();
+    let rust_log = match std::env::var("RUST_LOG") {
+        Ok(value) => Some(value),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => {
+            bail!("RUST_LOG is not valid UTF-8; fix or unset it")
+        }
+    };
     let filter = build_filter(&options.level, options.verbosity, rust_log.as_deref())?;
     let (file_writer, file_worker) = match &options.dir {
         Some(dir) => {
@@ -220,6 +227,7 @@ fn secret_values(
     const SUFFIXES: [&str; 5] = ["_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_CREDENTIALS"];
     vars.filter_map(|(name, value)| {
         let name = name.to_str()?.to_ascii_uppercase();
+        // Log lines are UTF-8: a value that is not cannot appear in one as is.
         let value = value.into_string().ok()?;
         (SUFFIXES.iter().any(|suffix| name.ends_with(suffix)) && value.len() >= 12).then_some(value)
     })
@@ -270,6 +278,10 @@ const AUTH_SCHEMES: &[&str] = &["bearer", "basic", "token"];
 /// on JSON-escaped text (a value ends at a quote or a backslash). Borrows when
 /// there is nothing to redact.
 pub(crate) fn redact(text: &str) -> Cow<'_, str> {
+    // Fast path: most text (every transcript line) holds none of the markers.
+    if !might_hold_secret(text) {
+        return Cow::Borrowed(text);
+    }
     let lower = text.to_ascii_lowercase();
     let bytes = lower.as_bytes();
     let mut ranges: Vec<(usize, usize)> = token_spans(&lower);
@@ -379,6 +391,66 @@ pub(crate) fn credential_spans(text: &str) -> Vec<Range<usize>> {
     }
     spans.sort_by_key(|span| (span.start, span.end));
     spans
+}
+
+/// Whether `text` holds, in any case, one of the markers [`redact`] starts
+/// from (a token prefix, a secret name, `bearer`) or one of this process's
+/// secret values. One pass at memory speed: `false` means [`redact`] would
+/// change nothing, so a transcript line costs it no more than this scan.
+fn might_hold_secret(text: &str) -> bool {
+    static MARKERS: std::sync::OnceLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::OnceLock::new();
+    let markers = MARKERS.get_or_init(|| {
+        let patterns = TOKEN_PREFIXES
+            .iter()
+            .map(|(prefix, _)| *prefix)
+            .chain(SECRET_NAMES.iter().copied())
+            .chain(["bearer"]);
+        // Leftmost-first lets the automaton use its SIMD literal search
+        // (its standard semantics cannot); a yes/no answer needs no more.
+        aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .build(patterns)
+            .ok()
+    });
+    let Some(markers) = markers else {
+        // Cannot happen with these few literals; redact the slow way if it does.
+        return true;
+    };
+    let secret_values = SECRET_VALUES.get().map_or(&[][..], Vec::as_slice);
+    if secret_values
+        .iter()
+        .any(|value| text.contains(value.as_str()))
+    {
+        return true;
+    }
+    // The automaton is case-sensitive (its case-insensitive mode is ten times
+    // slower): the text is lowered a block at a time on the stack, each block
+    // overlapping the last by the longest marker, so no match is split.
+    const BLOCK: usize = 8 * 1024;
+    const OVERLAP: usize = 32;
+    debug_assert!(
+        SECRET_NAMES
+            .iter()
+            .chain(TOKEN_PREFIXES.iter().map(|(prefix, _)| prefix))
+            .all(|marker| marker.len() <= OVERLAP)
+    );
+    let bytes = text.as_bytes();
+    let mut lowered = [0u8; BLOCK];
+    let mut start = 0;
+    loop {
+        let end = (start + BLOCK).min(bytes.len());
+        let block = &mut lowered[..end - start];
+        block.copy_from_slice(&bytes[start..end]);
+        block.make_ascii_lowercase();
+        if markers.is_match(&*block) {
+            return true;
+        }
+        if end == bytes.len() {
+            return false;
+        }
+        start = end - OVERLAP;
+    }
 }
 
 /// The secret value starting at `start`, skipping an authorization scheme word.
@@ -622,6 +694,35 @@ mod tests {
                 "redact is idempotent for {input:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_fast_path_finds_every_marker_wherever_it_sits_in_a_long_line() {
+        const VALUE: &str = "0123456789abcdefghijABCDEFGHIJ";
+        let secrets = TOKEN_PREFIXES
+            .iter()
+            .map(|(prefix, _)| format!("{}{VALUE}", prefix.to_uppercase()))
+            .chain(
+                SECRET_NAMES
+                    .iter()
+                    .map(|name| format!("{}={VALUE}", name.to_uppercase())),
+            )
+            .chain([format!("Bearer {VALUE}")]);
+        for secret in secrets {
+            let marker = &secret[..secret.len() - VALUE.len()];
+            // Across each block boundary, and at both ends.
+            for at in [0, 8 * 1024 - 5, 8 * 1024 - 1, 2 * 8 * 1024 - 40, 30_000] {
+                let text = format!("{}{secret} {}", "é".repeat(at / 2), "x".repeat(100));
+                assert!(might_hold_secret(&text), "{marker} at {at}");
+                assert!(
+                    matches!(redact(&text), Cow::Owned(_)),
+                    "{marker} at {at} is redacted"
+                );
+            }
+        }
+        let plain = "The parser reads \"one line\" at a time; déjà vu.\n".repeat(2000);
+        assert!(!might_hold_secret(&plain));
+        assert!(!might_hold_secret(""));
     }
 
     #[test]

@@ -89,6 +89,33 @@ pub(crate) struct Rendered {
     /// order of appearance: `name` for an unknown variable, `#name` for an unknown
     /// or unclosed section, `/name` for a close without its open.
     pub(crate) unknown: Vec<String>,
+    /// The variables inserted with only part of their text because it was
+    /// longer than [`MAX_TEXT_BYTES`], once, in order of appearance. (Showing
+    /// only the most recent learnings and patterns and the first stories is
+    /// the design, not a cut.)
+    pub(crate) truncated: Vec<&'static str>,
+}
+
+/// A variable's text, and whether a cap cut something off it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Capped {
+    text: String,
+    cut: bool,
+}
+
+impl Capped {
+    fn whole(text: String) -> Capped {
+        Capped { text, cut: false }
+    }
+
+    /// Caps the text further with [`keep_tail`]; cut if either cut.
+    fn keep_tail(self, max_bytes: usize) -> Capped {
+        let tail = keep_tail(&self.text, max_bytes);
+        Capped {
+            text: tail.text,
+            cut: self.cut || tail.cut,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -131,30 +158,37 @@ const MAX_TAG_LEN: usize = 64;
 
 /// Renders `template` with the values of `ctx`.
 pub(crate) fn render(template: &str, ctx: &PromptContext) -> Rendered {
-    let values = variables(ctx);
+    let values = capped_variables(ctx);
     let mut rendered = Rendered {
         text: String::with_capacity(template.len()),
         unknown: Vec::new(),
+        truncated: Vec::new(),
     };
     render_range(template, 0, template.len(), &values, &mut rendered);
     rendered
 }
 
 /// The value of every variable, as text, in the order of [`VARIABLES`].
+#[cfg(test)]
 fn variables(ctx: &PromptContext) -> [(&'static str, String); 16] {
+    capped_variables(ctx).map(|(name, value)| (name, value.text))
+}
+
+/// The value of every variable, capped, in the order of [`PromptContext`].
+fn capped_variables(ctx: &PromptContext) -> [(&'static str, Capped); 16] {
     [
-        ("repo", ctx.repo.clone()),
-        ("branch", ctx.branch.clone()),
-        ("cycle", ctx.cycle.to_string()),
-        ("phase", ctx.phase.clone()),
+        ("repo", Capped::whole(ctx.repo.clone())),
+        ("branch", Capped::whole(ctx.branch.clone())),
+        ("cycle", Capped::whole(ctx.cycle.to_string())),
+        ("phase", Capped::whole(ctx.phase.clone())),
         ("steering", keep_head(ctx.steering.trim(), MAX_TEXT_BYTES)),
         (
             "learnings",
-            keep_tail(&bullets(&ctx.learnings, MAX_LEARNINGS), MAX_TEXT_BYTES),
+            bullets(&ctx.learnings, MAX_LEARNINGS).keep_tail(MAX_TEXT_BYTES),
         ),
         (
             "patterns",
-            keep_tail(&bullets(&ctx.patterns, MAX_PATTERNS), MAX_TEXT_BYTES),
+            bullets(&ctx.patterns, MAX_PATTERNS).keep_tail(MAX_TEXT_BYTES),
         ),
         ("stories", story_list(&ctx.open_stories)),
         ("scan", keep_tail(ctx.scan.trim(), MAX_TEXT_BYTES)),
@@ -167,7 +201,7 @@ fn variables(ctx: &PromptContext) -> [(&'static str, String); 16] {
         ("checks", check_report(&ctx.checks)),
         ("backtest", keep_tail(ctx.backtest.trim(), MAX_TEXT_BYTES)),
         ("verdict", keep_head(ctx.verdict.trim(), MAX_TEXT_BYTES)),
-        ("marker", ctx.marker.clone()),
+        ("marker", Capped::whole(ctx.marker.clone())),
     ]
 }
 
@@ -204,7 +238,7 @@ fn render_range(
     template: &str,
     mut pos: usize,
     end: usize,
-    values: &[(&'static str, String)],
+    values: &[(&'static str, Capped)],
     rendered: &mut Rendered,
 ) {
     while pos < end {
@@ -219,10 +253,8 @@ fn render_range(
             pos = tag_start + 2;
             continue;
         };
-        let value = values
-            .iter()
-            .find(|(name, _)| *name == tag.name)
-            .map(|(_, value)| value.as_str());
+        let entry = values.iter().find(|(name, _)| *name == tag.name);
+        let value = entry.map(|(_, value)| value.text.as_str());
         let close = match (tag.kind, value) {
             (TagKind::Open, Some(_)) => find_close(template, tag.name, tag.end, end),
             _ => None,
@@ -231,6 +263,12 @@ fn render_range(
             (TagKind::Variable, Some(value), _) => {
                 rendered.text.push_str(&template[pos..tag.start]);
                 rendered.text.push_str(value);
+                if let Some((name, capped)) = entry
+                    && capped.cut
+                    && !rendered.truncated.contains(name)
+                {
+                    rendered.truncated.push(name);
+                }
                 pos = tag.end;
             }
             (TagKind::Open, Some(value), Some(close)) => {
@@ -246,6 +284,7 @@ fn render_range(
                     let mut skipped = Rendered {
                         text: String::new(),
                         unknown: std::mem::take(&mut rendered.unknown),
+                        truncated: Vec::new(),
                     };
                     render_range(template, body_start, body_end, values, &mut skipped);
                     rendered.unknown = skipped.unknown;
@@ -342,7 +381,7 @@ fn standalone_line(
 }
 
 /// The last `keep_last` non-empty items as a Markdown bullet list.
-fn bullets(items: &[String], keep_last: usize) -> String {
+fn bullets(items: &[String], keep_last: usize) -> Capped {
     let items: Vec<&str> = items
         .iter()
         .map(|item| item.trim())
@@ -354,7 +393,7 @@ fn bullets(items: &[String], keep_last: usize) -> String {
         push_item(&mut list, "", item);
     }
     list.truncate(list.trim_end().len());
-    list
+    Capped::whole(list)
 }
 
 /// Appends `- text` at `indent`, indenting continuation lines under the text.
@@ -372,7 +411,7 @@ fn push_item(out: &mut String, indent: &str, text: &str) {
 }
 
 /// The open stories, highest priority (lowest number) first, as a compact list.
-fn story_list(stories: &[StoryBrief]) -> String {
+fn story_list(stories: &[StoryBrief]) -> Capped {
     let mut sorted: Vec<&StoryBrief> = stories.iter().collect();
     sorted.sort_by_key(|story| (story.priority.is_none(), story.priority));
     let mut list = String::new();
@@ -418,10 +457,11 @@ fn story_list(stories: &[StoryBrief]) -> String {
 
 /// The check results: a one-line summary, then each command with its status and
 /// the end of its output in a fenced block.
-fn check_report(checks: &[CheckBrief]) -> String {
+fn check_report(checks: &[CheckBrief]) -> Capped {
     if checks.is_empty() {
-        return "No checks are configured.".to_owned();
+        return Capped::whole("No checks are configured.".to_owned());
     }
+    let mut cut = false;
     let n_failed = checks.iter().filter(|check| !check.passed()).count();
     let mut report = match (checks.len(), n_failed) {
         (1, 0) => "The check passed.".to_owned(),
@@ -443,6 +483,8 @@ fn check_report(checks: &[CheckBrief]) -> String {
                 .trim_start_matches(['\n', '\r']),
             MAX_TEXT_BYTES,
         );
+        cut |= tail.cut;
+        let tail = tail.text;
         if tail.trim().is_empty() {
             report.push_str("(no output)");
         } else {
@@ -450,7 +492,7 @@ fn check_report(checks: &[CheckBrief]) -> String {
             let _ = write!(report, "{fence}text\n{tail}\n{fence}");
         }
     }
-    report
+    Capped { text: report, cut }
 }
 
 /// A code fence longer than any run of backticks in `text`, so `text` cannot close it.
@@ -474,9 +516,9 @@ fn longest_backtick_run(text: &str) -> usize {
 
 /// `text` capped at about `max_bytes`, keeping the end (where a phase's
 /// conclusion and a command's errors are), marked with [`TRUNCATED`].
-fn keep_tail(text: &str, max_bytes: usize) -> String {
+fn keep_tail(text: &str, max_bytes: usize) -> Capped {
     if text.len() <= max_bytes {
-        return text.to_owned();
+        return Capped::whole(text.to_owned());
     }
     let mut cut = text.len() - max_bytes;
     while !text.is_char_boundary(cut) {
@@ -486,14 +528,17 @@ fn keep_tail(text: &str, max_bytes: usize) -> String {
     if let Some(newline) = text[cut..].find('\n').filter(|&index| index < LINE_SLACK) {
         cut += newline + 1;
     }
-    format!("{TRUNCATED}\n{}", &text[cut..])
+    Capped {
+        text: format!("{TRUNCATED}\n{}", &text[cut..]),
+        cut: true,
+    }
 }
 
 /// `text` capped at about `max_bytes`, keeping the beginning (for texts written
 /// in order of importance), marked with [`TRUNCATED`].
-fn keep_head(text: &str, max_bytes: usize) -> String {
+fn keep_head(text: &str, max_bytes: usize) -> Capped {
     if text.len() <= max_bytes {
-        return text.to_owned();
+        return Capped::whole(text.to_owned());
     }
     let mut cut = max_bytes;
     while !text.is_char_boundary(cut) {
@@ -506,7 +551,10 @@ fn keep_head(text: &str, max_bytes: usize) -> String {
     {
         cut = newline;
     }
-    format!("{}\n{TRUNCATED}", &text[..cut])
+    Capped {
+        text: format!("{}\n{TRUNCATED}", &text[..cut]),
+        cut: true,
+    }
 }
 
 #[cfg(test)]
@@ -566,7 +614,7 @@ mod tests {
 
     #[track_caller]
     fn check(template: &str, ctx: &PromptContext, expected_text: &str, expected_unknown: &[&str]) {
-        let Rendered { text, unknown } = render(template, ctx);
+        let Rendered { text, unknown, .. } = render(template, ctx);
         assert_eq!(text, expected_text);
         assert_eq!(unknown, expected_unknown);
     }
@@ -874,6 +922,34 @@ mod tests {
         assert!(steering.starts_with("GOALü"));
         assert!(steering.ends_with(&format!("ü\n{TRUNCATED}")));
         assert!(steering.len() <= MAX_TEXT_BYTES + TRUNCATED.len() + 1);
+    }
+
+    #[test]
+    fn truncated_parts_are_reported_once_when_inserted() {
+        let long_output = "line of check output\n".repeat(MAX_TEXT_BYTES / 10);
+        let ctx = PromptContext {
+            scan: "s".repeat(MAX_TEXT_BYTES + 1),
+            idea: "i".repeat(MAX_TEXT_BYTES),
+            steering: "g".repeat(MAX_TEXT_BYTES + 1),
+            checks: vec![CheckBrief {
+                command: "make test".to_owned(),
+                exit_code: Some(1),
+                timed_out: false,
+                output_tail: long_output,
+            }],
+            learnings: (0..MAX_LEARNINGS * 2)
+                .map(|n| format!("learning {n}"))
+                .collect(),
+            ..PromptContext::default()
+        };
+        let rendered = render(
+            "{{idea}} {{scan}} {{#scan}}{{scan}}{{/scan}} {{checks}} {{learnings}}",
+            &ctx,
+        );
+        // `idea` fits exactly; steering is cut but not used; learnings are a window.
+        assert_eq!(rendered.truncated, ["scan", "checks"]);
+        assert!(render("{{steering}}", &ctx).truncated == ["steering"]);
+        assert!(render("{{idea}}", &ctx).truncated.is_empty());
     }
 
     #[test]

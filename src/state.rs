@@ -89,6 +89,8 @@ impl HomePaths {
     /// The highest cycle number that has a folder under `state/cycles/`, so
     /// a fresh progress.json (after a branch change) never reuses a folder.
     pub(crate) fn highest_cycle_dir(&self) -> u64 {
+        // The daemon creates the directory at start; if it cannot be listed,
+        // writing the cycle's files into it fails next, naming it.
         let Ok(entries) = fs::read_dir(self.cycles_dir()) else {
             return 0;
         };
@@ -113,6 +115,55 @@ pub(crate) enum Durability {
     ProcessDeath,
 }
 
+/// A write under the home failed because its disk (or the user's quota) is
+/// full. Said once, plainly, with the one thing to do, whatever was being
+/// written: the daemon stops (exit 2) instead of failing cycle after cycle.
+#[derive(Debug, thiserror::Error)]
+#[error("the disk holding {} is full ({reason}); free space, then restart", path.display())]
+pub(crate) struct DiskFull {
+    pub(crate) path: PathBuf,
+    /// The system's words for it.
+    reason: &'static str,
+}
+
+impl DiskFull {
+    /// `Some` when `error` says the disk (ENOSPC) or the quota (EDQUOT) is full.
+    pub(crate) fn from_io(path: &Path, error: &io::Error) -> Option<DiskFull> {
+        let reason = match (error.kind(), error.raw_os_error()) {
+            (io::ErrorKind::StorageFull, _) | (_, Some(libc::ENOSPC)) => "No space left on device",
+            (io::ErrorKind::QuotaExceeded, _) | (_, Some(libc::EDQUOT)) => "Disk quota exceeded",
+            _ => return None,
+        };
+        Some(DiskFull {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// The full disk behind `error`, if one of its causes is one; `path` names
+    /// what was being written when the cause does not.
+    pub(crate) fn find(path: &Path, error: &anyhow::Error) -> Option<DiskFull> {
+        error.chain().find_map(|cause| {
+            if let Some(full) = cause.downcast_ref::<DiskFull>() {
+                return Some(DiskFull {
+                    path: full.path.clone(),
+                    reason: full.reason,
+                });
+            }
+            DiskFull::from_io(path, cause.downcast_ref::<io::Error>()?)
+        })
+    }
+}
+
+/// An I/O error on `path` as the user should read it: a full disk as
+/// [`DiskFull`], anything else as "cannot `<what>` `<path>`: cause".
+fn io_error(path: &Path, what: &str, error: io::Error) -> anyhow::Error {
+    match DiskFull::from_io(path, &error) {
+        Some(full) => full.into(),
+        None => anyhow::Error::new(error).context(format!("cannot {what} {}", path.display())),
+    }
+}
+
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
 /// content, never a mix: temp file in the same directory, (fsync,) rename,
 /// (fsync of the directory).
@@ -134,7 +185,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) ->
         }
         Ok(())
     };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    write().map_err(|error| io_error(path, "write", error))
 }
 
 /// Serialises `value` as pretty JSON and writes it atomically, surviving
@@ -149,7 +200,9 @@ pub(crate) fn save_json_with<T: Serialize>(
     value: &T,
     durability: Durability,
 ) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
+    // Fails on a path that is not UTF-8 (a file name in the repository).
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     bytes.push(b'\n');
     write_atomic(path, &bytes, durability)
 }
@@ -323,7 +376,7 @@ pub(crate) struct InFlight {
     /// left behind if the daemon died during it; `None` before the cycle
     /// began and once its work is committed.
     #[serde(default)]
-    pub(crate) start: Option<crate::git::CycleStart>,
+    pub(crate) start: Option<crate::git::Snapshot>,
     /// The phase runs that ended, and their cost.
     #[serde(default)]
     pub(crate) phases: Vec<PhaseRecord>,
@@ -412,16 +465,24 @@ impl InstanceLock {
         let path = paths.lock();
         match lock_naming_holder(&path, format!("{}\n", std::process::id()).as_bytes())? {
             Ok(file) => Ok(InstanceLock { _file: file }),
-            Err(holder) => bail!(LockHeld {
-                pid: holder.trim().to_owned(),
-                home: paths.home.clone(),
-            }),
+            Err(holder) => {
+                // Only for the message: a holder whose pid cannot be read is "unknown".
+                let pid = Some(holder.trim().to_owned())
+                    .filter(|pid| !pid.is_empty())
+                    .unwrap_or_else(|| "unknown".to_owned());
+                bail!(LockHeld {
+                    pid,
+                    home: paths.home.clone(),
+                })
+            }
         }
     }
 
     /// Whether some process holds the lock right now (for `status`).
     pub(crate) fn is_held(paths: &HomePaths) -> bool {
-        let Ok(file) = OpenOptions::new().read(true).write(true).open(paths.lock()) else {
+        // Read-only is enough for flock, so a user who may only read the home
+        // is told the truth. No lock file: no daemon ever ran here.
+        let Ok(file) = OpenOptions::new().read(true).open(paths.lock()) else {
             return false;
         };
         match file.try_lock() {
@@ -441,16 +502,17 @@ fn lock_naming_holder(path: &Path, holder: &[u8]) -> Result<Result<File, String>
         .read(true)
         .write(true)
         .open(path)
-        .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        .map_err(|error| io_error(path, "open lock file", error))?;
     match file.try_lock() {
         Ok(()) => {
             let write = |file: &mut File| -> io::Result<()> {
                 file.set_len(0)?;
                 file.write_all(holder)
             };
-            write(&mut file).with_context(|| format!("cannot write {}", path.display()))?;
+            write(&mut file).map_err(|error| io_error(path, "write", error))?;
             Ok(Ok(file))
         }
+        // Only for the message: a holder that cannot be read is named "unknown".
         Err(TryLockError::WouldBlock) => Ok(Err(String::from_utf8_lossy(
             &fs::read(path).unwrap_or_default(),
         )
@@ -515,11 +577,21 @@ impl RepoLock {
     }
 }
 
-/// Reads `state/last-branch`, if any.
-pub(crate) fn read_last_branch(paths: &HomePaths) -> Option<String> {
-    let text = fs::read_to_string(paths.last_branch()).ok()?;
+/// Reads `state/last-branch`: `None` when there is none (or it is empty).
+/// ralphd writes it as UTF-8, so other bytes mean it is corrupt.
+pub(crate) fn read_last_branch(paths: &HomePaths) -> Result<Option<String>> {
+    let path = paths.last_branch();
+    let bytes = match fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let text = String::from_utf8(bytes).map_err(|_| CorruptState {
+        path: path.clone(),
+        reason: "not UTF-8".to_owned(),
+    })?;
     let branch = text.trim();
-    (!branch.is_empty()).then(|| branch.to_owned())
+    Ok((!branch.is_empty()).then(|| branch.to_owned()))
 }
 
 pub(crate) fn write_last_branch(paths: &HomePaths, branch: &str) -> Result<()> {
@@ -533,7 +605,7 @@ pub(crate) fn write_last_branch(paths: &HomePaths, branch: &str) -> Result<()> {
 /// Writes a small text file (phase output, report) atomically.
 pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|error| io_error(dir, "create", error))?;
     }
     write_atomic(path, text.as_bytes(), Durability::PowerLoss)
 }
@@ -547,16 +619,25 @@ pub(crate) fn clear_in_flight(paths: &HomePaths) -> Result<()> {
     }
 }
 
-/// Deletes temp files left by a write that a crash interrupted.
+/// Deletes temp files left by a write that a crash interrupted. A leftover
+/// is harmless (never read), so a failure is a warning, not a refusal.
 pub(crate) fn remove_stale_temp_files(paths: &HomePaths) {
-    let Ok(entries) = fs::read_dir(paths.state_dir()) else {
-        return;
+    let entries = match fs::read_dir(paths.state_dir()) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::warn!(dir = %paths.state_dir().display(), %error, "cannot look for temp files left by a crash");
+            return;
+        }
     };
+    // An entry that vanished while listing needs no removal.
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(".state.") && name.ends_with(".tmp") {
-            let _ = fs::remove_file(entry.path());
+        if name.starts_with(".state.")
+            && name.ends_with(".tmp")
+            && let Err(error) = fs::remove_file(entry.path())
+        {
+            tracing::warn!(file = %entry.path().display(), %error, "cannot remove a temp file left by a crash");
         }
     }
 }
@@ -670,6 +751,58 @@ mod tests {
             .expect("the lock goes with its holder");
         let holder = fs::read_to_string(git_dir.join(RepoLock::FILE)).unwrap();
         assert_eq!(holder, format!("{}\n/homes/second\n", std::process::id()));
+    }
+
+    #[test]
+    fn a_full_disk_or_quota_is_named_as_such_with_the_path() {
+        let path = Path::new("/home/me/state/progress.json");
+        let cases = [
+            (
+                io::Error::from_raw_os_error(libc::ENOSPC),
+                Some("No space left on device"),
+            ),
+            (
+                io::Error::from(io::ErrorKind::StorageFull),
+                Some("No space left on device"),
+            ),
+            (
+                io::Error::from_raw_os_error(libc::EDQUOT),
+                Some("Disk quota exceeded"),
+            ),
+            (io::Error::from_raw_os_error(libc::EACCES), None),
+            (io::Error::other("boom"), None),
+        ];
+        for (error, reason) in cases {
+            let shown = format!("{:#}", io_error(path, "write", error));
+            match reason {
+                Some(reason) => assert_eq!(
+                    shown,
+                    format!(
+                        "the disk holding /home/me/state/progress.json is full ({reason}); free space, then restart"
+                    )
+                ),
+                None => assert!(
+                    shown.starts_with("cannot write /home/me/state/progress.json: "),
+                    "{shown}"
+                ),
+            }
+        }
+        // Found behind any context, naming the given path unless the cause
+        // already names one.
+        let behind = anyhow::Error::new(io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("cannot run the agent command `claude`");
+        let full = DiskFull::find(Path::new("/h/state/cycles/1/scan.jsonl"), &behind).unwrap();
+        assert_eq!(full.path, Path::new("/h/state/cycles/1/scan.jsonl"));
+        let named = anyhow::Error::new(
+            DiskFull::from_io(path, &io::Error::from(io::ErrorKind::StorageFull)).unwrap(),
+        )
+        .context("cycle 3");
+        assert_eq!(
+            DiskFull::find(Path::new("/else"), &named).unwrap().path,
+            path
+        );
+        let other = anyhow::Error::new(io::Error::from_raw_os_error(libc::EIO));
+        assert!(DiskFull::find(path, &other).is_none());
     }
 
     #[test]

@@ -31,11 +31,16 @@ pub(crate) fn collect(home: &Path) -> Result<Value> {
     let status: Option<StatusFile> = state::load_json(&paths.status(), OnCorrupt::Refuse, "")?;
     let progress: Option<Progress> = state::load_json(&paths.progress(), OnCorrupt::Refuse, "")?;
     let breaker: Option<Value> = state::load_json(&paths.breaker(), OnCorrupt::Refuse, "")?;
-    let attempts = status
-        .as_ref()
-        .and_then(|status| crate::git::GitRepo::open(Path::new(&status.repo)).ok())
-        .and_then(|repo| repo.list_attempts().ok())
-        .unwrap_or_default();
+    // The repo may be gone or unreadable: say so rather than "no attempts".
+    let (attempts, attempts_error) = match &status {
+        None => (Vec::new(), None),
+        Some(status) => match crate::git::GitRepo::open(Path::new(&status.repo))
+            .and_then(|repo| repo.list_attempts())
+        {
+            Ok(attempts) => (attempts, None),
+            Err(error) => (Vec::new(), Some(error.to_string())),
+        },
+    };
     let cycles: Vec<Value> = progress
         .as_ref()
         .map(|progress| {
@@ -56,13 +61,15 @@ pub(crate) fn collect(home: &Path) -> Result<Value> {
     Ok(json!({
         "running": running,
         "heartbeat_fresh": running.then_some(heartbeat_fresh).flatten(),
-        "home": home,
+        // Lossy: a home path need not be UTF-8, JSON strings must be.
+        "home": home.display().to_string(),
         "status": status,
         "branch": progress.as_ref().map(|p| p.branch.clone()),
         "total_cost_usd": progress.as_ref().map_or(0.0, |p| p.total_cost_usd),
         "cycles": cycles,
         "breaker": breaker,
         "attempts": attempts.iter().map(|a| json!({"ref": a.cycle_ref, "summary": a.summary})).collect::<Vec<_>>(),
+        "attempts_error": attempts_error,
     }))
 }
 
@@ -156,6 +163,9 @@ pub(crate) fn render_text(value: &Value) -> String {
                 cycle["title"].as_str().unwrap_or("")
             ));
         }
+    }
+    if let Some(error) = value["attempts_error"].as_str() {
+        out.push_str(&format!("\nsaved attempts: cannot list them: {error}\n"));
     }
     let attempts = value["attempts"].as_array().cloned().unwrap_or_default();
     if !attempts.is_empty() {

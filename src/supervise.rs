@@ -1,13 +1,16 @@
 //! Runs one child process under supervision: its own process group, null or
 //! scripted stdin, stdout streamed line by line with a hard cap on line length
-//! (and teed raw to a transcript), stderr drained concurrently into a bounded
-//! tail, a wall-clock and an idle deadline, cancellation, and an orderly stop
-//! of the whole group: SIGINT → grace → SIGTERM → grace → SIGKILL.
+//! (and teed to a transcript: each line through the caller's redaction, the
+//! whole capped in size), stderr drained concurrently into a bounded tail, a
+//! wall-clock and an idle deadline, cancellation, and an orderly stop of the
+//! whole group: SIGINT → grace → SIGTERM → grace → SIGKILL.
 //!
 //! It knows nothing about what the child is (the agent CLI or a backtest
 //! check) nor about the stream's format: callers get each line as `&str`.
 
+use std::borrow::Cow;
 use std::io;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -15,12 +18,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep_until};
-use tokio_util::bytes::BytesMut;
-use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
+use tokio_util::bytes::{Buf as _, BytesMut};
 use tokio_util::sync::CancellationToken;
 
 /// The longest stdout line handed to the caller; longer lines are skipped
-/// (but still written to the transcript) so memory stays bounded.
+/// (and stand in the transcript as a one-line marker with their length) so
+/// memory stays bounded.
 pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// How much of stderr (and of a check's output) is kept, from the end.
@@ -31,13 +34,24 @@ pub(crate) struct Supervised {
     pub(crate) command: Command,
     /// Written to the child's stdin, which is then closed; `None` = /dev/null.
     pub(crate) stdin: Option<String>,
-    /// Every byte of stdout is appended here as it arrives.
-    pub(crate) transcript: Option<PathBuf>,
+    /// Where stdout is recorded, line by line as it arrives.
+    pub(crate) transcript: Option<TranscriptSpec>,
     pub(crate) wall_timeout: Duration,
     /// `None` disables the idle limit (checks may be silent for a long time).
     pub(crate) idle_timeout: Option<Duration>,
     /// Pause between SIGINT, SIGTERM and SIGKILL when stopping the group.
     pub(crate) stop_grace: Duration,
+}
+
+/// Where and how a child's stdout is recorded.
+pub(crate) struct TranscriptSpec {
+    /// Appended to (a retried phase adds its run after the earlier ones).
+    pub(crate) path: PathBuf,
+    /// The most bytes one run stores; the lines past it are counted, not
+    /// stored, and a last line says how much was dropped.
+    pub(crate) max_bytes: u64,
+    /// Applied to each line before it is stored (secrets out).
+    pub(crate) redact: fn(&str) -> Cow<'_, str>,
 }
 
 /// Why the supervisor stopped the child before it exited on its own.
@@ -56,6 +70,8 @@ pub(crate) struct Finished {
     pub(crate) stderr_tail: String,
     pub(crate) lines_too_long: u64,
     pub(crate) stdout_bytes: u64,
+    /// Bytes and lines of stdout past the transcript's cap (counted, not stored).
+    pub(crate) transcript_dropped: (u64, u64),
     /// The child's process group id, recorded at spawn time.
     pub(crate) pgid: i32,
 }
@@ -72,37 +88,221 @@ impl Finished {
     }
 }
 
-/// A line of stdout, or the fact that one was too long to keep.
-enum Line {
-    Text(String),
-    TooLong,
+/// A piece of stdout, cut at newlines.
+enum Piece {
+    /// Where one line lies in the buffer, with its newline (none for a last
+    /// line without one).
+    Line(Range<usize>),
+    /// A line longer than [`MAX_LINE_BYTES`], skipped as it arrived: its
+    /// length, newline included.
+    TooLong(u64),
 }
 
-/// `LinesCodec` ends its stream after an over-long line; this wrapper turns
-/// that error into an item so the lines after it are still delivered.
-struct CappedLines(LinesCodec);
+/// Cuts stdout into lines with bounded memory: a line that grows past
+/// [`MAX_LINE_BYTES`] is not buffered but skipped and counted. Bytes that are
+/// not UTF-8 do not end the stream (the caller sees them replaced).
+#[derive(Default)]
+struct LineSplitter {
+    /// How many of the unconsumed bytes were already searched for a newline.
+    searched: usize,
+    /// Bytes of an over-long line skipped so far.
+    skipping: Option<u64>,
+}
 
-impl CappedLines {
-    fn map(result: Result<Option<String>, LinesCodecError>) -> io::Result<Option<Line>> {
-        match result {
-            Ok(line) => Ok(line.map(Line::Text)),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Ok(Some(Line::TooLong)),
-            Err(LinesCodecError::Io(error)) => Err(error),
+impl LineSplitter {
+    /// Hands each complete line of `buffer` to `each` (at the end of the
+    /// stream, the rest too) and returns how many bytes were consumed.
+    fn split(&mut self, buffer: &[u8], end_of_stream: bool, mut each: impl FnMut(Piece)) -> usize {
+        let mut start = 0;
+        loop {
+            let from = start.max(self.searched);
+            if let Some(offset) = memchr::memchr(b'\n', &buffer[from..]) {
+                let end = from + offset + 1;
+                each(self.piece(buffer, start..end));
+                start = end;
+                self.searched = 0;
+                continue;
+            }
+            let rest = &buffer[start..];
+            if end_of_stream {
+                if !rest.is_empty() || self.skipping.is_some() {
+                    each(self.piece(buffer, start..buffer.len()));
+                }
+                start = buffer.len();
+            } else if rest.len() > MAX_LINE_BYTES {
+                *self.skipping.get_or_insert(0) += rest.len() as u64;
+                start = buffer.len();
+            }
+            self.searched = buffer.len() - start;
+            return start;
+        }
+    }
+
+    fn piece(&mut self, buffer: &[u8], line: Range<usize>) -> Piece {
+        match self.skipping.take() {
+            Some(skipped) => Piece::TooLong(skipped + line.len() as u64),
+            None if line_ending(&buffer[line.clone()]).0.len() > MAX_LINE_BYTES => {
+                Piece::TooLong(line.len() as u64)
+            }
+            None => Piece::Line(line),
         }
     }
 }
 
-impl Decoder for CappedLines {
-    type Item = Line;
-    type Error = io::Error;
+/// A raw line cut into its content and its ending (`\n`, `\r\n`, none).
+fn line_ending(line: &[u8]) -> (&[u8], &[u8]) {
+    let mut content = line.strip_suffix(b"\n").unwrap_or(line);
+    while let Some(shorter) = content.strip_suffix(b"\r") {
+        content = shorter;
+    }
+    line.split_at(content.len())
+}
 
-    fn decode(&mut self, buffer: &mut BytesMut) -> io::Result<Option<Line>> {
-        Self::map(self.0.decode(buffer))
+/// The transcript of one run: each line goes through `redact` and is staged
+/// (at most what one read brought), then written; past `max_bytes` lines are
+/// counted instead, and [`TranscriptWriter::finish`] appends a JSON line
+/// that says how much was dropped, so the file stays ndjson.
+struct TranscriptWriter {
+    file: BufWriter<tokio::fs::File>,
+    spec: TranscriptSpec,
+    /// What to write next, in order: lines kept as they came are written
+    /// straight from the read buffer, without a copy.
+    segments: Vec<Segment>,
+    /// The bytes of the [`Segment::Staged`] segments.
+    staged: Vec<u8>,
+    stored: u64,
+    dropped_bytes: u64,
+    dropped_lines: u64,
+}
+
+/// A run of bytes to write: from the read buffer, or from `staged`.
+enum Segment {
+    Raw(Range<usize>),
+    Staged(Range<usize>),
+}
+
+impl TranscriptWriter {
+    async fn open(spec: TranscriptSpec) -> io::Result<TranscriptWriter> {
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.path)
+            .await
+            .map_err(|error| transcript_error(&spec, "open", error))?;
+        Ok(TranscriptWriter {
+            file: BufWriter::with_capacity(64 * 1024, file),
+            spec,
+            segments: Vec::new(),
+            staged: Vec::new(),
+            stored: 0,
+            dropped_bytes: 0,
+            dropped_lines: 0,
+        })
     }
 
-    fn decode_eof(&mut self, buffer: &mut BytesMut) -> io::Result<Option<Line>> {
-        Self::map(self.0.decode_eof(buffer))
+    /// Stages one line as it came (`buffer[line]`, with its ending) or, if
+    /// `text` (its content) holds a secret, redacted.
+    fn stage_line(&mut self, buffer: &[u8], line: Range<usize>, text: &str) {
+        let raw_len = line.len() as u64;
+        if self.dropped_lines == 0 {
+            let redacted = (self.spec.redact)(text);
+            let (_, ending) = line_ending(&buffer[line.clone()]);
+            let len = match &redacted {
+                Cow::Borrowed(_) => raw_len,
+                Cow::Owned(redacted) => (redacted.len() + ending.len()) as u64,
+            };
+            if self.stored + len <= self.spec.max_bytes {
+                match &redacted {
+                    Cow::Borrowed(_) => match self.segments.last_mut() {
+                        Some(Segment::Raw(last)) if last.end == line.start => last.end = line.end,
+                        _ => self.segments.push(Segment::Raw(line)),
+                    },
+                    Cow::Owned(redacted) => {
+                        self.stage(redacted.as_bytes());
+                        self.stage(ending);
+                    }
+                }
+                self.stored += len;
+                return;
+            }
+        }
+        self.dropped_bytes += raw_len;
+        self.dropped_lines += 1;
     }
+
+    /// Appends bytes of ralphd's own (a redacted line, a marker).
+    fn stage(&mut self, bytes: &[u8]) {
+        let start = self.staged.len();
+        self.staged.extend_from_slice(bytes);
+        match self.segments.last_mut() {
+            Some(Segment::Staged(last)) if last.end == start => last.end = self.staged.len(),
+            _ => self
+                .segments
+                .push(Segment::Staged(start..self.staged.len())),
+        }
+    }
+
+    /// Stages the marker of a line too long to keep.
+    fn stage_too_long(&mut self, bytes: u64) {
+        let marker = format!("{{\"type\":\"ralphd_line_too_long\",\"bytes\":{bytes}}}\n");
+        if self.dropped_lines == 0 && self.stored + marker.len() as u64 <= self.spec.max_bytes {
+            self.stage(marker.as_bytes());
+            self.stored += marker.len() as u64;
+        } else {
+            self.dropped_bytes += bytes;
+            self.dropped_lines += 1;
+        }
+    }
+
+    /// Writes the staged segments; `buffer` is the read buffer the
+    /// [`Segment::Raw`] ones point into.
+    async fn write_staged(&mut self, buffer: &[u8]) -> io::Result<()> {
+        let mut segments = std::mem::take(&mut self.segments);
+        let mut result = Ok(());
+        for segment in segments.drain(..) {
+            let bytes = match segment {
+                Segment::Raw(range) => &buffer[range],
+                Segment::Staged(range) => &self.staged[range],
+            };
+            result = self.file.write_all(bytes).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        self.segments = segments;
+        self.segments.clear();
+        self.staged.clear();
+        result.map_err(|error| transcript_error(&self.spec, "write", error))
+    }
+
+    /// Writes what is staged, the line on what was dropped, and flushes.
+    async fn finish(mut self) -> io::Result<(u64, u64)> {
+        if self.dropped_lines > 0 {
+            let line = format!(
+                "{{\"type\":\"ralphd_truncated\",\"dropped_bytes\":{},\"dropped_lines\":{}}}\n",
+                self.dropped_bytes, self.dropped_lines
+            );
+            self.stage(line.as_bytes());
+        }
+        self.write_staged(&[]).await?;
+        self.file
+            .flush()
+            .await
+            .map_err(|error| transcript_error(&self.spec, "write", error))?;
+        Ok((self.dropped_bytes, self.dropped_lines))
+    }
+}
+
+/// Names the transcript in an I/O error, keeping its kind (a full disk stays
+/// recognisable as one).
+fn transcript_error(spec: &TranscriptSpec, operation: &str, error: io::Error) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!(
+            "cannot {operation} the transcript {}: {error}",
+            spec.path.display()
+        ),
+    )
 }
 
 /// Kills the group when dropped, so a panic or an early return never leaks it.
@@ -151,6 +351,11 @@ pub(crate) async fn run(
         .process_group(0)
         .kill_on_drop(true);
     die_with_parent(&mut spec.command);
+    // Before the spawn: a transcript that cannot be opened starts no child.
+    let mut transcript = match spec.transcript.take() {
+        Some(transcript) => Some(TranscriptWriter::open(transcript).await?),
+        None => None,
+    };
     let mut child: Child = spec.command.spawn()?;
     let pgid = child
         .id()
@@ -171,22 +376,10 @@ pub(crate) async fn run(
     let stderr_task = tokio::spawn(read_tail(stderr));
     let mut stdout = child.stdout.take().expect("stdout is piped");
 
-    let mut transcript = match &spec.transcript {
-        Some(path) => Some(BufWriter::with_capacity(
-            64 * 1024,
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .await?,
-        )),
-        None => None,
-    };
-
     let started = Instant::now();
     let wall_deadline = started + spec.wall_timeout;
     let mut idle_deadline = spec.idle_timeout.map(|idle| started + idle);
-    let mut decoder = CappedLines(LinesCodec::new_with_max_length(MAX_LINE_BYTES));
+    let mut splitter = LineSplitter::default();
     let mut buffer = BytesMut::with_capacity(64 * 1024);
     let mut lines_too_long = 0u64;
     let mut stdout_bytes = 0u64;
@@ -214,23 +407,39 @@ pub(crate) async fn run(
         tokio::select! {
             read = stdout.read_buf(&mut buffer), if stdout_open => {
                 let count = read?;
-                if count == 0 {
+                let end_of_stream = count == 0;
+                if end_of_stream {
                     stdout_open = false;
-                    while let Some(line) = decoder.decode_eof(&mut buffer)? {
-                        deliver(line, &mut on_line, &mut lines_too_long);
+                } else {
+                    stdout_bytes += count as u64;
+                    if let Some(idle) = spec.idle_timeout {
+                        idle_deadline = Some(Instant::now() + idle);
                     }
-                    continue;
                 }
-                stdout_bytes += count as u64;
-                if let Some(writer) = transcript.as_mut() {
-                    writer.write_all(&buffer[buffer.len() - count..]).await?;
+                let consumed = splitter.split(&buffer, end_of_stream, |piece| match piece {
+                    Piece::Line(line) => {
+                        let (content, _) = line_ending(&buffer[line.clone()]);
+                        // The strict check is the fast one; most lines pass it.
+                        let text = match std::str::from_utf8(content) {
+                            Ok(text) => Cow::Borrowed(text),
+                            Err(_) => String::from_utf8_lossy(content),
+                        };
+                        on_line(&text);
+                        if let Some(transcript) = transcript.as_mut() {
+                            transcript.stage_line(&buffer, line, &text);
+                        }
+                    }
+                    Piece::TooLong(bytes) => {
+                        lines_too_long += 1;
+                        if let Some(transcript) = transcript.as_mut() {
+                            transcript.stage_too_long(bytes);
+                        }
+                    }
+                });
+                if let Some(transcript) = transcript.as_mut() {
+                    transcript.write_staged(&buffer).await?;
                 }
-                if let Some(idle) = spec.idle_timeout {
-                    idle_deadline = Some(Instant::now() + idle);
-                }
-                while let Some(line) = decoder.decode(&mut buffer)? {
-                    deliver(line, &mut on_line, &mut lines_too_long);
-                }
+                buffer.advance(consumed);
             }
             status = child.wait(), if exit_status.is_none() => {
                 exit_status = Some(status?);
@@ -271,9 +480,10 @@ pub(crate) async fn run(
         }
     }
 
-    if let Some(mut writer) = transcript {
-        writer.flush().await?;
-    }
+    let transcript_dropped = match transcript {
+        Some(transcript) => transcript.finish().await?,
+        None => (0, 0),
+    };
     if let Some(task) = stdin_task {
         task.abort();
     }
@@ -289,6 +499,7 @@ pub(crate) async fn run(
         stderr_tail,
         lines_too_long,
         stdout_bytes,
+        transcript_dropped,
         pgid,
     })
 }
@@ -344,19 +555,13 @@ fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-fn deliver(line: Line, on_line: &mut impl FnMut(&str), lines_too_long: &mut u64) {
-    match line {
-        Line::Text(text) => on_line(text.trim_end_matches('\r')),
-        Line::TooLong => *lines_too_long += 1,
-    }
-}
-
 /// Reads a pipe to its end, keeping only the last [`TAIL_BYTES`].
 async fn read_tail(mut pipe: impl AsyncRead + Unpin) -> String {
     let mut tail: Vec<u8> = Vec::with_capacity(TAIL_BYTES);
     let mut chunk = vec![0u8; 8 * 1024];
     loop {
         match pipe.read(&mut chunk).await {
+            // The tail is only a diagnostic: a broken pipe ends it like EOF.
             Ok(0) | Err(_) => break,
             Ok(count) => {
                 tail.extend_from_slice(&chunk[..count]);
@@ -467,15 +672,104 @@ mod tests {
         }
     }
 
+    fn transcript(path: &std::path::Path, max_bytes: u64) -> Option<TranscriptSpec> {
+        Some(TranscriptSpec {
+            path: path.to_path_buf(),
+            max_bytes,
+            redact: crate::logging::redact,
+        })
+    }
+
     #[tokio::test]
-    async fn transcript_holds_every_byte_even_of_overlong_lines() {
+    async fn transcript_holds_every_byte_as_it_came() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");
-        let mut spec = shell("printf 'a\\nbb\\nccc'");
-        spec.transcript = Some(path.clone());
+        let mut spec = shell("printf 'a\\r\\nbb\\n\\377x\\nccc'");
+        spec.transcript = transcript(&path, 1024);
+        let (finished, lines) = collect(spec).await;
+        assert_eq!(
+            lines,
+            ["a", "bb", "\u{fffd}x", "ccc"],
+            "bytes that are not UTF-8 end nothing"
+        );
+        assert_eq!(std::fs::read(path).unwrap(), b"a\r\nbb\n\xffx\nccc");
+        assert_eq!(finished.transcript_dropped, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_stands_in_the_transcript_as_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let script = format!(
+            "echo first; head -c {} /dev/zero | tr '\\0' x; echo; echo after",
+            MAX_LINE_BYTES + 10
+        );
+        let mut spec = shell(&script);
+        spec.transcript = transcript(&path, 1 << 30);
+        let (finished, lines) = collect(spec).await;
+        assert_eq!(lines, ["first", "after"]);
+        assert_eq!(finished.lines_too_long, 1);
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            format!(
+                "first\n{{\"type\":\"ralphd_line_too_long\",\"bytes\":{}}}\nafter\n",
+                MAX_LINE_BYTES + 11
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn transcript_past_its_cap_keeps_whole_lines_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        // 1000 lines of 100 bytes (99 + newline), in many reads; cap 1050.
+        let mut spec = shell(
+            "i=0; while [ $i -lt 1000 ]; do printf '%099d\\n' $i; i=$((i+1)); done; printf 'end'",
+        );
+        spec.transcript = transcript(&path, 1050);
+        let (finished, lines) = collect(spec).await;
+        assert_eq!(lines.len(), 1001, "every line still reaches the caller");
+        assert_eq!(finished.transcript_dropped, (99_003, 991));
+        let text = std::fs::read_to_string(path).unwrap();
+        let stored: Vec<&str> = text.lines().collect();
+        assert_eq!(stored.len(), 11);
+        assert_eq!(stored[9], format!("{:099}", 9));
+        assert_eq!(
+            stored[10],
+            r#"{"type":"ralphd_truncated","dropped_bytes":99003,"dropped_lines":991}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn transcript_lines_are_redacted_and_the_caller_sees_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut spec =
+            shell("echo '{\"text\":\"ANTHROPIC_API_KEY=sk-ant-api03-abc\"}'; echo 'plain'");
+        spec.transcript = transcript(&path, 1024);
         let (_, lines) = collect(spec).await;
-        assert_eq!(lines, ["a", "bb", "ccc"]);
-        assert_eq!(std::fs::read_to_string(path).unwrap(), "a\nbb\nccc");
+        assert_eq!(lines[0], r#"{"text":"ANTHROPIC_API_KEY=sk-ant-api03-abc"}"#);
+        assert_eq!(
+            std::fs::read_to_string(path).unwrap(),
+            "{\"text\":\"ANTHROPIC_API_KEY=[REDACTED]\"}\nplain\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_under_the_transcript_is_an_error_that_says_so() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let mut spec = shell("echo line");
+        spec.transcript = transcript(std::path::Path::new("/dev/full"), 1024);
+        let error = run(spec, &CancellationToken::new(), |_| {})
+            .await
+            .expect_err("the write fails");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull, "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot write the transcript /dev/full: No space left on device"),
+            "{error}"
+        );
     }
 
     #[test]

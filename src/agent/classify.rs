@@ -448,9 +448,12 @@ pub(crate) fn parse_usage_limit(text: &str, now: Timestamp) -> Option<UsageLimit
         &normalized[start..start + length]
     } else {
         let at = lower.find(" limit reached")?;
+        // After the last whitespace, which may be wider than one byte.
         let start = normalized[..at]
-            .rfind(char::is_whitespace)
-            .map_or(0, |space| space + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, ch)| ch.is_whitespace())
+            .map_or(0, |(space, ch)| space + ch.len_utf8());
         &normalized[start..at]
     };
     let kind = kind.trim();
@@ -910,6 +913,9 @@ mod tests {
         let older = parse_usage_limit("5-hour limit reached ∙ resets 3pm", now()).expect("a limit");
         assert_eq!(older.kind, "5-hour");
         assert!(older.resets_at.is_some());
+        // A space wider than one byte before the kind (U+2002 EN SPACE).
+        let wide = parse_usage_limit("Your\u{2002}Opus limit reached", now()).expect("a limit");
+        assert_eq!(wide.kind, "Opus");
     }
 
     #[test]

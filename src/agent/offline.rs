@@ -76,9 +76,17 @@ pub(crate) fn run_phase(
 }
 
 fn scan(repo: &Path) -> String {
-    let mut names: Vec<String> = fs::read_dir(repo)
-        .into_iter()
-        .flatten()
+    let entries = match fs::read_dir(repo) {
+        Ok(entries) => entries,
+        Err(error) => {
+            return format!(
+                "[offline agent] Cannot list the repository {}: {error}.",
+                repo.display()
+            );
+        }
+    };
+    // An entry that vanished while listing is not there to report.
+    let mut names: Vec<String> = entries
         .flatten()
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name != ".git")

@@ -12,8 +12,7 @@ use git2::Oid;
 
 use crate::gates::{Found, SecretScan, Violation};
 use crate::git::{
-    ChangedFile, CommitRules, CycleStart, GitError, GitRepo, Progress, Staged, StagedCommit,
-    Trespass,
+    self, ChangedFile, CommitRules, DiffStats, GitError, GitRepo, Staged, StagedCommit, Trespass,
 };
 
 /// What staging found to commit ([`Staged`], with the staged tree opaque).
@@ -34,7 +33,7 @@ pub(crate) enum ToCommit<S> {
 /// of the same name (the secret scan feeds [`GitRepo::scan_added_lines`] to
 /// a [`SecretScan`]).
 pub(crate) trait CycleRepo {
-    /// The repository at one moment ([`CycleStart`]): where a rollback goes.
+    /// The repository at one moment ([`git::Snapshot`]): where a rollback goes.
     type Snapshot: Clone;
     /// A tree staged for ralphd's commit ([`StagedCommit`]).
     type Staged;
@@ -44,7 +43,7 @@ pub(crate) trait CycleRepo {
     async fn begin_cycle(&mut self) -> Result<Self::Snapshot, GitError>;
     /// Snapshots the work tree as it is now, like a cycle start.
     async fn checkpoint(&mut self) -> Result<Self::Snapshot, GitError>;
-    async fn measure_progress(&mut self, start: &Self::Snapshot) -> Result<Progress, GitError>;
+    async fn measure_progress(&mut self, start: &Self::Snapshot) -> Result<DiffStats, GitError>;
     async fn changed_files(&mut self, start: &Self::Snapshot)
     -> Result<Vec<ChangedFile>, GitError>;
     /// The secret scan over every line added since `start` (the work tree's
@@ -133,7 +132,7 @@ impl LiveRepo {
 }
 
 impl CycleRepo for LiveRepo {
-    type Snapshot = CycleStart;
+    type Snapshot = git::Snapshot;
     type Staged = StagedCommit;
 
     async fn stray_paths(&mut self, home: &Path, limit: usize) -> Result<Vec<String>, GitError> {
@@ -142,26 +141,26 @@ impl CycleRepo for LiveRepo {
             .await
     }
 
-    async fn begin_cycle(&mut self) -> Result<CycleStart, GitError> {
+    async fn begin_cycle(&mut self) -> Result<git::Snapshot, GitError> {
         self.blocking(|repo| repo.begin_cycle()).await
     }
 
-    async fn checkpoint(&mut self) -> Result<CycleStart, GitError> {
+    async fn checkpoint(&mut self) -> Result<git::Snapshot, GitError> {
         self.blocking(|repo| repo.checkpoint()).await
     }
 
-    async fn measure_progress(&mut self, start: &CycleStart) -> Result<Progress, GitError> {
+    async fn measure_progress(&mut self, start: &git::Snapshot) -> Result<DiffStats, GitError> {
         let start = start.clone();
         self.blocking(move |repo| repo.measure_progress(&start))
             .await
     }
 
-    async fn changed_files(&mut self, start: &CycleStart) -> Result<Vec<ChangedFile>, GitError> {
+    async fn changed_files(&mut self, start: &git::Snapshot) -> Result<Vec<ChangedFile>, GitError> {
         let start = start.clone();
         self.blocking(move |repo| repo.changed_files(&start)).await
     }
 
-    async fn scan_secrets(&mut self, start: &CycleStart) -> Result<Option<Violation>, GitError> {
+    async fn scan_secrets(&mut self, start: &git::Snapshot) -> Result<Option<Violation>, GitError> {
         let start = start.clone();
         self.blocking(move |repo| {
             let mut scan = SecretScan::default();
@@ -179,7 +178,7 @@ impl CycleRepo for LiveRepo {
 
     async fn diff_summary(
         &mut self,
-        start: &CycleStart,
+        start: &git::Snapshot,
         max_bytes: usize,
     ) -> Result<String, GitError> {
         let start = start.clone();
@@ -187,14 +186,14 @@ impl CycleRepo for LiveRepo {
             .await
     }
 
-    async fn trespasses(&mut self, guard: &CycleStart) -> Result<Vec<Trespass>, GitError> {
+    async fn trespasses(&mut self, guard: &git::Snapshot) -> Result<Vec<Trespass>, GitError> {
         let guard = guard.clone();
         self.blocking(move |repo| repo.trespasses(&guard)).await
     }
 
     async fn save_changes(
         &mut self,
-        start: &CycleStart,
+        start: &git::Snapshot,
         cycle: u64,
         message: &str,
         author: (&str, &str),
@@ -208,7 +207,7 @@ impl CycleRepo for LiveRepo {
 
     async fn save_masked_attempt(
         &mut self,
-        start: &CycleStart,
+        start: &git::Snapshot,
         cycle: u64,
         message: &str,
         author: (&str, &str),
@@ -224,7 +223,7 @@ impl CycleRepo for LiveRepo {
         .await
     }
 
-    async fn rollback(&mut self, to: &CycleStart) -> Result<(), GitError> {
+    async fn rollback(&mut self, to: &git::Snapshot) -> Result<(), GitError> {
         let to = to.clone();
         self.blocking(move |repo| repo.rollback(&to)).await
     }
@@ -237,7 +236,7 @@ impl CycleRepo for LiveRepo {
 
     async fn stage_commit(
         &mut self,
-        start: &CycleStart,
+        start: &git::Snapshot,
         for_hooks: bool,
     ) -> Result<ToCommit<StagedCommit>, GitError> {
         let start = start.clone();

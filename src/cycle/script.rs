@@ -24,7 +24,7 @@ use crate::agent::classify::PhaseFailure;
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
 use crate::gates::Violation;
-use crate::git::{ChangedFile, CommitRules, GitError, Progress, Signing, Trespass};
+use crate::git::{ChangedFile, CommitRules, DiffStats, GitError, Signing, Trespass};
 use crate::phase::Phase;
 use crate::prompt::{PromptContext, StoryBrief};
 
@@ -523,7 +523,7 @@ impl RepoScript {
         self.tree.get(taken..).unwrap_or_default()
     }
 
-    fn progress_since(&self, snapshot: &str) -> Progress {
+    fn progress_since(&self, snapshot: &str) -> DiffStats {
         let files: Vec<ChangedFile> = self
             .changed_since(snapshot)
             .iter()
@@ -532,7 +532,7 @@ impl RepoScript {
                 other => vec![changed_file(&format!("{other}.out"), 1)],
             })
             .collect();
-        Progress {
+        DiffStats {
             files_changed: files.len(),
             insertions: files.iter().map(|file| file.insertions).sum(),
             deletions: files.iter().map(|file| file.deletions).sum(),
@@ -566,7 +566,7 @@ impl CycleRepo for ScriptedRepo {
         })
     }
 
-    async fn measure_progress(&mut self, start: &String) -> Result<Progress, GitError> {
+    async fn measure_progress(&mut self, start: &String) -> Result<DiffStats, GitError> {
         self.with(|repo| Ok(repo.progress_since(start)))
     }
 

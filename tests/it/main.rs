@@ -20,6 +20,14 @@ mod guards;
 // The scripted fake Messages API the real `claude` CLI talks to.
 mod fake_api;
 // The real CLI layer: smoke tests of the CLI itself against the fake API.
+// Compiled only when RALPHD_REAL_CLAUDE is set at build time (build.rs).
+#[cfg(real_claude)]
 mod real_cli;
 // ralphd end to end with the real CLI against the fake API (issue 6 scenarios).
+#[cfg(real_claude)]
 mod real_loop;
+// Without RALPHD_REAL_CLAUDE: one test that says the two above did not run.
+#[cfg(not(real_claude))]
+mod real_cli_skipped;
+// Disk use of the home: transcript cap, redaction, retention, a full disk.
+mod home_disk;

@@ -1,10 +1,11 @@
 //! Tests against the **real** Claude Code CLI, talking to the scripted [`FakeApi`].
 //!
 //! The CLI is found through `RALPHD_REAL_CLAUDE` (`export RALPHD_REAL_CLAUDE=$(.ci/install-claude)`).
-//! Without it these tests print a notice and pass locally, and fail under `CI=true`.
+//! This module and `real_loop.rs` are compiled only when the variable is set at build
+//! time (build.rs); without it `real_cli_skipped::…` stands in for them (tests/it/main.rs).
 //!
 //! Helpers for reuse by the ralphd end-to-end scenarios:
-//! * [`RealClaude::from_env`]: the CLI's path, or `None` (after the notice) when skipping;
+//! * [`RealClaude::from_env`]: the CLI named by `RALPHD_REAL_CLAUDE`;
 //! * [`CliEnv`]: the offline environment for a child (`CliEnv::new(&api, dir).apply(&mut cmd)`),
 //!   which clears the inherited environment so that a developer's own credentials,
 //!   `CLAUDECODE` or `~/.claude` never leak in;
@@ -44,20 +45,16 @@ pub struct RealClaude {
 }
 
 impl RealClaude {
-    /// The CLI named by `RALPHD_REAL_CLAUDE`. When unset: prints a notice and returns
-    /// `None`, or panics under `CI=true`.
-    pub fn from_env() -> Option<RealClaude> {
+    /// The CLI named by `RALPHD_REAL_CLAUDE`. The tests were compiled because it
+    /// was set at build time; it must still be set when they run.
+    pub fn from_env() -> RealClaude {
         let path = std::env::var_os(REAL_CLAUDE_VAR).filter(|p| !p.is_empty());
         let Some(path) = path else {
-            let hint = format!(
-                "set {REAL_CLAUDE_VAR}=<path to claude> \
-                 (run .ci/install-claude, e.g. export {REAL_CLAUDE_VAR}=$(.ci/install-claude))"
+            panic!(
+                "{REAL_CLAUDE_VAR} was set when the tests were built but is not set now: \
+                 export {REAL_CLAUDE_VAR}=$(.ci/install-claude), or unset it and rebuild to skip \
+                 the real-CLI tests"
             );
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("real-CLI tests cannot be skipped under CI=true: {hint}");
-            }
-            eprintln!("real-CLI tests skipped: {hint}");
-            return None;
         };
         let path = PathBuf::from(path);
         assert!(
@@ -65,7 +62,7 @@ impl RealClaude {
             "{REAL_CLAUDE_VAR}={} is not a file (run .ci/install-claude)",
             path.display()
         );
-        Some(RealClaude { path })
+        RealClaude { path }
     }
 
     /// Runs `claude -p --output-format stream-json --verbose <args>` in `workdir`, with
@@ -329,9 +326,7 @@ const MARKER: &str = "<promise>COMPLETE</promise>";
 
 #[test]
 fn real_cli_text_answer_with_split_marker() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(Script::global([Step::text_deltas([
         "All done.\n<promise>COMP",
         "LETE</promise>",
@@ -386,9 +381,7 @@ fn write_then_done() -> Script {
 
 #[test]
 fn real_cli_write_is_denied_in_default_mode_with_read_allowed() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(write_then_done());
     let sandbox = Sandbox::new();
 
@@ -421,9 +414,7 @@ fn real_cli_write_is_denied_in_default_mode_with_read_allowed() {
 
 #[test]
 fn real_cli_write_is_allowed_with_accept_edits() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(write_then_done());
     let sandbox = Sandbox::new();
 
@@ -447,9 +438,7 @@ fn real_cli_write_is_allowed_with_accept_edits() {
 
 #[test]
 fn real_cli_429_beyond_retries_is_an_error() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(Script::responder(|_| Step::rate_limited()));
     let sandbox = Sandbox::new();
 
@@ -468,9 +457,7 @@ fn real_cli_429_beyond_retries_is_an_error() {
 
 #[test]
 fn real_cli_oauth_usage_limit_reports_resets_at() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let resets_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -501,9 +488,7 @@ fn real_cli_oauth_usage_limit_reports_resets_at() {
 
 #[test]
 fn real_cli_401_says_invalid_api_key() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(Script::responder(|_| Step::unauthorized()));
     let sandbox = Sandbox::new();
 
@@ -520,9 +505,7 @@ fn real_cli_401_says_invalid_api_key() {
 
 #[test]
 fn real_cli_broken_stream_falls_back_to_non_streaming() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(Script::global([
         Step::stream_error(),
         Step::text("recovered"),
@@ -542,9 +525,7 @@ fn real_cli_broken_stream_falls_back_to_non_streaming() {
 
 #[test]
 fn real_cli_stream_error_after_a_finished_block_ends_the_run() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(Script::global([
         Step::stream_error_at(BreakAt::AfterBlockStop),
         Step::text("never asked for"),
@@ -563,9 +544,7 @@ fn real_cli_stream_error_after_a_finished_block_ends_the_run() {
 
 #[test]
 fn real_cli_hung_request_times_out() {
-    let Some(claude) = RealClaude::from_env() else {
-        return;
-    };
+    let claude = RealClaude::from_env();
     let api = FakeApi::start(Script::responder(|_| Step::Hang));
     let sandbox = Sandbox::new();
 

@@ -1,8 +1,7 @@
 //! End-to-end scenarios: the built `ralphd` drives the **real** Claude Code CLI, which
 //! talks to the scripted [`FakeApi`], on a temp git repo (issue 6).
 //!
-//! Same skip rule as `real_cli.rs`: without `RALPHD_REAL_CLAUDE` the tests print a
-//! notice and pass, except under `CI=true` where they fail.
+//! Compiled only when `RALPHD_REAL_CLAUDE` is set at build time, like `real_cli.rs`.
 //!
 //! The fake model answers by the phase named on the first line of ralphd's prompt
 //! (`# ralphd · cycle <n> · <phase>`), see [`Turn`]. ralph.toml uses second-scale
@@ -106,9 +105,8 @@ struct Scene {
 }
 
 impl Scene {
-    /// `None` when the real CLI is not available (see [`RealClaude::from_env`]).
-    fn new(script: Script) -> Option<Scene> {
-        let claude = RealClaude::from_env()?;
+    fn new(script: Script) -> Scene {
+        let claude = RealClaude::from_env();
         let world = World::new();
         let api = FakeApi::start(script);
         // Config and HOME of the CLI live next to the repo, not inside it.
@@ -120,7 +118,7 @@ impl Scene {
             env,
         };
         scene.config(&[], "");
-        Some(scene)
+        scene
     }
 
     /// Writes ralph.toml: the test defaults, `[agent]` keys overridden or added by
@@ -285,7 +283,7 @@ const PHASES: [&str; 5] = ["scan", "idea", "code-edit", "backtest", "report"];
 /// the cycle is committed, and its costs are the result events' `total_cost_usd`.
 #[test]
 fn real_loop_write_in_every_phase_only_code_edit_writes() {
-    let Some(scene) = Scene::new(model(|turn| {
+    let scene = Scene::new(model(|turn| {
         if turn.first() {
             Step::text(format!("{}: writing a file.", turn.phase)).then_tool_use(
                 "Write",
@@ -297,9 +295,7 @@ fn real_loop_write_in_every_phase_only_code_edit_writes() {
         } else {
             answer(&turn.phase)
         }
-    })) else {
-        return;
-    };
+    }));
 
     let outcome = scene.run(&["--max-iterations", "1"]);
 
@@ -370,15 +366,13 @@ fn real_loop_write_in_every_phase_only_code_edit_writes() {
 /// report (code-edit and backtest skipped) and ralphd exits 0 before its iteration cap.
 #[test]
 fn real_loop_completion_marker_ends_the_run_with_exit_0() {
-    let Some(scene) = Scene::new(model(|turn| {
+    let scene = Scene::new(model(|turn| {
         if turn.is("scan") {
             Step::text_deltas(["Every item is done.\n<promise>COMP", "LETE</promise>\n"])
         } else {
             answer(&turn.phase)
         }
-    })) else {
-        return;
-    };
+    }));
 
     let outcome = scene.run(&["--max-iterations", "3"]);
 
@@ -397,7 +391,7 @@ fn real_loop_completion_marker_ends_the_run_with_exit_0() {
 /// Scenario 3: The marker inside a Read tool_result (a repo file contains it) is not completion.
 #[test]
 fn real_loop_marker_in_a_read_tool_result_is_not_completion() {
-    let Some(scene) = Scene::new(model(|turn| {
+    let scene = Scene::new(model(|turn| {
         if turn.is("scan") && turn.first() {
             Step::tool_use("Read", json!({"file_path": "{cwd}/TODO.md"}))
         } else if turn.is("scan") {
@@ -407,9 +401,7 @@ fn real_loop_marker_in_a_read_tool_result_is_not_completion() {
         } else {
             answer(&turn.phase)
         }
-    })) else {
-        return;
-    };
+    }));
     scene.world.write_repo(
         "TODO.md",
         &format!("# TODO\n\n- [ ] everything\n\nWhen every item is done, answer:\n{MARKER}\n"),
@@ -455,7 +447,7 @@ fn real_loop_marker_in_a_read_tool_result_is_not_completion() {
 /// overrides the agent's `pass` → rolled back, the attempt saved.
 #[test]
 fn real_loop_bash_runs_the_checks_and_checks_decide_the_verdict() {
-    let Some(scene) = Scene::new(model(|turn| match turn.phase.as_str() {
+    let scene = Scene::new(model(|turn| match turn.phase.as_str() {
         "idea" => Step::text(format!("TITLE: Set the answer (cycle {})", turn.cycle)),
         // The CLI's Write refuses to overwrite a file this session has not read.
         "code-edit" => match turn.request.session_seq {
@@ -476,9 +468,7 @@ fn real_loop_bash_runs_the_checks_and_checks_decide_the_verdict() {
         // Cycle 1: no verdict block at all; cycle 2: an (over-)confident pass.
         "backtest" if turn.cycle == 1 => Step::text("I had a look."),
         _ => answer(&turn.phase),
-    })) else {
-        return;
-    };
+    }));
     scene.world.write_repo(
         "check.sh",
         "if grep -qx 'answer=42' answer.txt; then echo 'check: answer ok'; \
@@ -548,15 +538,13 @@ fn real_loop_bash_runs_the_checks_and_checks_decide_the_verdict() {
 #[test]
 fn real_loop_usage_limit_waits_for_the_reset_and_reruns_the_phase() {
     let resets_at = now_secs() + 3;
-    let Some(mut scene) = Scene::new(Script::responder(move |request| {
+    let mut scene = Scene::new(Script::responder(move |request| {
         if request.seq == 0 {
             Step::usage_limit(resets_at)
         } else {
             usual(&Turn::of(request))
         }
-    })) else {
-        return;
-    };
+    }));
     scene.env = scene.env.clone().auth(Auth::OAuth);
 
     let mut running = scene.ralphd(&["--max-iterations", "1"]).spawn();
@@ -611,13 +599,11 @@ fn real_loop_usage_limit_waits_for_the_reset_and_reruns_the_phase() {
 /// the phase again, until it succeeds.
 #[test]
 fn real_loop_api_errors_beyond_cli_retries_are_retried_by_ralphd() {
-    let Some(scene) = Scene::new(Script::responder(|request| match request.seq {
+    let scene = Scene::new(Script::responder(|request| match request.seq {
         0 | 1 => Step::rate_limited(),
         2 | 3 => Step::overloaded(),
         _ => usual(&Turn::of(request)),
-    })) else {
-        return;
-    };
+    }));
     scene.config(&[("retry_base_delay", "\"400ms\"")], "");
 
     let outcome = scene.run(&["--max-iterations", "1"]);
@@ -656,9 +642,7 @@ fn real_loop_api_errors_beyond_cli_retries_are_retried_by_ralphd() {
 /// Scenario 6b: When the errors outlast ralphd's `max_attempts`, the phase and the cycle fail.
 #[test]
 fn real_loop_api_errors_beyond_max_attempts_fail_the_cycle() {
-    let Some(scene) = Scene::new(Script::responder(|_| Step::overloaded())) else {
-        return;
-    };
+    let scene = Scene::new(Script::responder(|_| Step::overloaded()));
     scene.config(&[("max_attempts", "2")], "");
 
     let outcome = scene.run(&["--max-iterations", "1"]);
@@ -683,15 +667,13 @@ fn real_loop_api_errors_beyond_max_attempts_fail_the_cycle() {
 fn real_loop_fallback_model_is_used_on_overload() {
     const PRIMARY: &str = "primary-model-x";
     const FALLBACK: &str = "fallback-model-x";
-    let Some(mut scene) = Scene::new(model(|turn| {
+    let mut scene = Scene::new(model(|turn| {
         if turn.is("scan") && turn.request.model == PRIMARY {
             Step::overloaded()
         } else {
             usual(turn)
         }
-    })) else {
-        return;
-    };
+    }));
     scene.env = scene.env.clone().max_retries(3);
     scene.config(
         &[
@@ -739,7 +721,7 @@ fn real_loop_fallback_model_is_used_on_overload() {
 #[test]
 fn real_loop_sigterm_during_a_bash_sleep_exits_130_and_leaves_nothing() {
     const SLEEP: &str = "sleep 300.123";
-    let Some(scene) = Scene::new(model(|turn| {
+    let scene = Scene::new(model(|turn| {
         if !turn.is("code-edit") {
             return answer(&turn.phase);
         }
@@ -754,9 +736,7 @@ fn real_loop_sigterm_during_a_bash_sleep_exits_130_and_leaves_nothing() {
             ),
             _ => answer("code-edit"),
         }
-    })) else {
-        return;
-    };
+    }));
     scene.config(
         &[],
         "[phases.code-edit]\npermission_mode = \"acceptEdits\"\nallowed_tools = [\"Bash\"]\n",
@@ -813,9 +793,7 @@ fn real_loop_sigterm_during_a_bash_sleep_exits_130_and_leaves_nothing() {
 /// timeout is far away), the cycle fails, and no CLI process outlives it.
 #[test]
 fn real_loop_hung_server_is_ended_by_phase_timeout() {
-    let Some(mut scene) = Scene::new(Script::responder(|_| Step::Hang)) else {
-        return;
-    };
+    let mut scene = Scene::new(Script::responder(|_| Step::Hang));
     scene.env = scene
         .env
         .clone()
@@ -853,9 +831,7 @@ fn real_loop_hung_server_is_ended_by_phase_timeout() {
 /// one CLI run (no retries by ralphd, no further cycles hammering the API).
 #[test]
 fn real_loop_401_stops_with_a_credentials_message() {
-    let Some(scene) = Scene::new(Script::responder(|_| Step::unauthorized())) else {
-        return;
-    };
+    let scene = Scene::new(Script::responder(|_| Step::unauthorized()));
     scene.config(
         &[],
         "[breaker]\nfailure_threshold = 3\nrecovery_timeout = \"1s\"\n",

@@ -323,6 +323,7 @@ pub struct ProcInfo {
     /// The arguments, joined with spaces.
     pub cmdline: String,
     /// The working directory, when readable.
+    #[cfg_attr(not(real_claude), allow(dead_code))] // Read by real_loop.rs only.
     pub cwd: Option<PathBuf>,
 }
 
@@ -367,6 +368,7 @@ pub fn processes_running(needle: &str) -> Vec<ProcInfo> {
 }
 
 /// Live processes whose working directory lies under `dir`.
+#[cfg_attr(not(real_claude), allow(dead_code))] // Used by real_loop.rs only.
 pub fn processes_under(dir: &Path) -> Vec<ProcInfo> {
     processes()
         .into_iter()

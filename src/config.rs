@@ -26,6 +26,7 @@
 mod env;
 mod error;
 mod file;
+mod keys;
 mod resolve;
 mod values;
 

@@ -11,15 +11,10 @@ use std::time::Duration;
 use super::env::{Env, RUNTIME_VARIABLES, variable_name};
 use super::error::{ConfigError, Origin};
 use super::file::{FileLayer, read_file};
-use super::values::{
-    Input, LOG_LEVELS, PERMISSION_MODES, boolean, choice, command, dollars, duration, glob_list,
-    max_iterations, nonzero_duration, nonzero_u32, optional, path_value, signature_part,
-    string_list, text, whole_number,
-};
-use super::{
-    AgentKind, CONFIG_FILE_NAME, Config, LoadInputs, OnCorrupt, absolute, resolve_home_in,
-};
-use crate::cli::{LogFormat, RunArgs};
+use super::keys::read_keys;
+use super::values::{Input, path_value};
+use super::{CONFIG_FILE_NAME, Config, LoadInputs, absolute, resolve_home_in};
+use crate::cli::RunArgs;
 use crate::phase::Phase;
 
 /// The keys and variables a resolution asked for; tests check the template
@@ -45,10 +40,9 @@ pub(super) fn resolve(
     resolver.known_variables.insert("RALPH_HOME".to_owned());
     resolver.known_variables.insert("RALPH_CONFIG".to_owned());
 
-    let repo_below_flag = resolver.get("git", "repo", Some("RALPH_REPO"), path_value)?;
-    let repo = resolver
-        .with_flag("git.repo", "--repo", run_args.repo.clone(), repo_below_flag)
-        .unwrap_or_else(|| cwd.to_path_buf());
+    let mut repo = cwd.to_path_buf();
+    let repo_flag = Flag::new("--repo", "RALPH_REPO", run_args.repo.clone());
+    resolver.set_flagged(&mut repo, "git", "repo", repo_flag, path_value)?;
     let mut config = Config::for_home(&home, &absolute(cwd, &repo));
     config.config_file = file.as_ref().map(|file| file.path.clone());
     config.verbosity = run_args.log.verbosity();
@@ -57,326 +51,7 @@ pub(super) fn resolve(
         env: env.clone(),
         cwd: cwd.to_path_buf(),
     };
-    let r = &mut resolver;
-
-    let sleep = r.get(
-        "loop",
-        "sleep_between_iterations",
-        Some("RALPH_SLEEP"),
-        duration,
-    )?;
-    if let Some(sleep) = r.with_flag(
-        "loop.sleep_between_iterations",
-        "--sleep",
-        run_args.sleep,
-        sleep,
-    ) {
-        config.sleep_between_iterations = sleep;
-    }
-    let max_iterations = r.get(
-        "loop",
-        "max_iterations",
-        Some("RALPH_MAX_ITERATIONS"),
-        optional(max_iterations),
-    )?;
-    config.max_iterations = r
-        .with_flag(
-            "loop.max_iterations",
-            "--max-iterations",
-            run_args.max_iterations.map(Some),
-            max_iterations,
-        )
-        .flatten();
-
-    let agent = &mut config.agent;
-    r.set(&mut agent.kind, "agent", "kind", |input| {
-        choice(input, &["claude", "offline"]).map(|kind| match kind {
-            "offline" => AgentKind::Offline,
-            _ => AgentKind::Claude,
-        })
-    })?;
-    r.set(&mut agent.command, "agent", "command", command)?;
-    r.set(&mut agent.model, "agent", "model", optional(text))?;
-    r.set(
-        &mut agent.fallback_model,
-        "agent",
-        "fallback_model",
-        optional(text),
-    )?;
-    r.set(
-        &mut agent.max_turns,
-        "agent",
-        "max_turns",
-        optional(whole_number(1)),
-    )?;
-    r.set(
-        &mut agent.phase_timeout,
-        "agent",
-        "phase_timeout",
-        nonzero_duration,
-    )?;
-    r.set(
-        &mut agent.idle_timeout,
-        "agent",
-        "idle_timeout",
-        nonzero_duration,
-    )?;
-    r.set(&mut agent.stop_grace, "agent", "stop_grace", duration)?;
-    r.set(
-        &mut agent.version_timeout,
-        "agent",
-        "version_timeout",
-        nonzero_duration,
-    )?;
-    r.set(
-        &mut agent.max_attempts,
-        "agent",
-        "max_attempts",
-        whole_number(1),
-    )?;
-    r.set(
-        &mut agent.retry_base_delay,
-        "agent",
-        "retry_base_delay",
-        duration,
-    )?;
-    r.set(
-        &mut agent.retry_max_delay,
-        "agent",
-        "retry_max_delay",
-        duration,
-    )?;
-    r.set(
-        &mut agent.usage_limit_margin,
-        "agent",
-        "usage_limit_margin",
-        duration,
-    )?;
-    r.set(
-        &mut agent.usage_limit_fallback_wait,
-        "agent",
-        "usage_limit_fallback_wait",
-        nonzero_duration,
-    )?;
-    r.set(
-        &mut agent.cli_max_retries,
-        "agent",
-        "cli_max_retries",
-        whole_number(0),
-    )?;
-    r.set(
-        &mut agent.offline_complete_after,
-        "agent",
-        "offline_complete_after",
-        whole_number(1),
-    )?;
-    r.set(
-        &mut agent.allow_bypass_permissions,
-        "agent",
-        "allow_bypass_permissions",
-        boolean,
-    )?;
-
-    for phase in Phase::ALL {
-        let section = format!("phases.{}", phase.name());
-        let settings = config.phases.get_mut(phase);
-        r.set(
-            &mut settings.permission_mode,
-            &section,
-            "permission_mode",
-            optional(|input| choice(input, PERMISSION_MODES).map(str::to_owned)),
-        )?;
-        r.set(
-            &mut settings.allowed_tools,
-            &section,
-            "allowed_tools",
-            string_list,
-        )?;
-        r.set(
-            &mut settings.disallowed_tools,
-            &section,
-            "disallowed_tools",
-            string_list,
-        )?;
-    }
-
-    r.set(
-        &mut config.backtest.checks,
-        "backtest",
-        "checks",
-        string_list,
-    )?;
-    r.set(
-        &mut config.backtest.check_timeout,
-        "backtest",
-        "check_timeout",
-        nonzero_duration,
-    )?;
-
-    let allow_dirty = r.get("git", "allow_dirty", Some("RALPH_ALLOW_DIRTY"), boolean)?;
-    let allow_dirty_flag = run_args.allow_dirty.then_some(true);
-    if let Some(allow_dirty) = r.with_flag(
-        "git.allow_dirty",
-        "--allow-dirty",
-        allow_dirty_flag,
-        allow_dirty,
-    ) {
-        config.allow_dirty = allow_dirty;
-    }
-    r.set(&mut config.git.auto_commit, "git", "auto_commit", boolean)?;
-    r.set(
-        &mut config.git.author_name,
-        "git",
-        "author_name",
-        signature_part,
-    )?;
-    r.set(
-        &mut config.git.author_email,
-        "git",
-        "author_email",
-        signature_part,
-    )?;
-    r.set(&mut config.git.run_hooks, "git", "run_hooks", boolean)?;
-
-    let gates = &mut config.gates;
-    r.set(
-        &mut gates.max_changed_files,
-        "gates",
-        "max_changed_files",
-        whole_number(0),
-    )?;
-    r.set(
-        &mut gates.max_changed_lines,
-        "gates",
-        "max_changed_lines",
-        whole_number(0),
-    )?;
-    r.set(
-        &mut gates.protected_paths,
-        "gates",
-        "protected_paths",
-        glob_list,
-    )?;
-    r.set(&mut gates.secret_scan, "gates", "secret_scan", boolean)?;
-
-    let rate_limit = &mut config.rate_limit;
-    r.set(
-        &mut rate_limit.requests_per_minute,
-        "rate_limit",
-        "requests_per_minute",
-        nonzero_u32,
-    )?;
-    r.set(
-        &mut rate_limit.requests_per_hour,
-        "rate_limit",
-        "requests_per_hour",
-        nonzero_u32,
-    )?;
-
-    let breaker = &mut config.breaker;
-    r.set(
-        &mut breaker.failure_threshold,
-        "breaker",
-        "failure_threshold",
-        whole_number(1),
-    )?;
-    r.set(
-        &mut breaker.recovery_timeout,
-        "breaker",
-        "recovery_timeout",
-        duration,
-    )?;
-    r.set(
-        &mut breaker.max_recovery_timeout,
-        "breaker",
-        "max_recovery_timeout",
-        duration,
-    )?;
-    r.set(
-        &mut breaker.half_open_max_calls,
-        "breaker",
-        "half_open_max_calls",
-        whole_number(1),
-    )?;
-    r.set(
-        &mut breaker.halt_on_open,
-        "breaker",
-        "halt_on_open",
-        boolean,
-    )?;
-
-    r.set(
-        &mut config.budget.max_cost_usd,
-        "budget",
-        "max_cost_usd",
-        optional(dollars),
-    )?;
-    r.set(
-        &mut config.budget.max_cost_per_phase_usd,
-        "budget",
-        "max_cost_per_phase_usd",
-        optional(dollars),
-    )?;
-
-    r.set(&mut config.logging.level, "logging", "level", |input| {
-        choice(input, LOG_LEVELS).map(str::to_owned)
-    })?;
-    let log_format = r.get("logging", "format", Some("RALPH_LOG_FORMAT"), |input| {
-        choice(input, &["text", "json"]).map(|format| match format {
-            "json" => LogFormat::Json,
-            _ => LogFormat::Text,
-        })
-    })?;
-    if let Some(format) = r.with_flag(
-        "logging.format",
-        "--log-format",
-        run_args.log.log_format,
-        log_format,
-    ) {
-        config.logging.format = format;
-    }
-    r.set(
-        &mut config.logging.max_log_files,
-        "logging",
-        "max_log_files",
-        |input| whole_number(1)(input).map(|count| usize::try_from(count).unwrap_or(usize::MAX)),
-    )?;
-
-    r.set(
-        &mut config.state.on_corrupt,
-        "state",
-        "on_corrupt",
-        |input| {
-            choice(input, &["refuse", "move-aside"]).map(|action| match action {
-                "move-aside" => OnCorrupt::MoveAside,
-                _ => OnCorrupt::Refuse,
-            })
-        },
-    )?;
-    r.set(
-        &mut config.state.keep_cycles,
-        "state",
-        "keep_cycles",
-        |input| {
-            whole_number(1)(input).map_err(|_| {
-                "a whole number ≥ 1 (the cycles whose transcripts are kept; there is no \
-                 'keep everything': set a large number)"
-                    .to_owned()
-            })
-        },
-    )?;
-    r.set(
-        &mut config.state.compress_after,
-        "state",
-        "compress_after",
-        whole_number(0),
-    )?;
-    r.set(
-        &mut config.state.max_transcript_mb,
-        "state",
-        "max_transcript_mb",
-        whole_number(1),
-    )?;
+    read_keys(&mut resolver, &mut config, run_args)?;
 
     resolver.check_unknown()?;
     check_rules(&config, &resolver)?;
@@ -430,9 +105,28 @@ fn check_rules(config: &Config, resolver: &Resolver<'_>) -> Result<(), ConfigErr
     Ok(())
 }
 
+/// A key's command-line flag, with the short variable that goes with it
+/// (`--sleep` and `RALPH_SLEEP` for `loop.sleep_between_iterations`).
+pub(super) struct Flag<T> {
+    name: &'static str,
+    variable: &'static str,
+    /// `None` when the flag is not given.
+    value: Option<T>,
+}
+
+impl<T> Flag<T> {
+    pub(super) fn new(name: &'static str, variable: &'static str, value: Option<T>) -> Flag<T> {
+        Flag {
+            name,
+            variable,
+            value,
+        }
+    }
+}
+
 /// Looks up keys in the file and the environment, converts and validates
 /// them, and remembers what it was asked for (to reject what it was not).
-struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     file: Option<&'a FileLayer>,
     env: &'a Env,
     cwd: &'a Path,
@@ -517,7 +211,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// [`Resolver::get`] for a key without a flag: overwrites `target` when set.
-    fn set<T>(
+    pub(super) fn set<T>(
         &mut self,
         target: &mut T,
         section: &str,
@@ -525,6 +219,25 @@ impl<'a> Resolver<'a> {
         convert: impl Fn(&Input<'_>) -> Result<T, String>,
     ) -> Result<(), ConfigError> {
         if let Some(value) = self.get(section, key, None, convert)? {
+            *target = value;
+        }
+        Ok(())
+    }
+
+    /// [`Resolver::get`] for a key with a flag and a flag-shaped variable:
+    /// overwrites `target` with the flag's value when given, else with the
+    /// lower layers' value when one sets it.
+    pub(super) fn set_flagged<T>(
+        &mut self,
+        target: &mut T,
+        section: &str,
+        key: &'static str,
+        flag: Flag<T>,
+        convert: impl Fn(&Input<'_>) -> Result<T, String>,
+    ) -> Result<(), ConfigError> {
+        let below_flag = self.get(section, key, Some(flag.variable), convert)?;
+        let dotted = format!("{section}.{key}");
+        if let Some(value) = self.with_flag(&dotted, flag.name, flag.value, below_flag) {
             *target = value;
         }
         Ok(())

@@ -10,9 +10,11 @@ use std::time::Duration;
 use toml::de::DeValue;
 
 use super::file::FileValue;
+use super::{AgentKind, OnCorrupt};
+use crate::cli::LogFormat;
 
 /// The values `claude --permission-mode` accepts.
-pub(super) const PERMISSION_MODES: &[&str] = &[
+const PERMISSION_MODES: &[&str] = &[
     "acceptEdits",
     "auto",
     "bypassPermissions",
@@ -21,7 +23,7 @@ pub(super) const PERMISSION_MODES: &[&str] = &[
     "plan",
 ];
 
-pub(super) const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
 
 /// Longer durations are certainly typos, and would overflow `Instant` arithmetic.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -295,4 +297,52 @@ pub(super) fn command(input: &Input<'_>) -> Result<String, String> {
         .join(&command)
         .to_string_lossy()
         .into_owned())
+}
+
+/// `agent.kind`.
+pub(super) fn agent_kind(input: &Input<'_>) -> Result<AgentKind, String> {
+    choice(input, &["claude", "offline"]).map(|kind| match kind {
+        "offline" => AgentKind::Offline,
+        _ => AgentKind::Claude,
+    })
+}
+
+/// `phases.<phase>.permission_mode`: a mode `claude --permission-mode` accepts.
+pub(super) fn permission_mode(input: &Input<'_>) -> Result<String, String> {
+    choice(input, PERMISSION_MODES).map(str::to_owned)
+}
+
+/// `logging.level`: a level name.
+pub(super) fn log_level(input: &Input<'_>) -> Result<String, String> {
+    choice(input, LOG_LEVELS).map(str::to_owned)
+}
+
+/// `logging.format`.
+pub(super) fn log_format(input: &Input<'_>) -> Result<LogFormat, String> {
+    choice(input, &["text", "json"]).map(|format| match format {
+        "json" => LogFormat::Json,
+        _ => LogFormat::Text,
+    })
+}
+
+/// `logging.max_log_files`.
+pub(super) fn log_file_count(input: &Input<'_>) -> Result<usize, String> {
+    whole_number(1)(input).map(|count| usize::try_from(count).unwrap_or(usize::MAX))
+}
+
+/// `state.on_corrupt`.
+pub(super) fn on_corrupt(input: &Input<'_>) -> Result<OnCorrupt, String> {
+    choice(input, &["refuse", "move-aside"]).map(|action| match action {
+        "move-aside" => OnCorrupt::MoveAside,
+        _ => OnCorrupt::Refuse,
+    })
+}
+
+/// `state.keep_cycles`.
+pub(super) fn keep_cycles(input: &Input<'_>) -> Result<u32, String> {
+    whole_number(1)(input).map_err(|_| {
+        "a whole number ≥ 1 (the cycles whose transcripts are kept; there is no \
+         'keep everything': set a large number)"
+            .to_owned()
+    })
 }

@@ -9,7 +9,9 @@
 //! This module reads the config file and nothing else: it does not create the
 //! home, check that the repo is a git work tree or look for `claude` (the daemon
 //! does). It knows nothing of the agent, git or state files, and it does not
-//! use serde: the file is read with toml's spanned parser so that each message
+//! use serde. Where a setting is a type of a leaf module below it
+//! (`breaker::BreakerSettings`, `state::OnCorrupt`, `logging::LogFormat`),
+//! `Config` holds that type itself, so nobody converts between look-alikes: the file is read with toml's spanned parser so that each message
 //! names the key, the file and the line. Relative paths in the file are relative
 //! to the file's directory; relative paths in flags and variables to the current
 //! directory.
@@ -38,8 +40,11 @@ use std::ops::Index;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli::{LogFormat, RunArgs};
+use crate::breaker::BreakerSettings;
+use crate::cli::RunArgs;
+use crate::logging::LogFormat;
 use crate::phase::Phase;
+use crate::state::OnCorrupt;
 
 pub(crate) use env::Env;
 pub(crate) use error::ConfigError;
@@ -70,7 +75,7 @@ pub(crate) struct Config {
     pub(crate) gates: GateSettings,
     pub(crate) git: GitSettings,
     pub(crate) rate_limit: RateLimitSettings,
-    pub(crate) breaker: BreakerSettings,
+    pub(crate) breaker: BreakerSection,
     pub(crate) budget: BudgetSettings,
     pub(crate) logging: LoggingSettings,
     pub(crate) state: StateSettings,
@@ -306,22 +311,24 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// `[breaker]`: the circuit breaker's own settings, and what the daemon does
+/// when it opens.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct BreakerSettings {
-    pub(crate) failure_threshold: u32,
-    pub(crate) recovery_timeout: Duration,
-    pub(crate) max_recovery_timeout: Duration,
-    pub(crate) half_open_max_calls: u32,
+pub(crate) struct BreakerSection {
+    pub(crate) settings: BreakerSettings,
+    /// Stop the run (exit 1) when the breaker opens, instead of waiting.
     pub(crate) halt_on_open: bool,
 }
 
-impl Default for BreakerSettings {
+impl Default for BreakerSection {
     fn default() -> Self {
-        BreakerSettings {
-            failure_threshold: 5,
-            recovery_timeout: Duration::from_secs(60),
-            max_recovery_timeout: Duration::from_secs(60 * 60),
-            half_open_max_calls: 1,
+        BreakerSection {
+            settings: BreakerSettings {
+                failure_threshold: NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN),
+                recovery_timeout: Duration::from_secs(60),
+                max_recovery_timeout: Duration::from_secs(60 * 60),
+                half_open_max_calls: NonZeroU32::MIN,
+            },
             halt_on_open: false,
         }
     }
@@ -355,6 +362,7 @@ impl Default for LoggingSettings {
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct StateSettings {
+    /// What to do with a state file that cannot be parsed.
     pub(crate) on_corrupt: OnCorrupt,
     /// The transcripts and phase texts of this many newest cycles are kept;
     /// older cycle directories are deleted (progress.json keeps every record).
@@ -370,7 +378,7 @@ pub(crate) struct StateSettings {
 impl Default for StateSettings {
     fn default() -> Self {
         StateSettings {
-            on_corrupt: OnCorrupt::default(),
+            on_corrupt: OnCorrupt::Refuse,
             keep_cycles: 500,
             compress_after: 50,
             max_transcript_mb: 64,
@@ -383,16 +391,6 @@ impl StateSettings {
     pub(crate) fn max_transcript_bytes(&self) -> u64 {
         u64::from(self.max_transcript_mb) * 1024 * 1024
     }
-}
-
-/// What to do with a state file that cannot be parsed (DESIGN §3).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum OnCorrupt {
-    /// Refuse to start (exit 2), naming the file.
-    #[default]
-    Refuse,
-    /// Rename it to `<name>.corrupt-<timestamp>` and start fresh.
-    MoveAside,
 }
 
 impl Config {
@@ -431,7 +429,7 @@ impl Config {
             gates: GateSettings::default(),
             git: GitSettings::default(),
             rate_limit: RateLimitSettings::default(),
-            breaker: BreakerSettings::default(),
+            breaker: BreakerSection::default(),
             budget: BudgetSettings::default(),
             logging: LoggingSettings::default(),
             state: StateSettings::default(),

@@ -106,10 +106,11 @@ pub(super) fn read_keys(
     key!(r, config.rate_limit.requests_per_minute, nonzero_u32);
     key!(r, config.rate_limit.requests_per_hour, nonzero_u32);
 
-    key!(r, config.breaker.failure_threshold, whole_number(1));
-    key!(r, config.breaker.recovery_timeout, duration);
-    key!(r, config.breaker.max_recovery_timeout, duration);
-    key!(r, config.breaker.half_open_max_calls, whole_number(1));
+    let breaker = &mut config.breaker.settings;
+    key!(r, breaker.failure_threshold => breaker.failure_threshold, nonzero_u32);
+    key!(r, breaker.recovery_timeout => breaker.recovery_timeout, duration);
+    key!(r, breaker.max_recovery_timeout => breaker.max_recovery_timeout, duration);
+    key!(r, breaker.half_open_max_calls => breaker.half_open_max_calls, nonzero_u32);
     key!(r, config.breaker.halt_on_open, boolean);
 
     key!(r, config.budget.max_cost_usd, optional(dollars));

@@ -85,9 +85,12 @@ fn check_rules(config: &Config, resolver: &Resolver<'_>) -> Result<(), ConfigErr
     at_least(
         (
             "breaker.max_recovery_timeout",
-            config.breaker.max_recovery_timeout,
+            config.breaker.settings.max_recovery_timeout,
         ),
-        ("breaker.recovery_timeout", config.breaker.recovery_timeout),
+        (
+            "breaker.recovery_timeout",
+            config.breaker.settings.recovery_timeout,
+        ),
     )?;
     for phase in Phase::ALL {
         let is_bypass =

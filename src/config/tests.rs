@@ -10,9 +10,11 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use super::resolve::resolve;
-use super::{AgentKind, Config, ConfigError, Env, OnCorrupt};
-use crate::cli::{LogArgs, LogFormat, RunArgs};
+use super::{AgentKind, Config, ConfigError, Env};
+use crate::cli::{LogArgs, RunArgs};
+use crate::logging::LogFormat;
 use crate::phase::Phase;
+use crate::state::OnCorrupt;
 
 /// Every `(section, key)` and every variable name the resolver knows.
 pub(crate) fn known_keys_and_variables() -> (Vec<(String, &'static str)>, BTreeSet<String>) {
@@ -134,13 +136,16 @@ fn every_default() {
     assert!(config.gates.secret_scan);
     assert_eq!(config.rate_limit.requests_per_minute.get(), 60);
     assert_eq!(config.rate_limit.requests_per_hour.get(), 1000);
-    assert_eq!(config.breaker.failure_threshold, 5);
-    assert_eq!(config.breaker.recovery_timeout, Duration::from_secs(60));
+    assert_eq!(config.breaker.settings.failure_threshold.get(), 5);
     assert_eq!(
-        config.breaker.max_recovery_timeout,
+        config.breaker.settings.recovery_timeout,
+        Duration::from_secs(60)
+    );
+    assert_eq!(
+        config.breaker.settings.max_recovery_timeout,
         Duration::from_secs(3600)
     );
-    assert_eq!(config.breaker.half_open_max_calls, 1);
+    assert_eq!(config.breaker.settings.half_open_max_calls.get(), 1);
     assert!(!config.breaker.halt_on_open);
     assert_eq!(config.budget.max_cost_usd, None);
     assert_eq!(config.budget.max_cost_per_phase_usd, None);

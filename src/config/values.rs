@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
+use super::AgentKind;
 use super::file::FileValue;
-use super::{AgentKind, OnCorrupt};
-use crate::cli::LogFormat;
+use crate::logging::LogFormat;
+use crate::state::OnCorrupt;
 
 /// The values `claude --permission-mode` accepts.
 const PERMISSION_MODES: &[&str] = &[

@@ -9,19 +9,22 @@
 //! This module reads the config file and nothing else: it does not create the
 //! home, check that the repo is a git work tree or look for `claude` (the daemon
 //! does). It knows nothing of the agent, git or state files, and it does not
-//! use serde. Where a setting is a type of a leaf module below it
-//! (`breaker::BreakerSettings`, `state::OnCorrupt`, `logging::LogFormat`),
-//! `Config` holds that type itself, so nobody converts between look-alikes: the file is read with toml's spanned parser so that each message
+//! use serde: the file is read with toml's spanned parser so that each message
 //! names the key, the file and the line. Relative paths in the file are relative
 //! to the file's directory; relative paths in flags and variables to the current
 //! directory.
+//!
+//! Where a setting is a type of a leaf module below it
+//! (`breaker::BreakerSettings`, `state::OnCorrupt`, `logging::LogFormat`),
+//! `Config` holds that type itself, so nobody converts between look-alikes.
 //!
 //! The work is split by stage, as ripgrep splits its flags into low-level and
 //! high-level arguments: [`file`] reads and parses `ralph.toml` (keeping each
 //! key's line), [`env`] captures the `RALPH_*` variables (their table is in its
 //! docs), [`values`] turns one written value into a typed one or says what form
-//! was expected, [`resolve`] layers flag > variable > file > default for every
-//! key, and [`error`] holds [`ConfigError`]. This file holds what the rest of
+//! was expected, [`keys`] lists every key on one line with its field and value
+//! parser, [`resolve`] layers flag > variable > file > default for each of
+//! them, and [`error`] holds [`ConfigError`]. This file holds what the rest of
 //! the daemon sees: [`Config`] and its settings, `load`, `reload` and
 //! [`resolve_home`].
 

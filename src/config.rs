@@ -19,8 +19,8 @@
 //! `Config` holds that type itself, so nobody converts between look-alikes.
 //!
 //! The work is split by stage, as ripgrep splits its flags into low-level and
-//! high-level arguments: [`file`] reads and parses `ralph.toml` (keeping each
-//! key's line), [`env`] captures the `RALPH_*` variables (their table is in its
+//! high-level arguments: [`file`](mod@file) reads and parses `ralph.toml` (keeping each
+//! key's line), [`env`](mod@env) captures the `RALPH_*` variables (their table is in its
 //! docs), [`values`] turns one written value into a typed one or says what form
 //! was expected, [`keys`] lists every key on one line with its field and value
 //! parser, [`resolve`] layers flag > variable > file > default for each of

@@ -1,14 +1,20 @@
 //! The command line as clap derive types, one `Args` struct per subcommand.
 //!
 //! Only this module touches clap. It checks the *shape* of each argument (a
-//! number is a number, a duration parses) and nothing more: it knows nothing of
+//! number is a number, a duration parses) and nothing more; where a value is
+//! one of a few words it parses into the type of the module that uses it
+//! (`logging::LogFormat`, `service::ServiceKind`). It knows nothing of
 //! `ralph.toml` or of `RALPH_*` variables. `config.rs` resolves `RunArgs` against
 //! those into one validated `Config` (flag > environment > file > default).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+use crate::logging::LogFormat;
+use crate::service::ServiceKind;
 
 /// Exit codes of `ralphd run`, shown by `ralphd run --help` (DESIGN §2).
 const RUN_AFTER_HELP: &str = "\
@@ -175,24 +181,20 @@ impl LogArgs {
     }
 }
 
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors
-    Json,
-}
+/// `--log-format` parses into logging's own type (the help of each value is
+/// the one clap's derive would give).
+impl ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
 
-impl LogFormat {
-    #[cfg(test)]
-    /// The spelling used on the command line and in `ralph.toml`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            LogFormat::Text => PossibleValue::new("text").help("Human-readable lines"),
+            LogFormat::Json => {
+                PossibleValue::new("json").help("One JSON object per line, for log collectors")
+            }
+        })
     }
 }
 
@@ -233,7 +235,7 @@ pub(crate) struct DemoArgs {
 pub(crate) struct ServiceArgs {
     /// The service manager to write for
     #[arg(value_name = "MANAGER")]
-    pub(crate) manager: ServiceManager,
+    pub(crate) manager: ServiceKind,
 
     /// The git work tree the service improves [default: the current directory]
     #[arg(long, value_name = "DIR")]
@@ -260,13 +262,22 @@ impl ServiceArgs {
     }
 }
 
-/// The service managers `ralphd service` can write for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum ServiceManager {
-    /// A systemd user unit (Linux)
-    Systemd,
-    /// A launchd LaunchAgent plist (macOS)
-    Launchd,
+/// `ralphd service MANAGER` parses into service's own type.
+impl ValueEnum for ServiceKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ServiceKind::Systemd, ServiceKind::Launchd]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            ServiceKind::Systemd => {
+                PossibleValue::new("systemd").help("A systemd user unit (Linux)")
+            }
+            ServiceKind::Launchd => {
+                PossibleValue::new("launchd").help("A launchd LaunchAgent plist (macOS)")
+            }
+        })
+    }
 }
 
 /// Parses a `--max-iterations` value (also used for `RALPH_MAX_ITERATIONS`):
@@ -306,7 +317,9 @@ mod tests {
 
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Command, LogFormat, RunArgs, ServiceManager};
+    use super::{Cli, Command, RunArgs};
+    use crate::logging::LogFormat;
+    use crate::service::ServiceKind;
 
     #[test]
     fn verify_cli() {
@@ -477,7 +490,7 @@ mod tests {
             .command
         {
             Command::Service(args) => {
-                assert_eq!(args.manager, ServiceManager::Launchd);
+                assert_eq!(args.manager, ServiceKind::Launchd);
                 assert!(args.install);
                 assert_eq!(args.run_args().repo, Some(PathBuf::from("r")));
                 assert_eq!(args.run_args().home, None);

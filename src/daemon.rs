@@ -210,10 +210,7 @@ impl Daemon {
             tracing::warn!(%error, "cannot become a child subreaper; tool processes that detach may outlive their phase");
         }
 
-        let on_corrupt = match config.state.on_corrupt {
-            crate::config::OnCorrupt::Refuse => state::OnCorrupt::Refuse,
-            crate::config::OnCorrupt::MoveAside => state::OnCorrupt::MoveAside,
-        };
+        let on_corrupt = config.state.on_corrupt;
         let stamp = jiff::Timestamp::now()
             .strftime("%Y%m%dT%H%M%SZ")
             .to_string();
@@ -238,9 +235,9 @@ impl Daemon {
             None => Limiter::new(per_minute, per_hour, &[], now),
         };
         let breaker = match &breaker_snapshot {
-            Some(snapshot) => Breaker::from_snapshot(breaker_settings(&config), snapshot, now)
+            Some(snapshot) => Breaker::from_snapshot(config.breaker.settings, snapshot, now)
                 .map_err(|error| UsageError(format!("{}: {error}", paths.breaker().display())))?,
-            None => Breaker::new(breaker_settings(&config)),
+            None => Breaker::new(config.breaker.settings),
         };
 
         if config.agent.kind == AgentKind::Claude {
@@ -986,11 +983,8 @@ impl Daemon {
                     &self.limiter.snapshot(),
                     now,
                 );
-                let breaker = Breaker::from_snapshot(
-                    breaker_settings(&config),
-                    &self.breaker.snapshot(),
-                    now,
-                );
+                let breaker =
+                    Breaker::from_snapshot(config.breaker.settings, &self.breaker.snapshot(), now);
                 match (limiter, breaker) {
                     (Ok(limiter), Ok(breaker)) => {
                         self.limiter = limiter;
@@ -1371,19 +1365,6 @@ impl PhaseExecutor for Daemon {
     }
 }
 
-/// The breaker's view of `[breaker]` (zero counts are rejected by config).
-fn breaker_settings(config: &Config) -> crate::breaker::BreakerSettings {
-    use std::num::NonZeroU32;
-    crate::breaker::BreakerSettings {
-        failure_threshold: NonZeroU32::new(config.breaker.failure_threshold)
-            .unwrap_or(NonZeroU32::MIN),
-        recovery_timeout: config.breaker.recovery_timeout,
-        max_recovery_timeout: config.breaker.max_recovery_timeout,
-        half_open_max_calls: NonZeroU32::new(config.breaker.half_open_max_calls)
-            .unwrap_or(NonZeroU32::MIN),
-    }
-}
-
 fn failed_run(message: String, attempts: u32) -> PhaseRun {
     PhaseRun {
         failure_kind: Some(PhaseFailure::ExecutionError {
@@ -1676,7 +1657,7 @@ pub(crate) fn reset_breaker(home: &std::path::Path) -> Result<String> {
     let _lock = InstanceLock::acquire(&paths).context(
         "stop the running daemon before resetting its breaker (it keeps the breaker in memory)",
     )?;
-    let settings = breaker_settings(&crate::config::Config::for_home(home, home));
+    let settings = crate::config::Config::for_home(home, home).breaker.settings;
     let mut breaker = match state::load_json::<BreakerSnapshot>(
         &paths.breaker(),
         state::OnCorrupt::Refuse,

@@ -144,10 +144,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Service(args) => {
             let config = config::Config::load(&args.run_args(), &config::Env::from_process())?;
-            let kind = match args.manager {
-                cli::ServiceManager::Systemd => service::ServiceKind::Systemd,
-                cli::ServiceManager::Launchd => service::ServiceKind::Launchd,
-            };
+            let kind = args.manager;
             let spec = service::ServiceSpec {
                 name: service::service_name(&config.repo),
                 binary: std::env::current_exe()?,
@@ -195,10 +192,7 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
             config.logging.level.clone()
         },
         verbosity: config.verbosity,
-        format: match config.logging.format {
-            cli::LogFormat::Text => logging::LogFormat::Text,
-            cli::LogFormat::Json => logging::LogFormat::Json,
-        },
+        format: config.logging.format,
         dir: Some(config.home.join("logs")),
         max_files: config.logging.max_log_files,
     })?;

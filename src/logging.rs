@@ -39,6 +39,17 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    #[cfg(test)]
+    /// The spelling used on the command line and in `ralph.toml`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Everything [`init`] needs; built by the caller from the config and the flags.
 #[derive(Clone, Debug)]
 pub(crate) struct LogOptions {

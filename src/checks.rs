@@ -1,6 +1,8 @@
 //! Runs the backtest `checks` (shell commands from `[backtest] checks`) in
 //! the repo, each under `check_timeout` in its own process group, and keeps
-//! the tail of each one's output for the backtest prompt and the verdict.
+//! the tail of each one's output for the backtest prompt and the verdict,
+//! its whole output (up to [`FULL_OUTPUT_BYTES`]) for `cycles/<n>/checks.md`,
+//! and its duration.
 //! [`run_one`] runs any such command (`git_rules` runs the git hooks with it).
 
 use std::path::Path;
@@ -14,6 +16,10 @@ use crate::supervise::{self, StopCause, Supervised};
 /// How much of a check's output the backtest prompt sees, from the end.
 const OUTPUT_TAIL_BYTES: usize = 4 * 1024;
 
+/// How much of a check's output `checks.md` keeps, from the end (a test
+/// suite's summary is at its end).
+pub(crate) const FULL_OUTPUT_BYTES: usize = 1024 * 1024;
+
 /// The result of one check command.
 #[derive(Clone, Debug)]
 pub(crate) struct CheckResult {
@@ -22,6 +28,10 @@ pub(crate) struct CheckResult {
     pub(crate) timed_out: bool,
     /// The last few KiB of stdout and stderr (stderr after stdout).
     pub(crate) output_tail: String,
+    /// Stdout then stderr, the last [`FULL_OUTPUT_BYTES`] of each at most.
+    pub(crate) output: String,
+    /// From its start to its end.
+    pub(crate) duration: Duration,
 }
 
 impl CheckResult {
@@ -64,7 +74,9 @@ pub(crate) async fn run_one(
     cancel: &CancellationToken,
 ) -> Option<CheckResult> {
     command.env_remove("NOTIFY_SOCKET");
+    let started = std::time::Instant::now();
     let mut stdout_tail = String::new();
+    let mut stdout_full = String::new();
     let spec = Supervised {
         command,
         stdin: None,
@@ -79,6 +91,11 @@ pub(crate) async fn run_one(
         if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
             stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
         }
+        stdout_full.push_str(line);
+        stdout_full.push('\n');
+        if stdout_full.len() > 2 * FULL_OUTPUT_BYTES {
+            stdout_full = supervise::tail_of(&stdout_full, FULL_OUTPUT_BYTES).to_owned();
+        }
     })
     .await;
     Some(match finished {
@@ -87,11 +104,18 @@ pub(crate) async fn run_one(
                 return None;
             }
             let combined = format!("{stdout_tail}{}", finished.stderr_tail);
+            let timed_out = finished.stopped.is_some();
             CheckResult {
                 command: label.to_owned(),
                 exit_code: Some(finished.exit_code()),
-                timed_out: finished.stopped.is_some(),
+                timed_out,
                 output_tail: supervise::tail_of(&combined, OUTPUT_TAIL_BYTES).to_owned(),
+                output: format!(
+                    "{}{}",
+                    supervise::tail_of(&stdout_full, FULL_OUTPUT_BYTES),
+                    finished.stderr_tail
+                ),
+                duration: started.elapsed(),
             }
         }
         Err(error) => CheckResult {
@@ -99,6 +123,8 @@ pub(crate) async fn run_one(
             exit_code: None,
             timed_out: false,
             output_tail: format!("ralphd could not start it: {error}"),
+            output: format!("ralphd could not start it: {error}"),
+            duration: started.elapsed(),
         },
     })
 }

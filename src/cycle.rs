@@ -36,6 +36,7 @@ use crate::gates::{self, Gates, Violation};
 use crate::git::{DiffStats, GitError, Signing};
 use crate::phase::Phase;
 use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
+use crate::record::{AgentVerdict, DecidedBy, DiffStat, Verdict};
 use crate::state::{Outcome, PhaseRecord};
 
 pub(crate) use repo::{CycleRepo, LiveRepo};
@@ -112,6 +113,8 @@ pub(crate) struct CycleInput {
     pub(crate) branch: String,
     pub(crate) learnings: Vec<String>,
     pub(crate) patterns: Vec<String>,
+    /// The last cycles' titles, outcomes and reasons, for the idea prompt.
+    pub(crate) recent_outcomes: Vec<String>,
     pub(crate) open_stories: Vec<StoryBrief>,
     pub(crate) auto_commit: bool,
     pub(crate) checks_configured: bool,
@@ -176,10 +179,19 @@ pub(crate) struct CycleReport {
     /// A story the report says this cycle made pass (applied only if committed).
     pub(crate) story_passed: Option<String>,
     pub(crate) error: Option<String>,
+    /// One line: why the cycle ended as it did (set when it ends).
+    pub(crate) reason: Option<String>,
+    /// The verdict on the edit, once one was reached.
+    pub(crate) verdict: Option<Verdict>,
+    /// The backtest checks, with their full output (for `checks.md`).
+    pub(crate) checks: Vec<CheckResult>,
+    /// The size of code-edit's change, when it made one.
+    pub(crate) diff: Option<DiffStat>,
 }
 
 impl CycleReport {
-    fn output(&self, phase: Phase) -> String {
+    /// The final text of `phase`, empty when it did not finish.
+    pub(crate) fn output(&self, phase: Phase) -> String {
         self.outputs
             .iter()
             .find(|(p, _)| *p == phase)
@@ -191,7 +203,9 @@ impl CycleReport {
 pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
     PhaseRecord {
         phase: phase.name().to_owned(),
-        status: if run.succeeded() {
+        status: if run.cancelled {
+            "interrupted".to_owned()
+        } else if run.succeeded() {
             "ok".to_owned()
         } else {
             "failed".to_owned()
@@ -236,6 +250,8 @@ pub(crate) async fn run<E: PhaseExecutor>(
         diff_summary: String::new(),
         checks: Vec::new(),
         verdict_text: String::new(),
+        running: None,
+        completed_in: None,
     };
     cycle.note_in_flight();
     let cut_short = match cycle.phases().await {
@@ -244,6 +260,8 @@ pub(crate) async fn run<E: PhaseExecutor>(
         Err(cut_short) => Some(cut_short),
     };
     let end = cycle.end(cut_short);
+    cycle.report.reason = Some(cycle.reason(&end));
+    cycle.report.checks = std::mem::take(&mut cycle.checks);
     (end, cycle.report)
 }
 
@@ -311,6 +329,11 @@ struct CycleRun<'a, E: PhaseExecutor> {
     checks: Vec<CheckResult>,
     /// `pass: …` / `fail: …`, as the report prompt sees it.
     verdict_text: String,
+    /// The step that runs (or ran last): a phase, or the checks before the
+    /// backtest; it names what a stop signal interrupted.
+    running: Option<&'static str>,
+    /// The phase whose completion was accepted.
+    completed_in: Option<Phase>,
 }
 
 /// What code-edit left for the backtest.
@@ -361,9 +384,12 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                 tracing::info!(cycle = self.input.cycle, %phase, "phase skipped");
                 continue;
             }
+            self.running = Some(phase.name());
             self.executor.before_phase(phase).await?;
             if phase == Phase::Backtest {
+                self.running = Some("the backtest checks");
                 self.checks = self.executor.run_checks().await.ok_or(Stop::Cancelled)?;
+                self.running = Some(phase.name());
             }
             let text = self.run_agent(phase).await?;
             self.consider_completion(phase, &text);
@@ -403,6 +429,9 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             .await?;
         self.report.cost_usd += run.cost_usd;
         self.report.phases.push(phase_record(phase, &run));
+        if run.cancelled {
+            return Err(Stop::Cancelled.into());
+        }
         if let Some(guard) = self.guard.clone()
             && let Some(reason) = self.trespass_after(&guard, phase).await
         {
@@ -437,6 +466,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             phase: phase.name().to_owned(),
             learnings: self.input.learnings.clone(),
             patterns: self.input.patterns.clone(),
+            recent_outcomes: self.input.recent_outcomes.clone(),
             open_stories: self.input.open_stories.clone(),
             scan: self.report.output(Phase::Scan),
             idea: self.report.output(Phase::Idea),
@@ -472,6 +502,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         if still_open.is_empty() {
             tracing::info!(cycle = self.input.cycle, %phase, "the agent declared completion; the run ends after this cycle");
             self.completion = true;
+            self.completed_in = Some(phase);
         } else {
             tracing::warn!(cycle = self.input.cycle, %phase, open_stories = %still_open.join(", "),
                 "completion refused: prd.json still has stories with passes: false");
@@ -502,6 +533,16 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                 self.edit = Edit::Refused;
                 self.kept = Some(Outcome::RolledBack);
                 self.verdict_text = format!("fail: {reason}");
+                let gates: Vec<String> = violations
+                    .iter()
+                    .map(|violation| format!("gate {violation}"))
+                    .collect();
+                self.report.verdict = Some(Verdict {
+                    pass: false,
+                    decided_by: DecidedBy::Gate,
+                    agent_verdict: None,
+                    reason: gates.join("; "),
+                });
                 self.report.error = Some(reason.clone());
                 // With secret_scan on, the attempt is saved masked.
                 let start = self.start.clone();
@@ -520,6 +561,12 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                     agent_commits = progress.agent_commits,
                     "code-edit made progress"
                 );
+                self.report.diff = Some(DiffStat {
+                    files_changed: progress.files_changed,
+                    insertions: progress.insertions,
+                    deletions: progress.deletions,
+                    agent_commits: progress.agent_commits,
+                });
                 self.edit = Edit::Changed { checkpoint };
                 self.diff_summary = summary;
             }
@@ -588,9 +635,11 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                 return Err(CutShort::Failed);
             }
         }
-        let (pass, reason) = decide(text, &self.checks, self.input.checks_configured);
+        let verdict = decide(text, &self.checks, self.input.checks_configured);
+        let (pass, reason) = (verdict.pass, verdict.reason.clone());
         self.verdict_text = format!("{}: {reason}", if pass { "pass" } else { "fail" });
-        tracing::info!(cycle = self.input.cycle, pass, %reason, "verdict");
+        tracing::info!(cycle = self.input.cycle, pass, decided_by = verdict.decided_by.name(), %reason, "verdict");
+        self.report.verdict = Some(verdict);
         if pass {
             let title = self
                 .report
@@ -601,6 +650,11 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             if self.input.auto_commit {
                 if let Some(refusal) = self.commit_verified(message).await? {
                     self.verdict_text = format!("fail: {refusal}");
+                    if let Some(verdict) = self.report.verdict.as_mut() {
+                        verdict.pass = false;
+                        verdict.decided_by = DecidedBy::Hook;
+                        verdict.reason = refusal;
+                    }
                 }
             } else {
                 tracing::info!(
@@ -637,12 +691,14 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         if changed.is_empty() {
             return Ok(());
         }
+        let files = self.repo.changed_files(checkpoint).await?;
         self.repo.rollback(checkpoint).await?;
+        let names = changed_names(files.iter().map(|file| file.path.as_path()));
         tracing::warn!(
             cycle = self.input.cycle,
-            files = changed.files_changed,
+            files = %names,
             commits = changed.agent_commits,
-            "the checks or the backtest agent changed the work tree; undone, only code-edit's work is kept"
+            "the checks or the backtest agent changed {names}; undone, only code-edit's work is kept"
         );
         Ok(())
     }
@@ -807,6 +863,50 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         }
     }
 
+    /// The cycle's reason (DESIGN §10a): one line saying why it ended as it
+    /// did — the verdict's reason, `code-edit changed nothing`, the failure,
+    /// the interruption or the halt.
+    fn reason(&self, end: &CycleEnd) -> String {
+        let running = self.running.unwrap_or("the start of the cycle");
+        let verdict = self
+            .report
+            .verdict
+            .as_ref()
+            .map(|verdict| verdict.reason.clone());
+        let error = self.report.error.clone();
+        let mut reason = match end {
+            CycleEnd::Interrupted { committed: false } => {
+                format!("interrupted by a stop signal (SIGINT/SIGTERM) during {running}")
+            }
+            CycleEnd::Halted {
+                reason,
+                committed: false,
+            } => format!("halted during {running}: {reason}"),
+            _ => match end.outcome() {
+                Outcome::NoChanges if matches!(self.edit, Edit::Unchanged) => {
+                    "code-edit changed nothing".to_owned()
+                }
+                Outcome::NoChanges => "the verified change touches only files with the user's own uncommitted changes; nothing was committed".to_owned(),
+                Outcome::Committed | Outcome::RolledBack => verdict
+                    .or(error)
+                    .unwrap_or_else(|| "verified".to_owned()),
+                Outcome::Complete => String::new(),
+                Outcome::Failed | Outcome::Interrupted => {
+                    error.unwrap_or_else(|| format!("{running} failed"))
+                }
+            },
+        };
+        if let Some(phase) = self.completed_in {
+            let completion = format!("the agent declared completion in {phase}");
+            reason = if reason.is_empty() {
+                completion
+            } else {
+                format!("{reason}; {completion}")
+            };
+        }
+        reason
+    }
+
     /// Tells the executor what a restart after a crash must know of the
     /// cycle so far: the report, and where to roll back to, its start until
     /// its work is committed.
@@ -822,47 +922,101 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
 }
 
 /// The verdict rule of DESIGN §6: all checks pass (when configured) and the
-/// agent's verdict is not `fail`; with no checks, the agent's `pass` is required.
+/// agent's verdict is not `fail`; with no checks, the agent's `pass` is
+/// required. Says who decided: the checks when one failed (whatever the agent
+/// said) or when all passed and the agent did not say fail; the agent when its
+/// fail or (without checks) its word decided.
 pub(crate) fn decide(
     backtest_text: &str,
     checks: &[CheckResult],
     checks_configured: bool,
-) -> (bool, String) {
+) -> Verdict {
     let agent = blocks::parse_backtest_verdict(backtest_text);
-    let failed_checks: Vec<&str> = checks
+    let agent_verdict = agent.as_ref().ok().map(|verdict| match verdict.verdict {
+        blocks::Verdict::Pass => AgentVerdict::Pass,
+        blocks::Verdict::Fail => AgentVerdict::Fail,
+    });
+    let verdict = |pass: bool, decided_by: DecidedBy, reason: String| Verdict {
+        pass,
+        decided_by,
+        agent_verdict,
+        reason,
+    };
+    let failed_checks: Vec<String> = checks
         .iter()
         .filter(|check| !check.passed())
-        .map(|check| check.command.as_str())
+        .map(|check| {
+            let ending = crate::record::CheckRecord::from_result(check).ending();
+            format!("{} {ending}", check.command)
+        })
         .collect();
     if !failed_checks.is_empty() {
-        return (
+        let overruled = if agent_verdict == Some(AgentVerdict::Pass) {
+            " (the backtest agent said pass)"
+        } else {
+            ""
+        };
+        return verdict(
             false,
-            format!("checks failed: {}", failed_checks.join(", ")),
+            DecidedBy::Checks,
+            format!("checks failed: {}{overruled}", failed_checks.join(", ")),
         );
     }
     match agent {
-        Ok(verdict) if verdict.verdict == blocks::Verdict::Fail => (
+        Ok(said) if said.verdict == blocks::Verdict::Fail => verdict(
             false,
-            format!("the agent's verdict is fail: {}", verdict.reason),
+            DecidedBy::Agent,
+            format!("the backtest agent's verdict: fail — {}", said.reason),
         ),
-        Ok(verdict) if checks_configured || verdict.verdict == blocks::Verdict::Pass => {
-            (true, verdict.reason)
-        }
-        Ok(verdict) => (false, format!("no pass from the agent: {}", verdict.reason)),
+        Ok(said) if checks_configured => verdict(
+            true,
+            DecidedBy::Checks,
+            format!(
+                "{}; the backtest agent's verdict: pass — {}",
+                all_passed(checks.len()),
+                said.reason
+            ),
+        ),
+        Ok(said) if said.verdict == blocks::Verdict::Pass => verdict(
+            true,
+            DecidedBy::Agent,
+            format!("the backtest agent's verdict: pass — {}", said.reason),
+        ),
+        Ok(said) => verdict(
+            false,
+            DecidedBy::Agent,
+            format!("no pass from the backtest agent: {}", said.reason),
+        ),
         Err(error) if checks_configured => {
             tracing::warn!(%error, "backtest verdict block missing or invalid; the checks decide");
-            (
+            verdict(
                 true,
-                "all checks passed (no valid verdict block from the agent)".to_owned(),
+                DecidedBy::Checks,
+                format!(
+                    "{} (no valid verdict block from the backtest agent)",
+                    all_passed(checks.len())
+                ),
             )
         }
         Err(error) => {
             tracing::warn!(%error, "backtest verdict block missing or invalid");
-            (
+            verdict(
                 false,
-                format!("no checks are configured and the agent gave no valid pass ({error})"),
+                DecidedBy::Agent,
+                format!(
+                    "no checks are configured and the backtest agent gave no valid pass ({error})"
+                ),
             )
         }
+    }
+}
+
+/// `the check passed` / `all 3 checks passed`.
+fn all_passed(checks: usize) -> String {
+    if checks == 1 {
+        "the check passed".to_owned()
+    } else {
+        format!("all {checks} checks passed")
     }
 }
 
@@ -882,6 +1036,23 @@ fn apply_report_block(report: &mut CycleReport, text: &str) {
             report.summary = crate::supervise::tail_of(text.trim(), 500).to_owned();
         }
     }
+}
+
+/// Paths as a log line names them: `a.txt, b/c.txt` (the first ten, then how
+/// many more).
+fn changed_names<'p>(paths: impl Iterator<Item = &'p std::path::Path>) -> String {
+    const SHOWN: usize = 10;
+    let paths: Vec<String> = paths.map(|path| path.display().to_string()).collect();
+    let mut names = paths
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if paths.len() > SHOWN {
+        names.push_str(&format!(" and {} more", paths.len() - SHOWN));
+    }
+    names
 }
 
 fn check_brief(check: &CheckResult) -> CheckBrief {

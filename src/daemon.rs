@@ -434,7 +434,13 @@ impl Daemon {
             output,
             learnings: in_flight.learnings,
             title: in_flight.title,
+            reason: error.clone().or_else(|| {
+                Some("committed; the daemon stopped before recording the cycle".to_owned())
+            }),
             error,
+            verdict: None,
+            checks: Vec::new(),
+            diff: None,
         });
         state::save_json(&self.paths.progress(), &self.progress)?;
         state::clear_in_flight(&self.paths)
@@ -579,6 +585,10 @@ impl Daemon {
             branch: self.branch.clone(),
             learnings: recent_learnings(&self.progress, 15),
             patterns: self.progress.patterns.clone(),
+            recent_outcomes: crate::record::recent_outcomes(
+                &self.progress.cycles,
+                crate::record::RECENT_OUTCOMES,
+            ),
             open_stories: self.open_stories(),
             auto_commit: self.config.git.auto_commit,
             checks_configured: !self.config.backtest.checks.is_empty(),
@@ -620,6 +630,14 @@ impl Daemon {
             learnings: report.learnings.clone(),
             title: report.title.clone(),
             error: report.error.clone(),
+            reason: report.reason.clone(),
+            verdict: report.verdict.clone(),
+            checks: report
+                .checks
+                .iter()
+                .map(crate::record::CheckRecord::from_result)
+                .collect(),
+            diff: report.diff,
         };
         self.progress.total_cost_usd += self.unrecorded_cost_usd;
         self.unrecorded_cost_usd = 0.0;
@@ -630,9 +648,20 @@ impl Daemon {
         }
         self.progress.cycles.push(record.clone());
         state::save_json(&self.paths.progress(), &self.progress)?;
+        if !report.checks.is_empty() {
+            state::write_text(
+                &self.paths.cycle_dir(cycle).join("checks.md"),
+                &crate::logging::redact(&crate::record::checks_page(cycle, &report.checks)),
+            )?;
+        }
+        let extras = crate::cycle_page::PageExtras {
+            branch: &self.branch,
+            agent_text: &report.output(Phase::Report),
+            patterns: &report.patterns,
+        };
         state::write_text(
             &self.paths.cycle_dir(cycle).join("report.md"),
-            &human_report(&record, &report),
+            &crate::cycle_page::render(&record, &extras),
         )?;
         state::clear_in_flight(&self.paths)?;
         self.in_flight = None;
@@ -1156,7 +1185,9 @@ impl PhaseExecutor for Daemon {
             }
             let source = match part {
                 "steering" => self.paths.steering_file().display().to_string(),
-                "learnings" | "patterns" => self.paths.progress().display().to_string(),
+                "learnings" | "patterns" | "recent_outcomes" => {
+                    self.paths.progress().display().to_string()
+                }
                 "stories" => self.paths.prd().display().to_string(),
                 "checks" => "the output of the backtest checks".to_owned(),
                 "diff_summary" => "the diff of the cycle".to_owned(),
@@ -1307,15 +1338,14 @@ impl PhaseExecutor for Daemon {
             run.attempts = attempt;
             if run.cancelled || self.signals.shutdown.is_cancelled() {
                 tracing::warn!(cycle, %phase, "phase interrupted by a stop signal");
-                return Err(Stop::Cancelled);
+                // Recorded by the cycle as an interrupted phase run.
+                run.cancelled = true;
+                return Ok(run);
             }
             match &run.failure_kind {
                 None => {
                     let text = run.result_text.clone().unwrap_or_default();
-                    let output = self
-                        .paths
-                        .cycle_dir(cycle)
-                        .join(format!("{}.md", phase.name()));
+                    let output = self.paths.cycle_dir(cycle).join(phase.output_file_name());
                     if let Err(error) = state::write_text(&output, &crate::logging::redact(&text)) {
                         if let Some(full) = state::DiskFull::find(&output, &error) {
                             return Ok(self.stop_on_full_disk(cycle, phase, full, run));
@@ -1417,6 +1447,14 @@ fn redact_report(report: &mut CycleReport) {
         .for_each(|(_, text)| redact_text(text));
     report.title.iter_mut().for_each(redact_text);
     report.error.iter_mut().for_each(redact_text);
+    report.reason.iter_mut().for_each(redact_text);
+    if let Some(verdict) = report.verdict.as_mut() {
+        redact_text(&mut verdict.reason);
+    }
+    for check in &mut report.checks {
+        redact_text(&mut check.output_tail);
+        redact_text(&mut check.output);
+    }
     redact_phases(&mut report.phases);
 }
 
@@ -1432,53 +1470,6 @@ fn redact_text(text: &mut String) {
     if let std::borrow::Cow::Owned(clean) = crate::logging::redact(text) {
         *text = clean;
     }
-}
-
-/// The human report of a cycle: `state/cycles/<n>/report.md`.
-fn human_report(record: &CycleRecord, report: &CycleReport) -> String {
-    let mut text = format!(
-        "# Cycle {} — {}\n\n- outcome: **{}**\n- title: {}\n- duration: {:.1}s\n- cost: ${:.4}\n",
-        record.cycle,
-        record.started_at,
-        record.outcome.name(),
-        record.title.as_deref().unwrap_or("-"),
-        record.duration_seconds,
-        record.cost_usd,
-    );
-    if let Some(commit) = &record.commit {
-        text.push_str(&format!("- commit: `{commit}`\n"));
-    }
-    if let Some(attempt) = &record.attempt_ref {
-        text.push_str(&format!(
-            "- saved attempt: `{attempt}` (inspect with `git show {attempt}`)\n"
-        ));
-    }
-    if let Some(error) = &record.error {
-        text.push_str(&format!("- problem: {error}\n"));
-    }
-    text.push_str(
-        "\n## Phases\n\n| phase | status | duration | cost | turns |\n|---|---|---|---|---|\n",
-    );
-    for phase in &record.phases {
-        text.push_str(&format!(
-            "| {} | {} | {:.1}s | ${:.4} | {} |\n",
-            phase.phase,
-            phase.status,
-            phase.duration_ms as f64 / 1000.0,
-            phase.cost_usd,
-            phase.turns
-        ));
-    }
-    if !report.summary.is_empty() {
-        text.push_str(&format!("\n## Summary\n\n{}\n", report.summary));
-    }
-    if !record.learnings.is_empty() {
-        text.push_str("\n## Learnings\n\n");
-        for learning in &record.learnings {
-            text.push_str(&format!("- {learning}\n"));
-        }
-    }
-    text
 }
 
 /// Kills what is left of the agents of a daemon of this home that died:

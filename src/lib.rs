@@ -29,6 +29,7 @@ mod checks;
 mod cli;
 mod config;
 mod cycle;
+mod cycle_page;
 mod daemon;
 mod demo;
 mod gates;
@@ -43,6 +44,7 @@ pub mod phase;
 mod prd;
 mod prompt;
 mod reaper;
+mod record;
 mod retention;
 mod service;
 mod state;
@@ -228,14 +230,30 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
                 signal_token.cancel();
             }
         });
-        let exit = daemon::run(config, Signals { shutdown, reload: reload_rx }).await?;
-        Ok::<u8, anyhow::Error>(exit.code())
-    })
-    .inspect(|&code| {
-        if code == RunExit::MaxIterations.code() {
-            tracing::info!("exit 1: --max-iterations reached without completion");
+        let exit = daemon::run(config, Signals { shutdown, reload: reload_rx }).await;
+        Ok::<_, anyhow::Error>(exit)
+    })?
+    .inspect(|&exit| log_final_line(exit))
+    // stderr says it as `error: …` (see `run`); the log file gets it here.
+    .inspect_err(|error| tracing::error!(target: logging::FILE_ONLY, "exit 2: {}", one_line(error)))
+    .map(RunExit::code)
+}
+
+/// The daemon's last log line (DESIGN §10a): its exit code and why.
+fn log_final_line(exit: RunExit) {
+    let why = match exit {
+        RunExit::Complete => "the agent declared completion and it was accepted",
+        RunExit::MaxIterations => "--max-iterations reached without completion",
+        RunExit::Halted => {
+            "halted by a guard (budget spent or circuit breaker open); see the line above"
         }
-    })
+        RunExit::Interrupted => "stopped by SIGINT/SIGTERM; the cycle is recorded as interrupted",
+    };
+    let code = exit.code();
+    match exit {
+        RunExit::Complete | RunExit::MaxIterations => tracing::info!("exit {code}: {why}"),
+        RunExit::Halted | RunExit::Interrupted => tracing::warn!("exit {code}: {why}"),
+    }
 }
 
 #[cfg(test)]

@@ -157,9 +157,18 @@ where
     if let Some(file) = file {
         layers.push(fmt_layer(format, Redacting(file), false));
     }
-    layers.push(fmt_layer(format, Redacting(stderr), stderr_ansi));
+    let not_file_only = tracing_subscriber::filter::filter_fn(|meta| meta.target() != FILE_ONLY);
+    layers.push(
+        fmt_layer(format, Redacting(stderr), stderr_ansi)
+            .with_filter(not_file_only)
+            .boxed(),
+    );
     tracing_subscriber::registry().with(layers).with(filter)
 }
+
+/// The target of events written to the log file only, never to stderr: the
+/// final `exit 2: …` line, which stderr already shows as `error: …`.
+pub(crate) const FILE_ONLY: &str = "ralphd::file_only";
 
 fn fmt_layer<W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<Registry> + Send + Sync>
 where

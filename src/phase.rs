@@ -34,6 +34,16 @@ impl Phase {
         }
     }
 
+    /// The file in `cycles/<n>/` that holds the phase's final text:
+    /// `<phase>.md`, but `report-agent.md` for the report, whose `report.md`
+    /// is the cycle's human page.
+    pub fn output_file_name(self) -> String {
+        match self {
+            Phase::Report => "report-agent.md".to_owned(),
+            phase => format!("{}.md", phase.name()),
+        }
+    }
+
     /// Parses a phase name as written by [`Phase::name`].
     pub fn from_name(name: &str) -> Option<Phase> {
         Phase::ALL.into_iter().find(|phase| phase.name() == name)

@@ -28,6 +28,10 @@ pub(crate) struct PromptContext {
     pub(crate) learnings: Vec<String>,
     /// Codebase patterns from progress.json; only the last [`MAX_PATTERNS`] are shown.
     pub(crate) patterns: Vec<String>,
+    /// The last cycles' titles, outcomes and reasons, one line each, oldest
+    /// first (see `record::recent_outcomes`), so a rejected approach is not
+    /// retried blindly.
+    pub(crate) recent_outcomes: Vec<String>,
     /// The stories of prd.json that do not pass yet, in any order.
     pub(crate) open_stories: Vec<StoryBrief>,
     /// The final texts of this cycle's earlier phases, empty when not run (yet).
@@ -120,7 +124,7 @@ impl Capped {
 
 #[cfg(test)]
 /// The variable names a template may use, in the order of [`PromptContext`].
-pub(crate) const VARIABLES: [&str; 16] = [
+pub(crate) const VARIABLES: [&str; 17] = [
     "repo",
     "branch",
     "cycle",
@@ -128,6 +132,7 @@ pub(crate) const VARIABLES: [&str; 16] = [
     "steering",
     "learnings",
     "patterns",
+    "recent_outcomes",
     "stories",
     "scan",
     "idea",
@@ -170,12 +175,12 @@ pub(crate) fn render(template: &str, ctx: &PromptContext) -> Rendered {
 
 /// The value of every variable, as text, in the order of [`VARIABLES`].
 #[cfg(test)]
-fn variables(ctx: &PromptContext) -> [(&'static str, String); 16] {
+fn variables(ctx: &PromptContext) -> [(&'static str, String); 17] {
     capped_variables(ctx).map(|(name, value)| (name, value.text))
 }
 
 /// The value of every variable, capped, in the order of [`PromptContext`].
-fn capped_variables(ctx: &PromptContext) -> [(&'static str, Capped); 16] {
+fn capped_variables(ctx: &PromptContext) -> [(&'static str, Capped); 17] {
     [
         ("repo", Capped::whole(ctx.repo.clone())),
         ("branch", Capped::whole(ctx.branch.clone())),
@@ -189,6 +194,10 @@ fn capped_variables(ctx: &PromptContext) -> [(&'static str, Capped); 16] {
         (
             "patterns",
             bullets(&ctx.patterns, MAX_PATTERNS).keep_tail(MAX_TEXT_BYTES),
+        ),
+        (
+            "recent_outcomes",
+            bullets(&ctx.recent_outcomes, MAX_PATTERNS).keep_tail(MAX_TEXT_BYTES),
         ),
         ("stories", story_list(&ctx.open_stories)),
         ("scan", keep_tail(ctx.scan.trim(), MAX_TEXT_BYTES)),
@@ -597,6 +606,10 @@ mod tests {
             steering: "Make the parser robust.\n".to_owned(),
             learnings: vec!["Run tests with `cargo test --lib`.".to_owned()],
             patterns: vec!["Errors use anyhow with context.".to_owned()],
+            recent_outcomes: vec![
+                "cycle 6 — rolled_back: \"Cache the parse\" — checks failed: cargo test exited 101"
+                    .to_owned(),
+            ],
             open_stories: vec![story("US-002", Some(2)), story("US-001", Some(1))],
             scan: "SCAN OUTPUT".to_owned(),
             idea: "TITLE: Handle empty input\nIDEA OUTPUT".to_owned(),

@@ -338,12 +338,26 @@ pub(crate) struct CycleRecord {
     pub(crate) title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
+    /// One line: why the outcome is what it is (DESIGN §10a).
+    #[serde(default)]
+    pub(crate) reason: Option<String>,
+    /// The verdict on the edit and who decided it; `None` when no verdict
+    /// was reached (no edit, a failed phase, an interruption).
+    #[serde(default)]
+    pub(crate) verdict: Option<crate::record::Verdict>,
+    /// The backtest checks that ran; their full output is in `cycles/<n>/checks.md`.
+    #[serde(default)]
+    pub(crate) checks: Vec<crate::record::CheckRecord>,
+    /// The size of code-edit's change, when it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) diff: Option<crate::record::DiffStat>,
 }
 
 /// One phase run inside a cycle record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PhaseRecord {
     pub(crate) phase: String,
+    /// `ok`, `failed`, or `interrupted` (a stop signal ended it).
     pub(crate) status: String,
     pub(crate) duration_ms: u64,
     #[serde(default)]

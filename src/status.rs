@@ -50,7 +50,8 @@ pub(crate) fn collect(home: &Path) -> Result<Value> {
                 .map(|record| {
                     json!({"cycle": record.cycle, "outcome": record.outcome.name(), "cost_usd": record.cost_usd,
                         "commit": record.commit, "attempt_ref": record.attempt_ref, "title": record.title,
-                        "ended_at": record.ended_at, "error": record.error})
+                        "ended_at": record.ended_at, "error": record.error, "reason": record.reason,
+                        "verdict": record.verdict})
                 })
                 .collect()
         })
@@ -160,8 +161,13 @@ pub(crate) fn render_text(value: &Value) -> String {
                 cycle["outcome"].as_str().unwrap_or("?"),
                 cycle["cost_usd"].as_f64().unwrap_or(0.0),
                 reference,
-                cycle["title"].as_str().unwrap_or("")
+                cycle["title"]
+                    .as_str()
+                    .unwrap_or("(no title: failed before idea)")
             ));
+            if let Some(reason) = cycle["reason"].as_str().or(cycle["error"].as_str()) {
+                out.push_str(&format!("        why: {reason}\n"));
+            }
         }
     }
     if let Some(error) = value["attempts_error"].as_str() {

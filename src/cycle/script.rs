@@ -73,6 +73,8 @@ pub(super) fn check(command: &str, exit: i32, output: &str) -> CheckResult {
         exit_code: Some(exit),
         timed_out: false,
         output_tail: output.to_owned(),
+        output: output.to_owned(),
+        duration: std::time::Duration::from_millis(1200),
     }
 }
 
@@ -145,6 +147,7 @@ impl Default for Script {
                 branch: "main".to_owned(),
                 learnings: Vec::new(),
                 patterns: Vec::new(),
+                recent_outcomes: Vec::new(),
                 open_stories: Vec::new(),
                 auto_commit: true,
                 checks_configured: false,

@@ -14,6 +14,7 @@ use super::script::{
     report_passing, verdict,
 };
 use super::{CycleEnd, Stop, decide};
+use crate::record::DecidedBy;
 
 const ALL: &[Phase] = &[Scan, Idea, CodeEdit, Backtest, Report];
 const NO_BACKTEST: &[Phase] = &[Scan, Idea, CodeEdit, Report];
@@ -182,21 +183,21 @@ fn the_verdict_decides_between_commit_and_rollback() {
 }
 
 #[test]
-fn the_verdict_rule() {
+fn the_verdict_rule_says_who_decided_and_why() {
     #[track_caller]
     fn check_verdict(
         backtest: &str,
         checks: &[(&str, i32)],
         configured: bool,
-        expected: (bool, &str),
+        expected: (bool, DecidedBy, &str),
     ) {
         let checks: Vec<_> = checks
             .iter()
             .map(|(command, exit)| check(command, *exit, ""))
             .collect();
-        let (pass, reason) = decide(backtest, &checks, configured);
+        let verdict = decide(backtest, &checks, configured);
         assert_eq!(
-            (pass, reason.as_str()),
+            (verdict.pass, verdict.decided_by, verdict.reason.as_str()),
             expected,
             "backtest {backtest:?}, checks {checks:?}"
         );
@@ -205,36 +206,64 @@ fn the_verdict_rule() {
     let fail = "```json\n{\"verdict\":\"FAIL\",\"reason\":\"breaks the API\"}\n```";
     let none = "I think it is fine.";
 
-    // Failing checks fail the verdict whatever the agent says.
+    // Failing checks fail the verdict whatever the agent says, and say when
+    // they overruled its pass.
     check_verdict(
         pass,
         &[("fmt", 0), ("test", 1), ("lint", 2)],
         true,
-        (false, "checks failed: test, lint"),
+        (
+            false,
+            DecidedBy::Checks,
+            "checks failed: test exited 1, lint exited 2 (the backtest agent said pass)",
+        ),
     );
-    check_verdict(none, &[("test", 1)], true, (false, "checks failed: test"));
+    check_verdict(
+        none,
+        &[("test", 1)],
+        true,
+        (false, DecidedBy::Checks, "checks failed: test exited 1"),
+    );
     // The agent's fail fails the verdict, with checks or without.
     check_verdict(
         fail,
         &[("test", 0)],
         true,
-        (false, "the agent's verdict is fail: breaks the API"),
+        (
+            false,
+            DecidedBy::Agent,
+            "the backtest agent's verdict: fail — breaks the API",
+        ),
     );
     check_verdict(
         fail,
         &[],
         false,
-        (false, "the agent's verdict is fail: breaks the API"),
+        (
+            false,
+            DecidedBy::Agent,
+            "the backtest agent's verdict: fail — breaks the API",
+        ),
     );
     // Without checks the agent's pass is required.
-    check_verdict(pass, &[], false, (true, "works"));
+    check_verdict(
+        pass,
+        &[],
+        false,
+        (
+            true,
+            DecidedBy::Agent,
+            "the backtest agent's verdict: pass — works",
+        ),
+    );
     check_verdict(
         none,
         &[],
         false,
         (
             false,
-            "no checks are configured and the agent gave no valid pass (no fenced ```json backtest verdict block at the end of the answer)",
+            DecidedBy::Agent,
+            "no checks are configured and the backtest agent gave no valid pass (no fenced ```json backtest verdict block at the end of the answer)",
         ),
     );
     // Passing checks and no block: the checks decide.
@@ -244,10 +273,20 @@ fn the_verdict_rule() {
         true,
         (
             true,
-            "all checks passed (no valid verdict block from the agent)",
+            DecidedBy::Checks,
+            "the check passed (no valid verdict block from the backtest agent)",
         ),
     );
-    check_verdict(pass, &[("test", 0)], true, (true, "works"));
+    check_verdict(
+        pass,
+        &[("test", 0)],
+        true,
+        (
+            true,
+            DecidedBy::Checks,
+            "the check passed; the backtest agent's verdict: pass — works",
+        ),
+    );
 }
 
 #[test]
@@ -602,7 +641,10 @@ fn each_prompt_sees_the_earlier_outputs() {
     assert_eq!(backtest.checks.len(), 1);
     assert_eq!(backtest.checks[0].output_tail, "test result: ok");
     let report = played.context(Report);
-    assert_eq!(report.verdict, "pass: the cache works");
+    assert_eq!(
+        report.verdict,
+        "pass: the check passed; the backtest agent's verdict: pass — the cache works"
+    );
     assert!(report.backtest.contains("\"verdict\":\"pass\""));
     assert_eq!(
         played.report.title.as_deref(),

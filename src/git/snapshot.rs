@@ -266,14 +266,13 @@ impl GitRepo {
         let tree = repo.find_tree(update.create_updated(repo, &base)?)?;
         let signature = Signature::now(BOOKKEEPING_NAME, BOOKKEEPING_EMAIL)?;
         let parents: Vec<&git2::Commit<'_>> = head_commit.iter().collect();
-        let oid = repo.commit(
-            None,
-            &signature,
-            &signature,
-            "ralphd: uncommitted changes present at the start of the cycle\n",
-            &tree,
-            &parents,
-        )?;
+        // Each ref says what it holds (DESIGN §10a).
+        let message = if pin_ref == CHECKPOINT_REF {
+            "ralphd: the work tree after code-edit (the edit under verification, uncommitted changes included)\n"
+        } else {
+            "ralphd: uncommitted changes present at the start of the cycle\n"
+        };
+        let oid = repo.commit(None, &signature, &signature, message, &tree, &parents)?;
         repo.reference(pin_ref, oid, true, "ralphd: snapshot")?;
         Ok(())
     }

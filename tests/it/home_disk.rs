@@ -233,6 +233,7 @@ fn old_cycles_are_compressed_then_deleted_oldest_first_and_progress_keeps_every_
         "code-edit.md",
         "idea.jsonl",
         "idea.md",
+        "report-agent.md",
         "report.jsonl",
         "report.md",
         "scan.jsonl",

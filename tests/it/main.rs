@@ -29,5 +29,7 @@ mod real_loop;
 // Without RALPHD_REAL_CLAUDE: one test that says the two above did not run.
 #[cfg(not(real_claude))]
 mod real_cli_skipped;
+// The record of a cycle: reason, verdict, checks, report.md, recent outcomes.
+mod record;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;

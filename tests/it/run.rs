@@ -57,7 +57,14 @@ fn five_phases_run_in_order_with_chained_outputs_and_a_commit() {
         assert!(
             world
                 .home
-                .join(format!("state/cycles/1/{phase}.md"))
+                .join(format!(
+                    "state/cycles/1/{}.md",
+                    if phase == "report" {
+                        "report-agent"
+                    } else {
+                        phase
+                    }
+                ))
                 .exists(),
             "{phase} output"
         );

@@ -92,7 +92,7 @@ pub(crate) fn hook_refusal(hook: &CheckResult) -> String {
         (false, Some(code)) => format!("exit {code}"),
         (false, None) => "could not start".to_owned(),
     };
-    let output = crate::logging::redact(supervise::tail_of(
+    let output = crate::logging::redact(crate::text::tail_bytes(
         hook.output_tail.trim(),
         REASON_TAIL_BYTES,
     ))

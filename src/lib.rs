@@ -18,6 +18,7 @@
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
 //!   and which old cycles are compressed or deleted.
 //! - `logging`, `service`, `demo`: operations.
+//! - `text`: cutting a text to a size, on character boundaries.
 //! - `no_panic` (tests only): no state file content makes a reader panic.
 
 mod agent;
@@ -48,6 +49,7 @@ mod service;
 mod state;
 mod status;
 mod supervise;
+mod text;
 mod watch;
 
 use std::ffi::OsString;

@@ -210,7 +210,7 @@ impl fmt::Display for PhaseFailure {
                     }
                     (None, None) => f.write_str("the claude CLI ended without a result line")?,
                 }
-                let tail = tail_chars(stderr_tail.trim(), QUOTE_CHARS);
+                let tail = crate::text::tail_chars(stderr_tail.trim(), QUOTE_CHARS);
                 if !tail.is_empty() {
                     write!(f, "; stderr: {}", one_line(tail))?;
                 }
@@ -606,18 +606,7 @@ fn one_line(text: &str) -> String {
     if line.chars().count() <= QUOTE_CHARS {
         return line;
     }
-    let mut cut: String = line.chars().take(QUOTE_CHARS - 1).collect();
-    cut.push('…');
-    cut
-}
-
-/// The last `max_chars` characters of `text`.
-fn tail_chars(text: &str, max_chars: usize) -> &str {
-    let skip = text.chars().count().saturating_sub(max_chars);
-    match text.char_indices().nth(skip) {
-        Some((start, _)) => &text[start..],
-        None => text,
-    }
+    format!("{}…", crate::text::head_chars(&line, QUOTE_CHARS - 1))
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ pub(crate) fn render_text(value: &Value) -> String {
         for cycle in &cycles {
             let commit = cycle["commit"]
                 .as_str()
-                .map(|c| c.chars().take(10).collect::<String>());
+                .map(|c| crate::text::head_chars(c, 10).to_owned());
             let reference = commit
                 .or_else(|| cycle["attempt_ref"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "-".to_owned());
@@ -208,5 +208,166 @@ mod tests {
             "status": {"pid": 42, "started_at": "s", "heartbeat_at": "t", "repo": "/r", "branch": "main"},
             "total_cost_usd": 0.0, "cycles": [], "attempts": []});
         assert!(!render_text(&fresh).contains("may be hung"));
+    }
+
+    /// A home with every state file `status` reads and a repository with one
+    /// saved attempt; returns the home's and the repository's directories.
+    fn full_home() -> (tempfile::TempDir, tempfile::TempDir) {
+        let home = tempfile::tempdir().unwrap();
+        let repo_dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(repo_dir.path()).unwrap();
+        let signature = git2::Signature::new("t", "t@example.com", &git2::Time::new(0, 0)).unwrap();
+        let tree = repo
+            .find_tree(repo.index().unwrap().write_tree().unwrap())
+            .unwrap();
+        let commit = repo
+            .commit(
+                None,
+                &signature,
+                &signature,
+                "try a cache\n\nbody",
+                &tree,
+                &[],
+            )
+            .unwrap();
+        repo.reference("refs/ralph/attempts/2", commit, false, "test")
+            .unwrap();
+        let paths = HomePaths::new(home.path());
+        let repo_path = repo_dir.path().display().to_string();
+        let files = [
+            (
+                paths.status(),
+                json!({"version": 1, "pid": 4242, "started_at": "2026-11-25T03:00:00Z",
+                    "heartbeat_at": "2026-11-25T04:00:00Z", "repo": repo_path, "branch": "main",
+                    "state": "waiting", "cycle": 7, "phase": "backtest",
+                    "phase_started_at": "2026-11-25T03:59:00Z",
+                    "waiting": {"reason": "usage limit", "until": "2026-11-25T05:00:00Z"},
+                    "breaker": "closed", "spent_usd": 1.25, "max_cost_usd": 20.0,
+                    "last_error": "an error", "exit": "stopped"}),
+            ),
+            (
+                paths.progress(),
+                json!({"version": 1, "branch": "main", "start_time": "2026-01-20T10:00:00Z",
+                    "cycles": [{"cycle": 1, "cycle_id": "cycle_1", "started_at": "2026-01-20T10:00:00Z",
+                        "ended_at": "2026-01-20T10:00:45Z", "duration_seconds": 45.2,
+                        "outcome": "committed", "commit": "0123456789abcdef", "success": true,
+                        "cost_usd": 0.11, "title": "a title"},
+                        {"cycle": 2, "cycle_id": "cycle_2", "started_at": "2026-01-20T10:01:00Z",
+                        "ended_at": "2026-01-20T10:02:00Z", "duration_seconds": 60.0,
+                        "outcome": "rolled_back", "attempt_ref": "refs/ralph/attempts/2",
+                        "success": false, "error": "why"}],
+                    "total_cost_usd": 0.11}),
+            ),
+            (
+                paths.breaker(),
+                json!({"version": 1, "state": {"kind": "closed"}, "reopens": 0,
+                    "recent_failures": []}),
+            ),
+        ];
+        for (path, value) in files {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
+        }
+        (home, repo_dir)
+    }
+
+    /// `status --json` is read by scripts: its keys, their order and the
+    /// shape of each value are part of the interface.
+    #[test]
+    fn the_json_report_keeps_its_keys_order_and_values() {
+        let (home, repo) = full_home();
+        let report = collect(home.path()).unwrap();
+        let printed = serde_json::to_string_pretty(&report)
+            .unwrap()
+            .replace(&home.path().display().to_string(), "HOME")
+            .replace(&repo.path().display().to_string(), "REPO");
+        let expected = r#"{
+  "running": false,
+  "heartbeat_fresh": null,
+  "home": "HOME",
+  "status": {
+    "version": 1,
+    "pid": 4242,
+    "started_at": "2026-11-25T03:00:00Z",
+    "heartbeat_at": "2026-11-25T04:00:00Z",
+    "repo": "REPO",
+    "branch": "main",
+    "state": "waiting",
+    "cycle": 7,
+    "phase": "backtest",
+    "phase_started_at": "2026-11-25T03:59:00Z",
+    "waiting": {
+      "reason": "usage limit",
+      "until": "2026-11-25T05:00:00Z"
+    },
+    "breaker": "closed",
+    "spent_usd": 1.25,
+    "max_cost_usd": 20.0,
+    "last_error": "an error",
+    "exit": "stopped"
+  },
+  "branch": "main",
+  "total_cost_usd": 0.11,
+  "cycles": [
+    {
+      "cycle": 1,
+      "outcome": "committed",
+      "cost_usd": 0.11,
+      "commit": "0123456789abcdef",
+      "attempt_ref": null,
+      "title": "a title",
+      "ended_at": "2026-01-20T10:00:45Z",
+      "error": null
+    },
+    {
+      "cycle": 2,
+      "outcome": "rolled_back",
+      "cost_usd": 0.0,
+      "commit": null,
+      "attempt_ref": "refs/ralph/attempts/2",
+      "title": null,
+      "ended_at": "2026-01-20T10:02:00Z",
+      "error": "why"
+    }
+  ],
+  "breaker": {
+    "version": 1,
+    "state": {
+      "kind": "closed"
+    },
+    "reopens": 0,
+    "recent_failures": []
+  },
+  "attempts": [
+    {
+      "ref": "refs/ralph/attempts/2",
+      "summary": "try a cache"
+    }
+  ],
+  "attempts_error": null
+}"#;
+        assert_eq!(printed, expected);
+    }
+
+    #[test]
+    fn the_text_report_shows_every_part() {
+        let (home, repo) = full_home();
+        let report = collect(home.path()).unwrap();
+        let printed = render_text(&report).replace(&repo.path().display().to_string(), "REPO");
+        let expected = concat!(
+            "ralphd is not running (last pid 4242, last heartbeat 2026-11-25T04:00:00Z; stopped)\n",
+            "repo:    REPO (branch main)\n",
+            "breaker: closed\n",
+            "budget:  $0.11 spent of $20.00\n",
+            "last error: an error\n",
+            "\n",
+            "last cycles:\n",
+            "  #1    committed    $0.1100   0123456789               a title\n",
+            "  #2    rolled_back  $0.0000   refs/ralph/attempts/2    \n",
+            "\n",
+            "saved attempts (inspect: git show <ref>; reuse: git cherry-pick <ref>):\n",
+            "  refs/ralph/attempts/2  try a cache\n",
+        );
+        assert_eq!(printed, expected);
     }
 }

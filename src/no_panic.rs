@@ -526,7 +526,7 @@ proptest! {
         let _ = crate::blocks::idea_title(&text);
         let _ = crate::agent::classify::parse_usage_limit(&text, jiff::Timestamp::now());
         let _ = crate::agent::classify::parse_usage_limit(&text, jiff::Timestamp::MAX);
-        let _ = crate::logging::redact(&text);
+        let _ = crate::redact::redact(&text);
     }
 
     #[test]

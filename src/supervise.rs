@@ -664,7 +664,7 @@ mod tests {
         Some(TranscriptSpec {
             path: path.to_path_buf(),
             max_bytes,
-            redact: crate::logging::redact,
+            redact: crate::redact::redact,
         })
     }
 

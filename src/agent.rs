@@ -11,6 +11,7 @@ pub(crate) mod classify;
 pub(crate) mod claude;
 pub(crate) mod offline;
 pub(crate) mod stream;
+pub(crate) mod usage_limit;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -65,45 +65,44 @@ pub(crate) fn head_chars_with_ellipsis(text: &str, max_chars: usize) -> String {
 mod tests {
     use super::*;
 
-    #[track_caller]
-    fn check_bytes(text: &str, max_bytes: usize, head: &str, tail: &str) {
-        assert_eq!(head_bytes(text, max_bytes), head, "head of {text:?}");
-        assert_eq!(tail_bytes(text, max_bytes), tail, "tail of {text:?}");
-    }
+    /// A pair of cuts: one keeping the head, one keeping the tail.
+    type Cuts = [fn(&str, usize) -> &str; 2];
+    const BYTES: Cuts = [head_bytes, tail_bytes];
+    const CHARS: Cuts = [head_chars, tail_chars];
 
     #[track_caller]
-    fn check_chars(text: &str, max_chars: usize, head: &str, tail: &str) {
-        assert_eq!(head_chars(text, max_chars), head, "head of {text:?}");
-        assert_eq!(tail_chars(text, max_chars), tail, "tail of {text:?}");
+    fn check([cut_head, cut_tail]: Cuts, text: &str, max: usize, head: &str, tail: &str) {
+        assert_eq!(cut_head(text, max), head, "head of {text:?}");
+        assert_eq!(cut_tail(text, max), tail, "tail of {text:?}");
     }
 
     #[test]
     fn byte_cuts_keep_their_end_and_land_on_char_boundaries() {
         // "é" is two bytes, "€" three: every cut inside one moves off it.
-        check_bytes("", 0, "", "");
-        check_bytes("", 5, "", "");
-        check_bytes("abc", 0, "", "");
-        check_bytes("abc", 3, "abc", "abc");
-        check_bytes("abc", 10, "abc", "abc");
-        check_bytes("abcd", 2, "ab", "cd");
-        check_bytes("héllo", 4, "hél", "llo");
-        check_bytes("héllo", 2, "h", "lo");
-        check_bytes("héllo", 3, "hé", "llo");
-        check_bytes("€uro€", 4, "€u", "o€");
-        check_bytes("€", 2, "", "");
-        check_bytes("€", 1, "", "");
+        check(BYTES, "", 0, "", "");
+        check(BYTES, "", 5, "", "");
+        check(BYTES, "abc", 0, "", "");
+        check(BYTES, "abc", 3, "abc", "abc");
+        check(BYTES, "abc", 10, "abc", "abc");
+        check(BYTES, "abcd", 2, "ab", "cd");
+        check(BYTES, "héllo", 4, "hél", "llo");
+        check(BYTES, "héllo", 2, "h", "lo");
+        check(BYTES, "héllo", 3, "hé", "llo");
+        check(BYTES, "€uro€", 4, "€u", "o€");
+        check(BYTES, "€", 2, "", "");
+        check(BYTES, "€", 1, "", "");
     }
 
     #[test]
     fn char_cuts_count_characters_not_bytes() {
-        check_chars("", 0, "", "");
-        check_chars("", 3, "", "");
-        check_chars("abc", 0, "", "");
-        check_chars("abc", 3, "abc", "abc");
-        check_chars("abc", 5, "abc", "abc");
-        check_chars("héllo", 2, "hé", "lo");
-        check_chars("€uro€", 4, "€uro", "uro€");
-        check_chars("日本語テキスト", 3, "日本語", "キスト");
+        check(CHARS, "", 0, "", "");
+        check(CHARS, "", 3, "", "");
+        check(CHARS, "abc", 0, "", "");
+        check(CHARS, "abc", 3, "abc", "abc");
+        check(CHARS, "abc", 5, "abc", "abc");
+        check(CHARS, "héllo", 2, "hé", "lo");
+        check(CHARS, "€uro€", 4, "€uro", "uro€");
+        check(CHARS, "日本語テキスト", 3, "日本語", "キスト");
     }
 
     #[test]

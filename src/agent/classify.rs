@@ -413,15 +413,7 @@ fn one_line(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::agent::stream::{parse_line, summarize};
-
-    /// 2026-01-20 10:00:00 UTC, a Tuesday.
-    fn now() -> Timestamp {
-        "2026-01-20T10:00:00Z".parse().expect("valid timestamp")
-    }
-
-    fn ts(text: &str) -> Timestamp {
-        text.parse().expect("valid timestamp")
-    }
+    use crate::agent::usage_limit::tests::{now, ts};
 
     fn exited(code: i32) -> ProcessEnd {
         ProcessEnd {

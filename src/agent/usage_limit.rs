@@ -209,15 +209,15 @@ pub(crate) fn epoch_to_timestamp(epoch: i64) -> Option<Timestamp> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// 2026-01-20 10:00:00 UTC, a Tuesday.
-    fn now() -> Timestamp {
+    /// 2026-01-20 10:00:00 UTC, a Tuesday (the `classify` tests' clock too).
+    pub(crate) fn now() -> Timestamp {
         "2026-01-20T10:00:00Z".parse().expect("valid timestamp")
     }
 
-    fn ts(text: &str) -> Timestamp {
+    pub(crate) fn ts(text: &str) -> Timestamp {
         text.parse().expect("valid timestamp")
     }
 

@@ -11,6 +11,7 @@ pub(crate) mod classify;
 pub(crate) mod claude;
 pub(crate) mod offline;
 pub(crate) mod stream;
+pub(crate) mod usage_limit;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -148,7 +149,7 @@ fn run_offline(config: &Config, request: &PhaseRequest<'_>) -> Result<PhaseRun> 
     )?;
     let mut transcript = String::new();
     for line in &lines {
-        transcript.push_str(&crate::logging::redact(line));
+        transcript.push_str(&crate::redact::redact(line));
         transcript.push('\n');
     }
     append(&request.transcript, transcript.as_bytes())?;
@@ -188,7 +189,7 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
         transcript: Some(TranscriptSpec {
             path: request.transcript.clone(),
             max_bytes: config.state.max_transcript_bytes(),
-            redact: crate::logging::redact,
+            redact: crate::redact::redact,
         }),
         wall_timeout: config.agent.phase_timeout,
         idle_timeout: Some(config.agent.idle_timeout),
@@ -218,7 +219,7 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
             Some(StopCause::IdleTimeout) => Some(TimeoutKind::Idle),
             _ => None,
         },
-        stderr_tail: crate::logging::redact(&finished.stderr_tail).into_owned(),
+        stderr_tail: crate::redact::redact(&finished.stderr_tail).into_owned(),
     };
     let verdict = classify::classify(&summary, &end, jiff::Timestamp::now());
     let cancelled = finished.stopped == Some(StopCause::Cancelled);

@@ -46,11 +46,7 @@ pub(crate) fn archive_dir_name(date: jiff::civil::Date, branch: &str) -> String 
         trimmed
     });
     if name.len() > MAX_NAME_BYTES {
-        let mut cut = MAX_NAME_BYTES;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
+        name.truncate(crate::text::head_bytes(&name, MAX_NAME_BYTES).len());
         let kept = name.trim_end_matches(['-', '.']).len();
         name.truncate(kept);
     }

@@ -77,7 +77,7 @@ pub(crate) async fn run_one(
         stdout_tail.push_str(line);
         stdout_tail.push('\n');
         if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
-            stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
+            stdout_tail = crate::text::tail_bytes(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
         }
     })
     .await;
@@ -91,7 +91,7 @@ pub(crate) async fn run_one(
                 command: label.to_owned(),
                 exit_code: Some(finished.exit_code()),
                 timed_out: finished.stopped.is_some(),
-                output_tail: supervise::tail_of(&combined, OUTPUT_TAIL_BYTES).to_owned(),
+                output_tail: crate::text::tail_bytes(&combined, OUTPUT_TAIL_BYTES).to_owned(),
             }
         }
         Err(error) => CheckResult {

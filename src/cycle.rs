@@ -879,7 +879,7 @@ fn apply_report_block(report: &mut CycleReport, text: &str) {
         }
         Err(error) => {
             tracing::warn!(%error, "report block missing or invalid; keeping the report text only");
-            report.summary = crate::supervise::tail_of(text.trim(), 500).to_owned();
+            report.summary = crate::text::tail_bytes(text.trim(), 500).to_owned();
         }
     }
 }

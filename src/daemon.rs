@@ -179,7 +179,7 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
             Ok(exit) => exit.describe(),
             Err(error) => format!(
                 "stopped by an error (exit 2): {}",
-                crate::logging::redact(&format!("{error:#}"))
+                crate::redact::redact(&format!("{error:#}"))
             ),
         });
     });
@@ -1316,7 +1316,7 @@ impl PhaseExecutor for Daemon {
                         .paths
                         .cycle_dir(cycle)
                         .join(format!("{}.md", phase.name()));
-                    if let Err(error) = state::write_text(&output, &crate::logging::redact(&text)) {
+                    if let Err(error) = state::write_text(&output, &crate::redact::redact(&text)) {
                         if let Some(full) = state::DiskFull::find(&output, &error) {
                             return Ok(self.stop_on_full_disk(cycle, phase, full, run));
                         }
@@ -1429,7 +1429,7 @@ fn redact_phases(phases: &mut [crate::state::PhaseRecord]) {
 }
 
 fn redact_text(text: &mut String) {
-    if let std::borrow::Cow::Owned(clean) = crate::logging::redact(text) {
+    if let std::borrow::Cow::Owned(clean) = crate::redact::redact(text) {
         *text = clean;
     }
 }

@@ -4,7 +4,7 @@
 //! cycle rolls back with it as the reason.
 //!
 //! Pure: `git` provides the changed paths, their line counts and the added
-//! lines; the credential shapes come from [`crate::logging::credential_spans`].
+//! lines; the credential shapes come from [`crate::redact::credential_spans`].
 //! Nothing here reads files or logs, and a secret's value never leaves
 //! [`SecretScan::added_line`]: findings hold only the file and the line.
 
@@ -149,7 +149,7 @@ impl SecretScan {
             .is_some_and(|(in_found, in_path, last)| {
                 *in_found == found && in_path == path && line == last + 1
             });
-        let spans = crate::logging::credential_spans(&text);
+        let spans = crate::redact::credential_spans(&text);
         let lower = text.to_ascii_lowercase();
         if continues_block {
             self.key_block =

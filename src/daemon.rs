@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::agent::classify::PhaseFailure;
-use crate::agent::{self, PhaseRequest, PhaseRun};
+use crate::agent::{self, PhaseOutcome, PhaseRequest, PhaseRun};
 use crate::backoff;
 use crate::breaker::{Admission, Breaker, BreakerSnapshot, BreakerState};
 use crate::checks::{self, CheckResult};
@@ -1077,11 +1077,7 @@ impl Daemon {
     ) -> PhaseRun {
         let message = full.to_string();
         tracing::error!(cycle, %phase, error = %message, "the disk is full: stopping after this cycle");
-        run.failure_kind = Some(PhaseFailure::ExecutionError {
-            detail: message.clone(),
-        });
-        run.failure = Some(message.clone());
-        run.result_text = None;
+        run.outcome = PhaseOutcome::could_not_run(message.clone());
         self.disk_full = Some(message);
         run
     }
@@ -1309,14 +1305,15 @@ impl PhaseExecutor for Daemon {
                 tracing::warn!(cycle, %phase, "phase interrupted by a stop signal");
                 return Err(Stop::Cancelled);
             }
-            match &run.failure_kind {
-                None => {
-                    let text = run.result_text.clone().unwrap_or_default();
+            match &run.outcome {
+                PhaseOutcome::Succeeded { result_text } => {
                     let output = self
                         .paths
                         .cycle_dir(cycle)
                         .join(format!("{}.md", phase.name()));
-                    if let Err(error) = state::write_text(&output, &crate::redact::redact(&text)) {
+                    if let Err(error) =
+                        state::write_text(&output, &crate::redact::redact(result_text))
+                    {
                         if let Some(full) = state::DiskFull::find(&output, &error) {
                             return Ok(self.stop_on_full_disk(cycle, phase, full, run));
                         }
@@ -1326,7 +1323,10 @@ impl PhaseExecutor for Daemon {
                         denials = run.permission_denials.len(), "phase finished");
                     return Ok(run);
                 }
-                Some(PhaseFailure::UsageLimit { resets_at, .. }) => {
+                PhaseOutcome::Failed {
+                    failure: PhaseFailure::UsageLimit { resets_at, .. },
+                    ..
+                } => {
                     let until = match resets_at {
                         Some(reset) => {
                             SystemTime::from(*reset) + self.config.agent.usage_limit_margin
@@ -1337,7 +1337,7 @@ impl PhaseExecutor for Daemon {
                     tracing::warn!(cycle, %phase, until = %rfc3339(until), "usage limit reached: waiting for the reset, then re-running the phase");
                     self.wait_until(until, "usage limit").await?;
                 }
-                Some(failure)
+                PhaseOutcome::Failed { failure, .. }
                     if failure.is_retryable() && attempt < self.config.agent.max_attempts =>
                 {
                     let delay = backoff::retry_delay(
@@ -1351,12 +1351,12 @@ impl PhaseExecutor for Daemon {
                     self.wait_until(SystemTime::now() + delay, "retry backoff")
                         .await?;
                 }
-                Some(failure) if failure.is_fatal() => {
+                PhaseOutcome::Failed { failure, .. } if failure.is_fatal() => {
                     tracing::error!(cycle, %phase, error = %failure, "phase failed; stopping: no retry can help until this is fixed");
                     self.fatal = Some(failure.to_string());
                     return Ok(run);
                 }
-                Some(failure) => {
+                PhaseOutcome::Failed { failure, .. } => {
                     tracing::error!(cycle, %phase, attempt, error = %failure, "phase failed");
                     return Ok(run);
                 }
@@ -1367,11 +1367,7 @@ impl PhaseExecutor for Daemon {
 
 fn failed_run(message: String, attempts: u32) -> PhaseRun {
     PhaseRun {
-        failure_kind: Some(PhaseFailure::ExecutionError {
-            detail: message.clone(),
-        }),
-        failure: Some(message),
-        result_text: None,
+        outcome: PhaseOutcome::could_not_run(message),
         session_id: None,
         cost_usd: 0.0,
         turns: 0,

@@ -651,6 +651,8 @@ mod tests {
         assert_eq!(finished.exit_code(), 0);
         // SIGKILL is asynchronous: poll until the group is gone (or a deadline).
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        // SAFETY: killpg with signal 0 only checks that the group exists; it
+        // takes plain integers and touches no memory.
         while unsafe { libc::killpg(finished.pgid, 0) } == 0 {
             assert!(
                 std::time::Instant::now() < deadline,

@@ -1,5 +1,5 @@
 //! Archive folders for a branch the daemon leaves: `archive/<YYYY-MM-DD>-<branch>/`
-//! holding copies of that branch's progress.json and prd.json (DESIGN §3, §6).
+//! holding copies of that branch's progress.json and prd.json (docs/design.md §3, §6).
 //!
 //! Branch names are taken as `&str`: git may hand out non-UTF-8 names, which
 //! the caller converts lossily first (`GitRepo::branch_label` does), so an

@@ -4,7 +4,7 @@
 //!
 //! Pure functions on `&str`: no I/O, no knowledge of the agent or of git. The
 //! caller passes only the `result` text of a successful run, never tool
-//! output or the prompt (see DESIGN §4 "Completion").
+//! output or the prompt (see docs/design.md §4 "Completion").
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The diff gates of DESIGN §14: the rules code-edit's work must pass before it
+//! The diff gates of docs/design.md §14: the rules code-edit's work must pass before it
 //! is verified — at most so many changed files and lines, no protected path
 //! touched, no credential added. A violation is typed and names the gate; the
 //! cycle rolls back with it as the reason.

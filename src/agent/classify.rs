@@ -2,10 +2,11 @@
 //!
 //! A run succeeded only if a `result` event arrived with `subtype: "success"`
 //! and `is_error: false`, whatever the exit code and even after a timeout
-//! (DESIGN §4). Everything else is a [`PhaseFailure`] that says what to do
+//! (docs/design.md §4). Everything else is a [`PhaseFailure`] that says what to do
 //! next: wait for a usage limit, retry with backoff, fix credentials, or count
-//! a failed phase. The rules follow the CLI behaviour recorded in
-//! CLAUDE_CLI.md §5.
+//! a failed phase. The rules follow the CLI's observed error behaviour, which
+//! `tests/it/real_cli.rs` checks against the CLI version pinned in
+//! `.ci/install-claude`.
 //!
 //! Pure: the caller passes the clock (`now`); reading a usage limit's reset
 //! time from the message is `usage_limit`'s job.

@@ -4,7 +4,7 @@
 //! so plain `#[test]` functions that spawn processes can use it; dropping the [`FakeApi`]
 //! stops it. Point the CLI at it with `ANTHROPIC_BASE_URL` (see `real_cli::CliEnv`).
 //!
-//! What it speaks (see `../shared/CLAUDE_CLI.md` §6): `HEAD /` and any other path are
+//! What it speaks (the requests the pinned CLI of `.ci/install-claude` sends): `HEAD /` and any other path are
 //! answered harmlessly (200 for `/`, 404 elsewhere, `count_tokens` gets a small number);
 //! every `POST /v1/messages` is recorded as a [`RecordedRequest`] and answered with the
 //! next [`Step`] of the [`Script`]: SSE with `event:` lines when the request has

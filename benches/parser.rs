@@ -6,7 +6,8 @@
 //!
 //! The parser is private to the crate, so this bench compiles the very same
 //! source file, `src/agent/stream.rs`, as a module of its own (it depends only
-//! on serde, serde_json and thiserror).
+//! on serde, serde_json, thiserror and the crate's `text` module, compiled here
+//! the same way).
 //!
 //! Lines: recorded real-CLI lines from `tests/fixtures/stream/`
 //! (`system/init`, assistant text, assistant tool_use, user tool_result,
@@ -22,6 +23,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 #[allow(dead_code)] // the bench calls the parser, not every accessor
 #[path = "../src/agent/stream.rs"]
 mod stream;
+
+#[allow(dead_code)] // the parser uses only some of the cutting helpers
+#[path = "../src/text.rs"]
+mod text;
 
 const SESSION: &str = include_str!("../tests/fixtures/stream/success-complete.jsonl");
 

@@ -11,6 +11,7 @@ pub(crate) mod classify;
 pub(crate) mod claude;
 pub(crate) mod offline;
 pub(crate) mod stream;
+pub(crate) mod usage_limit;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,14 +37,51 @@ pub(crate) struct PhaseRequest<'a> {
     pub(crate) cancel: &'a CancellationToken,
 }
 
+/// How one phase run ended: either its output or why it failed, never both
+/// and never neither.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum PhaseOutcome {
+    /// A result line with `is_error: false` arrived.
+    Succeeded {
+        /// The `result` text: the phase's output.
+        result_text: String,
+    },
+    /// Anything else.
+    Failed {
+        /// What went wrong, in the terms the daemon branches on (wait, retry,
+        /// stop, or count a failed phase).
+        failure: PhaseFailure,
+        /// The one-line description recorded as the phase's and the cycle's
+        /// error (the failure's own wording unless the daemon gave a cause).
+        message: String,
+    },
+}
+
+impl PhaseOutcome {
+    /// A failure described in its own words.
+    pub(crate) fn failed(failure: PhaseFailure) -> PhaseOutcome {
+        PhaseOutcome::Failed {
+            message: failure.to_string(),
+            failure,
+        }
+    }
+
+    /// A phase that could not run or finish for a reason outside the agent
+    /// (the command could not start, the disk is full): `message` says why.
+    pub(crate) fn could_not_run(message: String) -> PhaseOutcome {
+        PhaseOutcome::Failed {
+            failure: PhaseFailure::ExecutionError {
+                detail: message.clone(),
+            },
+            message,
+        }
+    }
+}
+
 /// What one phase run produced.
 #[derive(Debug)]
 pub(crate) struct PhaseRun {
-    /// `None` when the run succeeded (a result line with `is_error: false`).
-    pub(crate) failure_kind: Option<PhaseFailure>,
-    /// A one-line human description of the failure.
-    pub(crate) failure: Option<String>,
-    pub(crate) result_text: Option<String>,
+    pub(crate) outcome: PhaseOutcome,
     pub(crate) session_id: Option<String>,
     pub(crate) cost_usd: f64,
     pub(crate) turns: u64,
@@ -55,24 +93,18 @@ pub(crate) struct PhaseRun {
 }
 
 impl PhaseRun {
-    pub(crate) fn succeeded(&self) -> bool {
-        self.failure_kind.is_none()
-    }
-
     fn from_summary(
         summary: StreamSummary,
         verdict: PhaseVerdict,
         duration: Duration,
         cancelled: bool,
     ) -> PhaseRun {
-        let (failure_kind, result_text) = match verdict {
-            PhaseVerdict::Success { result_text, .. } => (None, Some(result_text)),
-            PhaseVerdict::Failed(failure) => (Some(failure), None),
+        let outcome = match verdict {
+            PhaseVerdict::Success { result_text, .. } => PhaseOutcome::Succeeded { result_text },
+            PhaseVerdict::Failed(failure) => PhaseOutcome::failed(failure),
         };
         PhaseRun {
-            failure: failure_kind.as_ref().map(ToString::to_string),
-            failure_kind,
-            result_text,
+            outcome,
             session_id: summary.session_id.clone(),
             cost_usd: summary.cost_usd(),
             turns: u64::from(summary.turns().unwrap_or(0)),
@@ -148,7 +180,7 @@ fn run_offline(config: &Config, request: &PhaseRequest<'_>) -> Result<PhaseRun> 
     )?;
     let mut transcript = String::new();
     for line in &lines {
-        transcript.push_str(&crate::logging::redact(line));
+        transcript.push_str(&crate::redact::redact(line));
         transcript.push('\n');
     }
     append(&request.transcript, transcript.as_bytes())?;
@@ -188,7 +220,7 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
         transcript: Some(TranscriptSpec {
             path: request.transcript.clone(),
             max_bytes: config.state.max_transcript_bytes(),
-            redact: crate::logging::redact,
+            redact: crate::redact::redact,
         }),
         wall_timeout: config.agent.phase_timeout,
         idle_timeout: Some(config.agent.idle_timeout),
@@ -218,7 +250,7 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
             Some(StopCause::IdleTimeout) => Some(TimeoutKind::Idle),
             _ => None,
         },
-        stderr_tail: crate::logging::redact(&finished.stderr_tail).into_owned(),
+        stderr_tail: crate::redact::redact(&finished.stderr_tail).into_owned(),
     };
     let verdict = classify::classify(&summary, &end, jiff::Timestamp::now());
     let cancelled = finished.stopped == Some(StopCause::Cancelled);

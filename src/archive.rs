@@ -1,5 +1,5 @@
 //! Archive folders for a branch the daemon leaves: `archive/<YYYY-MM-DD>-<branch>/`
-//! holding copies of that branch's progress.json and prd.json (DESIGN §3, §6).
+//! holding copies of that branch's progress.json and prd.json (docs/design.md §3, §6).
 //!
 //! Branch names are taken as `&str`: git may hand out non-UTF-8 names, which
 //! the caller converts lossily first (`GitRepo::branch_label` does), so an
@@ -46,11 +46,7 @@ pub(crate) fn archive_dir_name(date: jiff::civil::Date, branch: &str) -> String 
         trimmed
     });
     if name.len() > MAX_NAME_BYTES {
-        let mut cut = MAX_NAME_BYTES;
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name.truncate(cut);
+        name.truncate(crate::text::head_bytes(&name, MAX_NAME_BYTES).len());
         let kept = name.trim_end_matches(['-', '.']).len();
         name.truncate(kept);
     }

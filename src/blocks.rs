@@ -4,7 +4,7 @@
 //!
 //! Pure functions on `&str`: no I/O, no knowledge of the agent or of git. The
 //! caller passes only the `result` text of a successful run, never tool
-//! output or the prompt (see DESIGN §4 "Completion").
+//! output or the prompt (see docs/design.md §4 "Completion").
 
 use std::fmt;
 
@@ -244,14 +244,17 @@ fn strip_decoration(line: &str) -> &str {
 /// At most `max_chars` characters, with control characters as spaces and an
 /// ellipsis when cut.
 fn truncate_chars(text: &str, max_chars: usize) -> String {
-    let cleaned = text.chars().map(|c| if c.is_control() { ' ' } else { c });
-    if text.chars().count() <= max_chars {
-        return cleaned.collect();
+    let cleaned: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cleaned.chars().count() <= max_chars {
+        return cleaned;
     }
-    let mut cut: String = cleaned.take(max_chars - 1).collect();
-    cut.truncate(cut.trim_end().len());
-    cut.push('…');
-    cut
+    format!(
+        "{}…",
+        crate::text::head_chars(&cleaned, max_chars - 1).trim_end()
+    )
 }
 
 #[cfg(test)]

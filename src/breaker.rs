@@ -163,7 +163,7 @@ impl Breaker {
     /// last timeout (capped). Open: nothing else changes. Returns `Some` exactly
     /// when this failure opened the breaker.
     pub(crate) fn record_failure(&mut self, now: SystemTime, reason: &str) -> Option<Opened> {
-        let reason = truncate(reason, MAX_REASON_CHARS);
+        let reason = crate::text::head_chars_with_ellipsis(reason, MAX_REASON_CHARS);
         self.failures.push_back(Failure {
             at: now,
             reason: reason.clone(),
@@ -292,7 +292,7 @@ impl Breaker {
             .skip(skip)
             .map(|failure| Failure {
                 at: failure.at.into(),
-                reason: truncate(&failure.reason, MAX_REASON_CHARS),
+                reason: crate::text::head_chars_with_ellipsis(&failure.reason, MAX_REASON_CHARS),
             })
             .collect();
         Ok(Breaker {
@@ -393,13 +393,6 @@ fn to_timestamp(at: SystemTime) -> jiff::Timestamp {
     } else {
         jiff::Timestamp::MIN
     })
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -89,12 +89,12 @@ pub(crate) async fn run_one(
         stdout_tail.push_str(line);
         stdout_tail.push('\n');
         if stdout_tail.len() > 2 * OUTPUT_TAIL_BYTES {
-            stdout_tail = supervise::tail_of(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
+            stdout_tail = crate::text::tail_bytes(&stdout_tail, OUTPUT_TAIL_BYTES).to_owned();
         }
         stdout_full.push_str(line);
         stdout_full.push('\n');
         if stdout_full.len() > 2 * FULL_OUTPUT_BYTES {
-            stdout_full = supervise::tail_of(&stdout_full, FULL_OUTPUT_BYTES).to_owned();
+            stdout_full = crate::text::tail_bytes(&stdout_full, FULL_OUTPUT_BYTES).to_owned();
         }
     })
     .await;
@@ -109,10 +109,10 @@ pub(crate) async fn run_one(
                 command: label.to_owned(),
                 exit_code: Some(finished.exit_code()),
                 timed_out,
-                output_tail: supervise::tail_of(&combined, OUTPUT_TAIL_BYTES).to_owned(),
+                output_tail: crate::text::tail_bytes(&combined, OUTPUT_TAIL_BYTES).to_owned(),
                 output: format!(
                     "{}{}",
-                    supervise::tail_of(&stdout_full, FULL_OUTPUT_BYTES),
+                    crate::text::tail_bytes(&stdout_full, FULL_OUTPUT_BYTES),
                     finished.stderr_tail
                 ),
                 duration: started.elapsed(),

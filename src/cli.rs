@@ -16,7 +16,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use crate::logging::LogFormat;
 use crate::service::ServiceKind;
 
-/// Exit codes of `ralphd run`, shown by `ralphd run --help` (DESIGN §2).
+/// Exit codes of `ralphd run`, shown by `ralphd run --help` (docs/design.md §2).
 const RUN_AFTER_HELP: &str = "\
 Exit codes:
   0    the agent declared completion and ralphd accepted it

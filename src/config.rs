@@ -1,6 +1,6 @@
 //! Turns `RunArgs`, the `RALPH_*` environment and `ralph.toml` into one
 //! validated, immutable [`Config`]. Every default and every validation rule of
-//! the daemon's settings lives here (DESIGN §10).
+//! the daemon's settings lives here (docs/design.md §10).
 //!
 //! Precedence, per key: flag > environment variable > config file > default.
 //! Every layer that sets a key is validated, even when a higher layer wins, so a
@@ -142,7 +142,7 @@ impl Default for AgentSettings {
 pub(crate) enum AgentKind {
     /// The Claude Code CLI.
     Claude,
-    /// The built-in deterministic simulator (DESIGN §9).
+    /// The built-in deterministic simulator (docs/design.md §9).
     Offline,
 }
 
@@ -210,7 +210,7 @@ pub(crate) struct PhaseSettings {
 }
 
 impl PhaseSettings {
-    /// DESIGN §5: scan, idea and report are read-only, backtest is read-only
+    /// docs/design.md §5: scan, idea and report are read-only, backtest is read-only
     /// plus Bash, code-edit accepts edits.
     fn default_for(phase: Phase) -> PhaseSettings {
         let strings = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect();
@@ -255,7 +255,7 @@ impl Default for BacktestSettings {
     }
 }
 
-/// The diff gates applied to code-edit's work (DESIGN §14).
+/// The diff gates applied to code-edit's work (docs/design.md §14).
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct GateSettings {
     /// At most this many changed files; 0 = no limit.
@@ -469,7 +469,7 @@ impl Config {
 /// Resolves the home of the commands that only look at a home (`status`,
 /// `reset-breaker`) the way `run` does: `--home`, else `RALPH_HOME`, else the
 /// current directory. Unlike `run`, which creates it, the home must exist
-/// (DESIGN §2): a typo must not read as "ralphd has never run here".
+/// (docs/design.md §2): a typo must not read as "ralphd has never run here".
 pub(crate) fn resolve_home(flag: Option<&Path>, env: &Env) -> Result<PathBuf, ConfigError> {
     let cwd = std::env::current_dir().map_err(|error| ConfigError::CurrentDir { error })?;
     let home = resolve_home_in(flag, env, &cwd)?;

@@ -28,7 +28,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::agent::PhaseRun;
+use crate::agent::{PhaseOutcome, PhaseRun};
 use crate::blocks;
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
@@ -201,22 +201,20 @@ impl CycleReport {
 }
 
 pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
+    let (status, error) = match &run.outcome {
+        PhaseOutcome::Succeeded { .. } => ("ok", None),
+        PhaseOutcome::Failed { message, .. } => ("failed", Some(message.clone())),
+    };
     PhaseRecord {
         phase: phase.name().to_owned(),
-        status: if run.cancelled {
-            "interrupted".to_owned()
-        } else if run.succeeded() {
-            "ok".to_owned()
-        } else {
-            "failed".to_owned()
-        },
+        status: if run.cancelled { "interrupted" } else { status }.to_owned(),
         duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
         cost_usd: run.cost_usd,
         session_id: run.session_id.clone(),
         turns: run.turns,
         attempts: run.attempts,
         permission_denials: run.permission_denials.clone(),
-        error: run.failure.clone(),
+        error,
     }
 }
 
@@ -438,18 +436,19 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             self.undo_trespass(&guard, reason).await;
             return Err(CutShort::Trespassed);
         }
-        let Some(text) = run.result_text.clone().filter(|_| run.succeeded()) else {
-            let reason = run
-                .failure
-                .clone()
-                .unwrap_or_else(|| "phase failed".to_owned());
-            self.report.error = Some(format!("{phase} failed: {reason}"));
-            if phase >= Phase::CodeEdit && self.kept.is_none() {
-                let start = self.start.clone();
-                self.save_and_roll_back(&start, &format!("{phase} failed: {reason}"))
-                    .await;
+        let text = match run.outcome {
+            PhaseOutcome::Succeeded { result_text } => result_text,
+            PhaseOutcome::Failed {
+                message: reason, ..
+            } => {
+                self.report.error = Some(format!("{phase} failed: {reason}"));
+                if phase >= Phase::CodeEdit && self.kept.is_none() {
+                    let start = self.start.clone();
+                    self.save_and_roll_back(&start, &format!("{phase} failed: {reason}"))
+                        .await;
+                }
+                return Err(CutShort::Failed);
             }
-            return Err(CutShort::Failed);
         };
         self.report.phases_completed.push(phase.name().to_owned());
         self.report.outputs.push((phase, text.clone()));
@@ -1033,7 +1032,7 @@ fn apply_report_block(report: &mut CycleReport, text: &str) {
         }
         Err(error) => {
             tracing::warn!(%error, "report block missing or invalid; keeping the report text only");
-            report.summary = crate::supervise::tail_of(text.trim(), 500).to_owned();
+            report.summary = crate::text::tail_bytes(text.trim(), 500).to_owned();
         }
     }
 }

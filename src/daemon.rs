@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::agent::classify::PhaseFailure;
-use crate::agent::{self, PhaseRequest, PhaseRun};
+use crate::agent::{self, PhaseOutcome, PhaseRequest, PhaseRun};
 use crate::backoff;
 use crate::breaker::{Admission, Breaker, BreakerSnapshot, BreakerState};
 use crate::checks::{self, CheckResult};
@@ -179,7 +179,7 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
             Ok(exit) => exit.describe(),
             Err(error) => format!(
                 "stopped by an error (exit 2): {}",
-                crate::logging::redact(&format!("{error:#}"))
+                crate::redact::redact(&format!("{error:#}"))
             ),
         });
     });
@@ -651,7 +651,7 @@ impl Daemon {
         if !report.checks.is_empty() {
             state::write_text(
                 &self.paths.cycle_dir(cycle).join("checks.md"),
-                &crate::logging::redact(&crate::record::checks_page(cycle, &report.checks)),
+                &crate::redact::redact(&crate::record::checks_page(cycle, &report.checks)),
             )?;
         }
         let extras = crate::cycle_page::PageExtras {
@@ -1106,11 +1106,7 @@ impl Daemon {
     ) -> PhaseRun {
         let message = full.to_string();
         tracing::error!(cycle, %phase, error = %message, "the disk is full: stopping after this cycle");
-        run.failure_kind = Some(PhaseFailure::ExecutionError {
-            detail: message.clone(),
-        });
-        run.failure = Some(message.clone());
-        run.result_text = None;
+        run.outcome = PhaseOutcome::could_not_run(message.clone());
         self.disk_full = Some(message);
         run
     }
@@ -1342,11 +1338,12 @@ impl PhaseExecutor for Daemon {
                 run.cancelled = true;
                 return Ok(run);
             }
-            match &run.failure_kind {
-                None => {
-                    let text = run.result_text.clone().unwrap_or_default();
+            match &run.outcome {
+                PhaseOutcome::Succeeded { result_text } => {
                     let output = self.paths.cycle_dir(cycle).join(phase.output_file_name());
-                    if let Err(error) = state::write_text(&output, &crate::logging::redact(&text)) {
+                    if let Err(error) =
+                        state::write_text(&output, &crate::redact::redact(result_text))
+                    {
                         if let Some(full) = state::DiskFull::find(&output, &error) {
                             return Ok(self.stop_on_full_disk(cycle, phase, full, run));
                         }
@@ -1356,7 +1353,10 @@ impl PhaseExecutor for Daemon {
                         denials = run.permission_denials.len(), "phase finished");
                     return Ok(run);
                 }
-                Some(PhaseFailure::UsageLimit { resets_at, .. }) => {
+                PhaseOutcome::Failed {
+                    failure: PhaseFailure::UsageLimit { resets_at, .. },
+                    ..
+                } => {
                     let until = match resets_at {
                         Some(reset) => {
                             SystemTime::from(*reset) + self.config.agent.usage_limit_margin
@@ -1367,7 +1367,7 @@ impl PhaseExecutor for Daemon {
                     tracing::warn!(cycle, %phase, until = %rfc3339(until), "usage limit reached: waiting for the reset, then re-running the phase");
                     self.wait_until(until, "usage limit").await?;
                 }
-                Some(failure)
+                PhaseOutcome::Failed { failure, .. }
                     if failure.is_retryable() && attempt < self.config.agent.max_attempts =>
                 {
                     let delay = backoff::retry_delay(
@@ -1381,12 +1381,12 @@ impl PhaseExecutor for Daemon {
                     self.wait_until(SystemTime::now() + delay, "retry backoff")
                         .await?;
                 }
-                Some(failure) if failure.is_fatal() => {
+                PhaseOutcome::Failed { failure, .. } if failure.is_fatal() => {
                     tracing::error!(cycle, %phase, error = %failure, "phase failed; stopping: no retry can help until this is fixed");
                     self.fatal = Some(failure.to_string());
                     return Ok(run);
                 }
-                Some(failure) => {
+                PhaseOutcome::Failed { failure, .. } => {
                     tracing::error!(cycle, %phase, attempt, error = %failure, "phase failed");
                     return Ok(run);
                 }
@@ -1397,11 +1397,7 @@ impl PhaseExecutor for Daemon {
 
 fn failed_run(message: String, attempts: u32) -> PhaseRun {
     PhaseRun {
-        failure_kind: Some(PhaseFailure::ExecutionError {
-            detail: message.clone(),
-        }),
-        failure: Some(message),
-        result_text: None,
+        outcome: PhaseOutcome::could_not_run(message),
         session_id: None,
         cost_usd: 0.0,
         turns: 0,
@@ -1467,7 +1463,7 @@ fn redact_phases(phases: &mut [crate::state::PhaseRecord]) {
 }
 
 fn redact_text(text: &mut String) {
-    if let std::borrow::Cow::Owned(clean) = crate::logging::redact(text) {
+    if let std::borrow::Cow::Owned(clean) = crate::redact::redact(text) {
         *text = clean;
     }
 }

@@ -1,10 +1,10 @@
-//! The diff gates of DESIGN §14: the rules code-edit's work must pass before it
+//! The diff gates of docs/design.md §14: the rules code-edit's work must pass before it
 //! is verified — at most so many changed files and lines, no protected path
 //! touched, no credential added. A violation is typed and names the gate; the
 //! cycle rolls back with it as the reason.
 //!
 //! Pure: `git` provides the changed paths, their line counts and the added
-//! lines; the credential shapes come from [`crate::logging::credential_spans`].
+//! lines; the credential shapes come from [`crate::redact::credential_spans`].
 //! Nothing here reads files or logs, and a secret's value never leaves
 //! [`SecretScan::added_line`]: findings hold only the file and the line.
 
@@ -149,7 +149,7 @@ impl SecretScan {
             .is_some_and(|(in_found, in_path, last)| {
                 *in_found == found && in_path == path && line == last + 1
             });
-        let spans = crate::logging::credential_spans(&text);
+        let spans = crate::redact::credential_spans(&text);
         let lower = text.to_ascii_lowercase();
         if continues_block {
             self.key_block =

@@ -1,6 +1,6 @@
 //! The git safety net: typed, synchronous wrappers over git2 for the start
 //! checks, the per-cycle snapshot, progress measurement, commit, saved attempts
-//! and rollback (DESIGN §6).
+//! and rollback (docs/design.md §6).
 //!
 //! Every call blocks: the daemon runs them inside `spawn_blocking`. [`GitRepo`]
 //! holds only paths and is `Send + Sync + Clone`; each call opens its own
@@ -19,7 +19,7 @@
 //! followed by [`GitRepo::rollback`]. [`GitRepo::commit_rules`] reads which
 //! hooks and which signing the repository's config asks for.
 //!
-//! While a cycle runs the repository is the cycle's (DESIGN §14):
+//! While a cycle runs the repository is the cycle's (docs/design.md §14):
 //! [`GitRepo::trespasses`] finds what the agent may not do — leave or delete
 //! the cycle's branch, take commits off it (reset, amend, rebase), change a
 //! submodule — and the saved attempt and the rollback cover all of it: the

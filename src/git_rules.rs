@@ -92,7 +92,7 @@ pub(crate) fn hook_refusal(hook: &CheckResult) -> String {
         (false, Some(code)) => format!("exit {code}"),
         (false, None) => "could not start".to_owned(),
     };
-    let output = crate::logging::redact(supervise::tail_of(
+    let output = crate::redact::redact(crate::text::tail_bytes(
         hook.output_tail.trim(),
         REASON_TAIL_BYTES,
     ))
@@ -318,7 +318,7 @@ fn program_failed(signing: &Signing, finished: &supervise::Finished) -> String {
     );
     if !last.is_empty() {
         text.push_str(": ");
-        text.push_str(&crate::logging::redact(&last.join(" | ")));
+        text.push_str(&crate::redact::redact(&last.join(" | ")));
     }
     text
 }

@@ -20,7 +20,7 @@ use crate::phase::Phase;
 /// `ralph.toml` with every key commented out; a test keeps it equal to the defaults.
 pub(crate) const RALPH_TOML_TEMPLATE: &str = include_str!("../templates/ralph.toml");
 
-/// An example task list in the seed format of DESIGN §6.
+/// An example task list in the seed format of docs/design.md §6.
 pub(crate) const PRD_EXAMPLE: &str = include_str!("../templates/prd.json");
 
 /// An example of steering text.

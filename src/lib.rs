@@ -17,7 +17,9 @@
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
 //!   and which old cycles are compressed or deleted.
-//! - `logging`, `service`, `demo`: operations.
+//! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
+//!   secrets in everything logged or saved.
+//! - `text`: cutting a text to a size, on character boundaries.
 //! - `no_panic` (tests only): no state file content makes a reader panic.
 
 mod agent;
@@ -45,11 +47,13 @@ mod prd;
 mod prompt;
 mod reaper;
 mod record;
+mod redact;
 mod retention;
 mod service;
 mod state;
 mod status;
 mod supervise;
+mod text;
 mod watch;
 
 use std::ffi::OsString;

@@ -13,8 +13,7 @@
 //! a burst of 60 calls, after which one cell comes back every 60 s / 60 = 1 s; an
 //! idle bucket is full again after one minute. 1000 per hour is a burst of 1000, then
 //! one cell every 3.6 s. Because the steady rate comes on top of the burst, up to
-//! about twice the quota can pass in the first window after a long idle period
-//! (CRATES.md §4).
+//! about twice the quota can pass in the first window after a long idle period.
 //!
 //! # All or nothing
 //!
@@ -33,7 +32,7 @@
 //! hour, so the cap never drops a call that is still in the window), plus, for each
 //! bucket, the time at which it will be full again (GCRA's theoretical arrival
 //! time). [`Limiter::from_snapshot`] replays the calls into fresh buckets in time
-//! order, as in CRATES.md §4, ignoring calls older than one hour and calls in the
+//! order, ignoring calls older than one hour and calls in the
 //! future, then raises each bucket to its saved "full at" time (capped at one
 //! window from now, against clock skew).
 //!
@@ -50,8 +49,8 @@
 //!
 //! The governor clock counts nanoseconds since the Unix epoch, and both limiters are
 //! created at the epoch, so every call is measured on the same scale. (A limiter
-//! created at "now" before the replay would collapse old calls onto "now", the
-//! pitfall of CRATES.md §4.) A wall clock that steps backwards is held at the latest
+//! created at "now" before the replay would collapse old calls onto "now": a
+//! classic pitfall with governor's clocks.) A wall clock that steps backwards is held at the latest
 //! time seen: the limiter never goes back in time, and the step delays the next
 //! grant by at most its size.
 

@@ -524,9 +524,9 @@ proptest! {
         let _ = crate::blocks::parse_backtest_verdict(&text);
         let _ = crate::blocks::parse_report_block(&text);
         let _ = crate::blocks::idea_title(&text);
-        let _ = crate::agent::classify::parse_usage_limit(&text, jiff::Timestamp::now());
-        let _ = crate::agent::classify::parse_usage_limit(&text, jiff::Timestamp::MAX);
-        let _ = crate::logging::redact(&text);
+        let _ = crate::agent::usage_limit::parse_usage_limit(&text, jiff::Timestamp::now());
+        let _ = crate::agent::usage_limit::parse_usage_limit(&text, jiff::Timestamp::MAX);
+        let _ = crate::redact::redact(&text);
     }
 
     #[test]

@@ -529,10 +529,7 @@ fn keep_tail(text: &str, max_bytes: usize) -> Capped {
     if text.len() <= max_bytes {
         return Capped::whole(text.to_owned());
     }
-    let mut cut = text.len() - max_bytes;
-    while !text.is_char_boundary(cut) {
-        cut += 1;
-    }
+    let mut cut = text.len() - crate::text::tail_bytes(text, max_bytes).len();
     // Start on a whole line when a line boundary is near.
     if let Some(newline) = text[cut..].find('\n').filter(|&index| index < LINE_SLACK) {
         cut += newline + 1;
@@ -549,10 +546,7 @@ fn keep_head(text: &str, max_bytes: usize) -> Capped {
     if text.len() <= max_bytes {
         return Capped::whole(text.to_owned());
     }
-    let mut cut = max_bytes;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
+    let mut cut = crate::text::head_bytes(text, max_bytes).len();
     // End on a whole line when a line boundary is near.
     if let Some(newline) = text[..cut]
         .rfind('\n')

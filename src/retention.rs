@@ -1,4 +1,4 @@
-//! Keeps the disk use of `state/cycles/` bounded over weeks (DESIGN §14):
+//! Keeps the disk use of `state/cycles/` bounded over weeks (docs/design.md §14):
 //! the transcripts and phase texts of the newest `keep_cycles` cycles stay,
 //! those past the newest `compress_after` are gzip-compressed (`scan.jsonl`
 //! becomes `scan.jsonl.gz`), and older cycle directories are deleted, oldest

@@ -89,8 +89,7 @@ pub(crate) fn service_name(repo: &Path) -> String {
         }
     }
     let name = name.trim_matches(['-', '.']);
-    let name: String = name.chars().take(64).collect();
-    let name = name.trim_end_matches(['-', '.']);
+    let name = crate::text::head_chars(name, 64).trim_end_matches(['-', '.']);
     if name.is_empty() {
         "repo".to_owned()
     } else {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The release binary under test (cargo builds it for `cargo bench`);
 /// `$BENCH_RALPHD` overrides it (to compare two builds with one harness).
-pub fn ralphd_bin() -> PathBuf {
+pub(crate) fn ralphd_bin() -> PathBuf {
     std::env::var_os("BENCH_RALPHD").map_or_else(
         || PathBuf::from(env!("CARGO_BIN_EXE_ralphd")),
         PathBuf::from,
@@ -26,7 +26,7 @@ pub fn ralphd_bin() -> PathBuf {
 /// `false` when the binary was not started by `cargo bench` (which passes
 /// `--bench`): then the bench prints a hint and exits, so `cargo test
 /// --all-targets` never runs a benchmark.
-pub fn bench_mode(name: &str) -> bool {
+pub(crate) fn bench_mode(name: &str) -> bool {
     if std::env::args().any(|arg| arg == "--bench") {
         return true;
     }
@@ -35,7 +35,7 @@ pub fn bench_mode(name: &str) -> bool {
 }
 
 /// An environment variable read as a number, or `default`.
-pub fn env_number(key: &str, default: u64) -> u64 {
+pub(crate) fn env_number(key: &str, default: u64) -> u64 {
     std::env::var(key)
         .ok()
         .and_then(|value| value.trim().parse().ok())
@@ -43,14 +43,14 @@ pub fn env_number(key: &str, default: u64) -> u64 {
 }
 
 /// Where the temp worlds live: `$BENCH_DIR`, else the system temp dir.
-pub fn bench_root() -> PathBuf {
+pub(crate) fn bench_root() -> PathBuf {
     std::env::var_os("BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir)
 }
 
 /// What goes into `ralph.toml` besides the agent command.
-pub struct Settings {
+pub(crate) struct Settings {
     /// `[loop] sleep_between_iterations`.
     pub sleep: &'static str,
     pub per_minute: u32,
@@ -73,7 +73,7 @@ impl Default for Settings {
 
 /// One benchmark's world: `repo/` (a git repo with one commit), `home/`
 /// (ralph.toml) and `fake/` (the fake agent and what it records).
-pub struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     pub repo: PathBuf,
@@ -85,7 +85,7 @@ pub struct World {
 impl World {
     /// `agent_script` becomes `fake/agent` (mode 755); `settings` make
     /// `home/ralph.toml`.
-    pub fn new(agent_script: &str, settings: &Settings) -> World {
+    pub(crate) fn new(agent_script: &str, settings: &Settings) -> World {
         let dir = tempfile::Builder::new()
             .prefix("ralphd-bench-")
             .tempdir_in(bench_root())
@@ -125,7 +125,7 @@ impl World {
     }
 
     /// Writes `home/ralph.toml` from `settings`, `agent.command` = `fake/agent`.
-    pub fn config(&self, settings: &Settings) {
+    pub(crate) fn config(&self, settings: &Settings) {
         let text = format!(
             "[loop]\nsleep_between_iterations = \"{}\"\n\n[agent]\ncommand = \"{}\"\nstop_grace = \"2s\"\nmax_attempts = 1\n\n[rate_limit]\nrequests_per_minute = {}\nrequests_per_hour = {}\n\n{}\n",
             settings.sleep,
@@ -139,7 +139,7 @@ impl World {
 
     /// `ralphd run --repo R --home H <extra>`, output discarded, with the
     /// fake agent's directory in `BENCH_FAKE`.
-    pub fn ralphd(&self, extra: &[&str]) -> Command {
+    pub(crate) fn ralphd(&self, extra: &[&str]) -> Command {
         let mut command = Command::new(ralphd_bin());
         command
             .args(["run", "--repo"])
@@ -165,21 +165,21 @@ impl World {
     }
 
     /// Reads a JSON file under `home/state/`.
-    pub fn state_json(&self, name: &str) -> serde_json::Value {
+    pub(crate) fn state_json(&self, name: &str) -> serde_json::Value {
         let path = self.home.join("state").join(name);
         let bytes = fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
     /// `status.json`'s `waiting.reason`, if the daemon is waiting.
-    pub fn waiting_reason(&self) -> Option<String> {
+    pub(crate) fn waiting_reason(&self) -> Option<String> {
         let bytes = fs::read(self.home.join("state/status.json")).ok()?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         value["waiting"]["reason"].as_str().map(str::to_owned)
     }
 
     /// The outcomes recorded in progress.json, oldest first.
-    pub fn outcomes(&self) -> Vec<String> {
+    pub(crate) fn outcomes(&self) -> Vec<String> {
         self.state_json("progress.json")["cycles"]
             .as_array()
             .map(|cycles| {
@@ -191,7 +191,7 @@ impl World {
             .unwrap_or_default()
     }
 
-    pub fn commits(&self) -> usize {
+    pub(crate) fn commits(&self) -> usize {
         git(&self.repo, &["rev-list", "--count", "HEAD"])
             .trim()
             .parse()
@@ -199,7 +199,7 @@ impl World {
     }
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -216,7 +216,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// The phase answers of the instant fake agent: one `system/init` line and one
 /// `result` line per phase; code-edit appends a line to `work.txt`, backtest
 /// passes, report writes the report block. POSIX sh (dash): no fork at all.
-pub const INSTANT_AGENT: &str = r#"#!/bin/sh
+pub(crate) const INSTANT_AGENT: &str = r#"#!/bin/sh
 # Instant fake `claude` for ralphd's benchmarks: init line + result line.
 if [ "${1:-}" = "--version" ]; then echo "2.1.197 (Claude Code, bench fake)"; exit 0; fi
 case "${RALPH_PHASE:-scan}" in
@@ -231,10 +231,10 @@ printf '%s\n' '{"type":"result","subtype":"success","is_error":false,"api_error_
 "#;
 
 /// The five phase names, in cycle order.
-pub const PHASES: [&str; 5] = ["scan", "idea", "code-edit", "backtest", "report"];
+pub(crate) const PHASES: [&str; 5] = ["scan", "idea", "code-edit", "backtest", "report"];
 
 /// Exit status and resource usage of a waited child.
-pub struct Reaped {
+pub(crate) struct Reaped {
     pub code: Option<i32>,
     pub signal: Option<i32>,
     /// `ru_maxrss` in KiB: the peak RSS of the process or of the largest of
@@ -245,7 +245,7 @@ pub struct Reaped {
 }
 
 /// Waits for `child` with `wait4`, which also returns its resource usage.
-pub fn wait4(child: std::process::Child) -> Reaped {
+pub(crate) fn wait4(child: std::process::Child) -> Reaped {
     let pid = i32::try_from(child.id()).expect("pid fits");
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
@@ -276,7 +276,7 @@ pub fn wait4(child: std::process::Child) -> Reaped {
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`), in KiB.
-pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
@@ -285,7 +285,7 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 
 /// `utime + stime` of the whole process from `/proc/<pid>/stat`, in clock
 /// ticks (all threads, also those that exited).
-pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after_comm = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
@@ -294,7 +294,7 @@ pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// `sysconf(_SC_CLK_TCK)`.
-pub fn clock_ticks_per_second() -> u64 {
+pub(crate) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).unwrap_or(100)
@@ -302,7 +302,7 @@ pub fn clock_ticks_per_second() -> u64 {
 
 /// One thread of a process, as `/proc/<pid>/task/<tid>` shows it.
 #[derive(Clone, Debug)]
-pub struct ThreadSample {
+pub(crate) struct ThreadSample {
     pub tid: u32,
     pub name: String,
     /// Nanoseconds on a CPU (`schedstat`, first field).
@@ -312,7 +312,7 @@ pub struct ThreadSample {
 }
 
 /// Every thread of `pid` with its CPU time and context switches.
-pub fn threads(pid: u32) -> Vec<ThreadSample> {
+pub(crate) fn threads(pid: u32) -> Vec<ThreadSample> {
     let Ok(entries) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -350,7 +350,7 @@ pub fn threads(pid: u32) -> Vec<ThreadSample> {
 
 /// The change of each thread between two samples; threads born in between
 /// count from zero, threads that ended are left out.
-pub fn thread_deltas(before: &[ThreadSample], after: &[ThreadSample]) -> Vec<ThreadSample> {
+pub(crate) fn thread_deltas(before: &[ThreadSample], after: &[ThreadSample]) -> Vec<ThreadSample> {
     after
         .iter()
         .map(|now| {
@@ -367,14 +367,14 @@ pub fn thread_deltas(before: &[ThreadSample], after: &[ThreadSample]) -> Vec<Thr
 }
 
 /// Sends `signal` to `pid`.
-pub fn kill(pid: u32, signal: i32) {
+pub(crate) fn kill(pid: u32, signal: i32) {
     let pid = i32::try_from(pid).expect("pid fits");
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, signal) };
 }
 
 /// Polls `condition` every millisecond until it holds; panics after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -383,7 +383,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bo
 }
 
 /// Wall-clock seconds since the epoch (the clock of bash's `$EPOCHREALTIME`).
-pub fn epoch_seconds() -> f64 {
+pub(crate) fn epoch_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
@@ -391,7 +391,7 @@ pub fn epoch_seconds() -> f64 {
 }
 
 /// Reads a file holding one `$EPOCHREALTIME` value.
-pub fn read_epoch(path: &Path) -> f64 {
+pub(crate) fn read_epoch(path: &Path) -> f64 {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.trim()
         .replace(',', ".")
@@ -399,7 +399,7 @@ pub fn read_epoch(path: &Path) -> f64 {
         .unwrap_or_else(|e| panic!("{}: {text:?}: {e}", path.display()))
 }
 
-pub fn median(values: &[f64]) -> f64 {
+pub(crate) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     match sorted.len() {
@@ -410,7 +410,7 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 /// `median (min–max, n runs)` of `values`, each with `digits` decimals.
-pub fn summary(values: &[f64], digits: usize) -> String {
+pub(crate) fn summary(values: &[f64], digits: usize) -> String {
     let min = values.iter().copied().fold(f64::INFINITY, f64::min);
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!(
@@ -423,7 +423,7 @@ pub fn summary(values: &[f64], digits: usize) -> String {
 }
 
 /// One line about the machine and what else runs on it, for the report.
-pub fn machine_state() -> String {
+pub(crate) fn machine_state() -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let load = fs::read_to_string("/proc/loadavg")
         .ok()
@@ -503,7 +503,7 @@ fn cpu_busy_over_one_second() -> (f64, Vec<String>) {
 }
 
 /// The type of the filesystem holding `path` (longest mount-point prefix).
-pub fn filesystem_of(path: &Path) -> String {
+pub(crate) fn filesystem_of(path: &Path) -> String {
     let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
     let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
     mounts
@@ -519,7 +519,7 @@ pub fn filesystem_of(path: &Path) -> String {
 }
 
 /// Prints the bench's header.
-pub fn header(name: &str, what: &str) {
+pub(crate) fn header(name: &str, what: &str) {
     println!("== {name}: {what}");
     println!("   ralphd: {}", ralphd_bin().display());
     println!("   machine: {}", machine_state());

@@ -1,4 +1,4 @@
-//! The built-in offline agent (DESIGN §9): a small, deterministic, honest
+//! The built-in offline agent (docs/design.md §9): a small, deterministic, honest
 //! stand-in for `claude` used by `ralphd demo` and by users who want to see
 //! the loop before wiring the CLI. It answers each phase with real output,
 //! makes a real small edit during code-edit (one line appended to

@@ -383,27 +383,15 @@ impl StreamSummary {
     }
 }
 
-/// The last `limit` bytes of `text`, cut on a character boundary.
+/// The last `limit` bytes of `text` (see [`crate::text::tail_bytes`]), without copying.
 fn keep_tail(mut text: String, limit: usize) -> String {
-    if text.len() <= limit {
-        return text;
-    }
-    let mut start = text.len() - limit;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
+    let start = text.len() - crate::text::tail_bytes(&text, limit).len();
     text.drain(..start);
     text
 }
 
 fn excerpt(line: &str) -> String {
-    let mut chars = line.chars();
-    let head: String = chars.by_ref().take(EXCERPT_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
-    }
+    crate::text::head_chars_with_ellipsis(line, EXCERPT_CHARS)
 }
 
 /// Reads any JSON value and keeps it only if it has the expected type.

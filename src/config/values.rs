@@ -67,16 +67,8 @@ impl Input<'_> {
             Input::File { value, .. } => value.describe(),
             Input::Env { text, .. } => format!("{:?}", text.to_string_lossy()),
         };
-        truncate(described, 80)
+        crate::text::head_chars_with_ellipsis(&described, 80)
     }
-}
-
-fn truncate(text: String, max_chars: usize) -> String {
-    if text.chars().count() <= max_chars {
-        return text;
-    }
-    let kept: String = text.chars().take(max_chars).collect();
-    format!("{kept}…")
 }
 
 // Converters: each turns one layer's value into a typed value, or says what

@@ -19,8 +19,8 @@ use std::rc::Rc;
 
 use git2::Oid;
 
-use crate::agent::PhaseRun;
 use crate::agent::classify::PhaseFailure;
+use crate::agent::{PhaseOutcome, PhaseRun};
 use crate::checks::CheckResult;
 use crate::config::GateSettings;
 use crate::gates::Violation;
@@ -314,10 +314,18 @@ impl PhaseExecutor for Script {
             .map_or(0.25, |(_, usd)| *usd);
         let answer = self.answer_of(phase);
         self.repo.with(|repo| repo.phase_ran(phase));
-        let mut run = PhaseRun {
-            failure_kind: None,
-            failure: None,
-            result_text: None,
+        let outcome = match answer {
+            Answer::Text(result_text) => PhaseOutcome::Succeeded { result_text },
+            Answer::Failure(failure) => PhaseOutcome::Failed {
+                failure: PhaseFailure::ErrorResult {
+                    text: failure.clone(),
+                },
+                message: failure,
+            },
+            Answer::Stop(stop) => return Err(stop),
+        };
+        Ok(PhaseRun {
+            outcome,
             session_id: Some(format!("session-{phase}")),
             cost_usd,
             turns: 3,
@@ -325,18 +333,7 @@ impl PhaseExecutor for Script {
             duration: std::time::Duration::from_millis(1500),
             attempts: 1,
             cancelled: false,
-        };
-        match answer {
-            Answer::Text(text) => run.result_text = Some(text),
-            Answer::Failure(failure) => {
-                run.failure_kind = Some(PhaseFailure::ErrorResult {
-                    text: failure.clone(),
-                });
-                run.failure = Some(failure);
-            }
-            Answer::Stop(stop) => return Err(stop),
-        }
-        Ok(run)
+        })
     }
 
     async fn before_phase(&mut self, phase: Phase) -> Result<(), Stop> {

@@ -814,3 +814,46 @@ fn the_recorded_outcome_of_each_end() {
         assert_eq!(end.outcome(), outcome, "{end:?}");
     }
 }
+
+#[test]
+fn a_phase_run_is_recorded_as_ok_or_as_failed_with_its_message() {
+    use crate::agent::classify::PhaseFailure;
+    use crate::agent::{PhaseOutcome, PhaseRun};
+    let run = |outcome| PhaseRun {
+        outcome,
+        session_id: None,
+        cost_usd: 0.0,
+        turns: 0,
+        permission_denials: Vec::new(),
+        duration: std::time::Duration::ZERO,
+        attempts: 1,
+        cancelled: false,
+    };
+    for (outcome, status, error) in [
+        (
+            PhaseOutcome::Succeeded {
+                result_text: "scanned".to_owned(),
+            },
+            "ok",
+            None,
+        ),
+        (
+            PhaseOutcome::failed(PhaseFailure::MaxTurns { turns: Some(30) }),
+            "failed",
+            Some("the agent hit the turn limit (max_turns) after 30 turns"),
+        ),
+        (
+            PhaseOutcome::could_not_run("cannot run the agent command `claude`".to_owned()),
+            "failed",
+            Some("cannot run the agent command `claude`"),
+        ),
+    ] {
+        let record = serde_json::to_value(super::phase_record(Scan, &run(outcome))).unwrap();
+        assert_eq!(record["status"], status, "{record}");
+        assert_eq!(
+            record.get("error").and_then(|e| e.as_str()),
+            error,
+            "{record}"
+        );
+    }
+}

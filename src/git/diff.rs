@@ -324,14 +324,8 @@ fn status_letter(status: Delta) -> char {
     }
 }
 
-/// Cuts `text` to at most `max_bytes`, on a char boundary.
+/// Cuts `text` to at most `max_bytes`, keeping its beginning (see
+/// [`crate::text::head_bytes`]).
 fn truncate_at_char_boundary(text: &mut String, max_bytes: usize) {
-    if text.len() <= max_bytes {
-        return;
-    }
-    let mut cut = max_bytes;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
+    text.truncate(crate::text::head_bytes(text, max_bytes).len());
 }

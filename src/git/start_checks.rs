@@ -17,7 +17,7 @@ use crate::git::{GitError, GitRepo, Result, path_from_bytes};
 const HOME_DIRS: [&str; 3] = ["state", "archive", "logs"];
 
 /// A git operation left unfinished in the work tree. The daemon does not
-/// start inside one (DESIGN §14): its commits would land in the middle of it.
+/// start inside one (docs/design.md §14): its commits would land in the middle of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Operation {
     Merge,

@@ -1,5 +1,5 @@
-//! What the agent did to the repository that a cycle may not do (DESIGN
-//! §14): leave or delete the cycle's branch, take commits off it (reset,
+//! What the agent did to the repository that a cycle may not do
+//! (docs/design.md §14): leave or delete the cycle's branch, take commits off it (reset,
 //! amend, rebase), change a submodule ([`Trespass`],
 //! [`GitRepo::trespasses`]).
 
@@ -10,7 +10,7 @@ use crate::git::snapshot::Snapshot;
 use crate::git::{GitRepo, Result, short_hex};
 
 /// Something the agent did to the repository that a cycle may not do
-/// (DESIGN §14), found by [`GitRepo::trespasses`]. Its text is the reason the
+/// (docs/design.md §14), found by [`GitRepo::trespasses`]. Its text is the reason the
 /// cycle gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Trespass {

@@ -1,4 +1,4 @@
-//! Git's own rules apply to ralphd's commits (DESIGN §14): the repository's
+//! Git's own rules apply to ralphd's commits (docs/design.md §14): the repository's
 //! `pre-commit` and `commit-msg` hooks run, and `commit.gpgsign` is honoured or
 //! refused at start-up.
 

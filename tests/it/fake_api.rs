@@ -4,7 +4,7 @@
 //! so plain `#[test]` functions that spawn processes can use it; dropping the [`FakeApi`]
 //! stops it. Point the CLI at it with `ANTHROPIC_BASE_URL` (see `real_cli::CliEnv`).
 //!
-//! What it speaks (see `../shared/CLAUDE_CLI.md` §6): `HEAD /` and any other path are
+//! What it speaks (the requests the pinned CLI of `.ci/install-claude` sends): `HEAD /` and any other path are
 //! answered harmlessly (200 for `/`, 404 elsewhere, `count_tokens` gets a small number);
 //! every `POST /v1/messages` is recorded as a [`RecordedRequest`] and answered with the
 //! next [`Step`] of the [`Script`]: SSE with `event:` lines when the request has
@@ -87,14 +87,14 @@ const DEFAULT_USAGE: Usage = Usage {
 
 /// The `usage` of one answer; the CLI computes `total_cost_usd` from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
 }
 
 /// One content block of a scripted assistant message.
 #[derive(Clone, Debug)]
-pub enum Block {
+pub(crate) enum Block {
     /// A text block, sent as one `text_delta` per part.
     Text(Vec<String>),
     /// A tool call; `{cwd}` in string values of `input` becomes the CLI's working directory.
@@ -103,7 +103,7 @@ pub enum Block {
 
 /// Where a [`Step::StreamError`] breaks the stream, and what CLI 2.1.197 then does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BreakAt {
+pub(crate) enum BreakAt {
     /// The error is the first event: the CLI retries the request, streaming again
     /// (no `api_retry` line).
     First,
@@ -133,7 +133,7 @@ impl BreakAt {
 
 /// What the fake does with one `POST /v1/messages`.
 #[derive(Clone, Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// A normal answer (SSE or JSON, following the request's `stream` flag).
     /// `stop_reason` is `tool_use` when a block is a tool call, else `end_turn`.
     Reply {
@@ -167,19 +167,19 @@ pub enum Step {
 
 impl Step {
     /// A text answer in one delta.
-    pub fn text(text: impl Into<String>) -> Step {
+    pub(crate) fn text(text: impl Into<String>) -> Step {
         Step::text_deltas([text.into()])
     }
 
     /// A text answer split across several `text_delta` events (e.g. a split marker).
-    pub fn text_deltas<S: Into<String>>(parts: impl IntoIterator<Item = S>) -> Step {
+    pub(crate) fn text_deltas<S: Into<String>>(parts: impl IntoIterator<Item = S>) -> Step {
         Step::reply(vec![Block::Text(
             parts.into_iter().map(Into::into).collect(),
         )])
     }
 
     /// A single tool call, e.g. `Step::tool_use("Write", json!({"file_path": "{cwd}/f"}))`.
-    pub fn tool_use(name: impl Into<String>, input: Value) -> Step {
+    pub(crate) fn tool_use(name: impl Into<String>, input: Value) -> Step {
         Step::reply(vec![Block::ToolUse {
             name: name.into(),
             input,
@@ -187,7 +187,7 @@ impl Step {
     }
 
     /// An answer made of arbitrary blocks.
-    pub fn reply(blocks: Vec<Block>) -> Step {
+    pub(crate) fn reply(blocks: Vec<Block>) -> Step {
         Step::Reply {
             blocks,
             usage: DEFAULT_USAGE,
@@ -196,7 +196,11 @@ impl Step {
     }
 
     /// An HTTP error answer.
-    pub fn error(status: u16, error_type: impl Into<String>, message: impl Into<String>) -> Step {
+    pub(crate) fn error(
+        status: u16,
+        error_type: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Step {
         Step::Error {
             status,
             error_type: error_type.into(),
@@ -206,17 +210,17 @@ impl Step {
     }
 
     /// 429 `rate_limit_error` with `retry-after: 0` (an API-key rate limit; retried by the CLI).
-    pub fn rate_limited() -> Step {
+    pub(crate) fn rate_limited() -> Step {
         Step::error(429, "rate_limit_error", "fake rate limit").with_header("retry-after", "0")
     }
 
     /// 529 `overloaded_error` (retried by the CLI; drives `--fallback-model` after 3).
-    pub fn overloaded() -> Step {
+    pub(crate) fn overloaded() -> Step {
         Step::error(529, "overloaded_error", "Overloaded")
     }
 
     /// 401 `authentication_error`.
-    pub fn unauthorized() -> Step {
+    pub(crate) fn unauthorized() -> Step {
         Step::error(401, "authentication_error", "invalid x-api-key")
     }
 
@@ -224,7 +228,7 @@ impl Step {
     /// `-reset: <resets_at>` (epoch seconds) and `-representative-claim: five_hour`.
     /// Only meaningful with `CLAUDE_CODE_OAUTH_TOKEN`; the CLI then emits a
     /// `rate_limit_event` with `status: "rejected"` and `resetsAt`.
-    pub fn usage_limit(resets_at: u64) -> Step {
+    pub(crate) fn usage_limit(resets_at: u64) -> Step {
         Step::error(429, "rate_limit_error", "usage limit reached")
             .with_header("anthropic-ratelimit-unified-status", "rejected")
             .with_header("anthropic-ratelimit-unified-reset", &resets_at.to_string())
@@ -236,12 +240,12 @@ impl Step {
 
     /// A mid-stream `event: error` (`overloaded_error`) right after `content_block_start`:
     /// the CLI asks the same turn again with `"stream": false`.
-    pub fn stream_error() -> Step {
+    pub(crate) fn stream_error() -> Step {
         Step::stream_error_at(BreakAt::AfterBlockStart)
     }
 
     /// A mid-stream `event: error` (`overloaded_error`) at `at`.
-    pub fn stream_error_at(at: BreakAt) -> Step {
+    pub(crate) fn stream_error_at(at: BreakAt) -> Step {
         Step::StreamError {
             at,
             error_type: "overloaded_error".to_owned(),
@@ -250,12 +254,12 @@ impl Step {
     }
 
     /// `step`, answered after `delay`.
-    pub fn delayed(delay: Duration, step: Step) -> Step {
+    pub(crate) fn delayed(delay: Duration, step: Step) -> Step {
         Step::Delay(delay, Box::new(step))
     }
 
     /// Adds a response header to a `Reply` or `Error` (inside a `Delay` too).
-    pub fn with_header(mut self, name: &str, value: &str) -> Step {
+    pub(crate) fn with_header(mut self, name: &str, value: &str) -> Step {
         match &mut self {
             Step::Reply { headers, .. } | Step::Error { headers, .. } => {
                 headers.push((name.to_owned(), value.to_owned()));
@@ -272,7 +276,7 @@ impl Step {
     }
 
     /// Sets the `usage` of a `Reply` (e.g. large numbers for `--max-budget-usd` tests).
-    pub fn with_usage(mut self, input_tokens: u64, output_tokens: u64) -> Step {
+    pub(crate) fn with_usage(mut self, input_tokens: u64, output_tokens: u64) -> Step {
         match &mut self {
             Step::Reply { usage, .. } => {
                 *usage = Usage {
@@ -286,7 +290,7 @@ impl Step {
     }
 
     /// Appends a tool call to a `Reply` (a text block, then a tool_use, in one message).
-    pub fn then_tool_use(mut self, name: impl Into<String>, input: Value) -> Step {
+    pub(crate) fn then_tool_use(mut self, name: impl Into<String>, input: Value) -> Step {
         match &mut self {
             Step::Reply { blocks, .. } => blocks.push(Block::ToolUse {
                 name: name.into(),
@@ -307,13 +311,13 @@ impl Step {
 }
 
 /// Decides the [`Step`] for each recorded `POST /v1/messages`.
-pub struct Script {
+pub(crate) struct Script {
     respond: Box<dyn Fn(&RecordedRequest) -> Step + Send + Sync>,
 }
 
 impl Script {
     /// Each CLI session (`X-Claude-Code-Session-Id`) walks `steps` from the start.
-    pub fn per_session(steps: impl IntoIterator<Item = Step>) -> Script {
+    pub(crate) fn per_session(steps: impl IntoIterator<Item = Step>) -> Script {
         let steps: Vec<Step> = steps.into_iter().collect();
         Script::responder(move |request| {
             steps
@@ -324,7 +328,7 @@ impl Script {
     }
 
     /// All requests share one list, in arrival order.
-    pub fn global(steps: impl IntoIterator<Item = Step>) -> Script {
+    pub(crate) fn global(steps: impl IntoIterator<Item = Step>) -> Script {
         let steps: Vec<Step> = steps.into_iter().collect();
         Script::responder(move |request| {
             steps
@@ -335,7 +339,9 @@ impl Script {
     }
 
     /// Answers with whatever `respond` returns for the recorded request.
-    pub fn responder(respond: impl Fn(&RecordedRequest) -> Step + Send + Sync + 'static) -> Script {
+    pub(crate) fn responder(
+        respond: impl Fn(&RecordedRequest) -> Step + Send + Sync + 'static,
+    ) -> Script {
         Script {
             respond: Box::new(respond),
         }
@@ -344,7 +350,7 @@ impl Script {
 
 /// A `tool_result` block of the last user message.
 #[derive(Clone, Debug)]
-pub struct ToolResult {
+pub(crate) struct ToolResult {
     pub tool_use_id: String,
     /// The content as text (text blocks joined with `\n` when it is a list).
     pub content: String,
@@ -353,7 +359,7 @@ pub struct ToolResult {
 
 /// One `POST /v1/messages`, as the CLI sent it.
 #[derive(Clone, Debug)]
-pub struct RecordedRequest {
+pub(crate) struct RecordedRequest {
     /// Index among all message requests (0-based).
     pub seq: usize,
     /// Index among the message requests of the same session (0-based).
@@ -386,13 +392,13 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     /// A header by lower-case name.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
 
 /// The running fake; dropping it stops the server.
-pub struct FakeApi {
+pub(crate) struct FakeApi {
     addr: std::net::SocketAddr,
     shared: Arc<Shared>,
     /// Dropping (or sending on) this ends the server's runtime, hanging requests included.
@@ -419,7 +425,7 @@ struct Log {
 
 impl FakeApi {
     /// Binds 127.0.0.1:0 and serves `script` on a background thread.
-    pub fn start(script: Script) -> FakeApi {
+    pub(crate) fn start(script: Script) -> FakeApi {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         listener.set_nonblocking(true).expect("set_nonblocking");
         let addr = listener.local_addr().expect("local_addr");
@@ -462,22 +468,26 @@ impl FakeApi {
     }
 
     /// `http://127.0.0.1:<port>`, for `ANTHROPIC_BASE_URL`.
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Every `POST /v1/messages` so far, in arrival order.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.log.lock().unwrap().requests.clone()
     }
 
     /// The other requests so far, as `"METHOD /path"` (e.g. the `HEAD /` probe).
-    pub fn other_requests(&self) -> Vec<String> {
+    pub(crate) fn other_requests(&self) -> Vec<String> {
         self.shared.log.lock().unwrap().others.clone()
     }
 
     /// Blocks until `done(requests)` holds or `timeout` passes; returns whether it held.
-    pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[RecordedRequest]) -> bool) -> bool {
+    pub(crate) fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[RecordedRequest]) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         let mut log = self.shared.log.lock().unwrap();
         loop {
@@ -683,7 +693,7 @@ fn message_text(message: &Value) -> String {
 }
 
 /// The path after "Primary working directory:" on its line, if the text has one.
-pub fn primary_working_directory(text: &str) -> Option<PathBuf> {
+pub(crate) fn primary_working_directory(text: &str) -> Option<PathBuf> {
     const LABEL: &str = "Primary working directory:";
     let start = text.find(LABEL)? + LABEL.len();
     let line = text[start..].lines().next().unwrap_or_default().trim();
@@ -691,7 +701,7 @@ pub fn primary_working_directory(text: &str) -> Option<PathBuf> {
 }
 
 /// Replaces `{cwd}` in every string value (not keys) of `value`.
-pub fn substitute_cwd(value: &Value, cwd: &str) -> Value {
+pub(crate) fn substitute_cwd(value: &Value, cwd: &str) -> Value {
     match value {
         Value::String(text) => Value::String(text.replace("{cwd}", cwd)),
         Value::Array(items) => Value::Array(items.iter().map(|v| substitute_cwd(v, cwd)).collect()),

@@ -1,4 +1,4 @@
-//! The diff gates of DESIGN §14 through the binary: each one rolls the cycle
+//! The diff gates of docs/design.md §14 through the binary: each one rolls the cycle
 //! back with the gate named as the reason, saves the attempt, and never lets
 //! the change reach the branch.
 

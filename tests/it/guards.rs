@@ -1,4 +1,4 @@
-//! The guards through the built binary (DESIGN §4 usage limits and API
+//! The guards through the built binary (docs/design.md §4 usage limits and API
 //! errors, §7 guards): usage-limit waits, API retries, auth failures, the
 //! circuit breaker, the budget and the rate limiter that survives restarts.
 

@@ -1,4 +1,4 @@
-//! The disk use of a home (DESIGN §14): transcripts capped per phase run,
+//! The disk use of a home (docs/design.md §14): transcripts capped per phase run,
 //! nothing ralphd writes under the home carries a secret, old cycles
 //! compressed then deleted, and a full disk reported as a full disk.
 

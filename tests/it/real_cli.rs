@@ -28,26 +28,26 @@ use serde_json::{Value, json};
 use crate::fake_api::{BreakAt, FakeApi, Script, Step};
 
 /// The variable naming the CLI executable.
-pub const REAL_CLAUDE_VAR: &str = "RALPHD_REAL_CLAUDE";
+pub(crate) const REAL_CLAUDE_VAR: &str = "RALPHD_REAL_CLAUDE";
 
 /// A fake API key; any string works with the fake.
-pub const FAKE_API_KEY: &str = "sk-ant-api03-fake-000";
+pub(crate) const FAKE_API_KEY: &str = "sk-ant-api03-fake-000";
 
 /// A fake subscriber token (`CLAUDE_CODE_OAUTH_TOKEN`).
-pub const FAKE_OAUTH_TOKEN: &str = "sk-ant-oat01-fake-000";
+pub(crate) const FAKE_OAUTH_TOKEN: &str = "sk-ant-oat01-fake-000";
 
 /// The wall-clock limit for one smoke run; runs take about a second.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
 /// The installed CLI.
-pub struct RealClaude {
+pub(crate) struct RealClaude {
     pub path: PathBuf,
 }
 
 impl RealClaude {
     /// The CLI named by `RALPHD_REAL_CLAUDE`. The tests were compiled because it
     /// was set at build time; it must still be set when they run.
-    pub fn from_env() -> RealClaude {
+    pub(crate) fn from_env() -> RealClaude {
         let path = std::env::var_os(REAL_CLAUDE_VAR).filter(|p| !p.is_empty());
         let Some(path) = path else {
             panic!(
@@ -68,7 +68,7 @@ impl RealClaude {
     /// Runs `claude -p --output-format stream-json --verbose <args>` in `workdir`, with
     /// `prompt` on stdin (then closed) and the environment of `env`. Kills the process
     /// group and panics if it takes longer than a minute.
-    pub fn run(&self, workdir: &Path, env: &CliEnv, args: &[&str], prompt: &str) -> CliRun {
+    pub(crate) fn run(&self, workdir: &Path, env: &CliEnv, args: &[&str], prompt: &str) -> CliRun {
         let mut command = Command::new(&self.path);
         command
             .args(["-p", "--output-format", "stream-json", "--verbose"])
@@ -85,7 +85,7 @@ impl RealClaude {
 
 /// Which credentials the CLI gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// `ANTHROPIC_API_KEY` (sent as `x-api-key`).
     ApiKey,
     /// `CLAUDE_CODE_OAUTH_TOKEN` (subscriber mode: `rate_limit_event`s, usage limits).
@@ -94,7 +94,7 @@ pub enum Auth {
 
 /// The environment that keeps the CLI offline and isolated, pointed at a [`FakeApi`].
 #[derive(Clone, Debug)]
-pub struct CliEnv {
+pub(crate) struct CliEnv {
     pub base_url: String,
     pub auth: Auth,
     /// `CLAUDE_CONFIG_DIR`: transcripts, `.claude.json`, session ids live here.
@@ -111,7 +111,7 @@ pub struct CliEnv {
 
 impl CliEnv {
     /// API-key auth, 1 retry, 20 s per request; config and home under `dir` (created).
-    pub fn new(api: &FakeApi, dir: &Path) -> CliEnv {
+    pub(crate) fn new(api: &FakeApi, dir: &Path) -> CliEnv {
         let config_dir = dir.join("claude-config");
         let home = dir.join("home");
         std::fs::create_dir_all(&config_dir).expect("create CLAUDE_CONFIG_DIR");
@@ -127,28 +127,28 @@ impl CliEnv {
         }
     }
 
-    pub fn auth(mut self, auth: Auth) -> CliEnv {
+    pub(crate) fn auth(mut self, auth: Auth) -> CliEnv {
         self.auth = auth;
         self
     }
 
-    pub fn max_retries(mut self, max_retries: u32) -> CliEnv {
+    pub(crate) fn max_retries(mut self, max_retries: u32) -> CliEnv {
         self.max_retries = max_retries;
         self
     }
 
-    pub fn api_timeout(mut self, api_timeout: Duration) -> CliEnv {
+    pub(crate) fn api_timeout(mut self, api_timeout: Duration) -> CliEnv {
         self.api_timeout = api_timeout;
         self
     }
 
-    pub fn var(mut self, name: &str, value: &str) -> CliEnv {
+    pub(crate) fn var(mut self, name: &str, value: &str) -> CliEnv {
         self.extra.push((name.to_owned(), value.to_owned()));
         self
     }
 
     /// The variables, without the inherited `PATH`.
-    pub fn vars(&self) -> Vec<(String, String)> {
+    pub(crate) fn vars(&self) -> Vec<(String, String)> {
         let (auth_var, token) = match self.auth {
             Auth::ApiKey => ("ANTHROPIC_API_KEY", FAKE_API_KEY),
             Auth::OAuth => ("CLAUDE_CODE_OAUTH_TOKEN", FAKE_OAUTH_TOKEN),
@@ -185,7 +185,7 @@ impl CliEnv {
 
     /// Clears `command`'s environment, keeps `PATH` (and `SHELL`, `TZ` when set: the
     /// Bash tool and the "resets <time>" text use them) and sets [`CliEnv::vars`].
-    pub fn apply(&self, command: &mut Command) {
+    pub(crate) fn apply(&self, command: &mut Command) {
         command.env_clear();
         for name in ["PATH", "SHELL", "TZ"] {
             if let Some(value) = std::env::var_os(name) {
@@ -198,7 +198,7 @@ impl CliEnv {
 
 /// The outcome of one CLI run.
 #[derive(Debug)]
-pub struct CliRun {
+pub(crate) struct CliRun {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -209,7 +209,7 @@ pub struct CliRun {
 
 impl CliRun {
     /// The final `result` event; panics with the whole output when there is none.
-    pub fn result(&self) -> &Value {
+    pub(crate) fn result(&self) -> &Value {
         self.events
             .iter()
             .rev()
@@ -218,12 +218,12 @@ impl CliRun {
     }
 
     /// The result text (`""` when absent).
-    pub fn result_text(&self) -> &str {
+    pub(crate) fn result_text(&self) -> &str {
         self.result()["result"].as_str().unwrap_or_default()
     }
 
     /// Events with this `type` (and this `subtype`, if given).
-    pub fn events_of(&self, kind: &str, subtype: Option<&str>) -> Vec<&Value> {
+    pub(crate) fn events_of(&self, kind: &str, subtype: Option<&str>) -> Vec<&Value> {
         self.events
             .iter()
             .filter(|e| e["type"] == kind && subtype.is_none_or(|s| e["subtype"] == s))
@@ -244,7 +244,7 @@ impl std::fmt::Display for CliRun {
 /// Spawns `command` (stdin, stdout and stderr piped, in its own process group), writes
 /// `input` and closes stdin, reads both outputs concurrently, and waits for the exit by
 /// polling until `limit`; past it, kills the group and panics.
-pub fn run_to_end(mut command: Command, input: &str, limit: Duration) -> CliRun {
+pub(crate) fn run_to_end(mut command: Command, input: &str, limit: Duration) -> CliRun {
     let started = Instant::now();
     let mut child = command.spawn().expect("spawn the CLI");
     let mut stdin = child.stdin.take().expect("piped stdin");

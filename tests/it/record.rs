@@ -216,16 +216,14 @@ fn completion_ends_with_a_final_line_and_the_reason() {
     assert_contains(last_line, "the agent declared completion");
 }
 
-/// The log line `exit <code>: …` of a run; with `last`, it must be the last
-/// log line.
+/// The last log line of a run that says `exit <code>: …`.
 #[track_caller]
 fn final_line(outcome: &Outcome, code: i32) -> String {
     let prefix = format!("exit {code}: ");
     outcome
         .stderr
         .lines()
-        .filter(|line| line.contains(&prefix))
-        .last()
+        .rfind(|line| line.contains(&prefix))
         .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{}", outcome.stderr))
         .to_owned()
 }

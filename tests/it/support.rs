@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const MARKER: &str = "<promise>COMPLETE</promise>";
+pub(crate) const MARKER: &str = "<promise>COMPLETE</promise>";
 
 /// One test's world: `repo/`, `home/`, `fake/` (the fake agent's script and logs).
-pub struct World {
+pub(crate) struct World {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     pub repo: PathBuf,
@@ -24,7 +24,7 @@ pub struct World {
 impl World {
     /// A repo with one commit (`README.md`), an empty home, default config
     /// tuned for tests (no sleeps, millisecond timeouts).
-    pub fn new() -> World {
+    pub(crate) fn new() -> World {
         let world = World::without_repo();
         std::fs::create_dir_all(&world.repo).unwrap();
         git(&world.repo, &["init", "-q", "-b", "main"]);
@@ -33,7 +33,7 @@ impl World {
         world
     }
 
-    pub fn without_repo() -> World {
+    pub(crate) fn without_repo() -> World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().canonicalize().unwrap();
         let world = World {
@@ -50,7 +50,7 @@ impl World {
     }
 
     /// Writes `home/ralph.toml`: the test defaults plus `extra` (TOML).
-    pub fn config(&self, extra: &str) {
+    pub(crate) fn config(&self, extra: &str) {
         let agent = fake_claude_path();
         let text = format!(
             "[loop]\nsleep_between_iterations = \"0s\"\n\n[agent]\ncommand = \"{}\"\nphase_timeout = \"30s\"\nidle_timeout = \"20s\"\nstop_grace = \"300ms\"\nretry_base_delay = \"10ms\"\nretry_max_delay = \"50ms\"\nusage_limit_margin = \"0s\"\n{extra}\n",
@@ -59,17 +59,17 @@ impl World {
         std::fs::write(self.home.join("ralph.toml"), text).unwrap();
     }
 
-    pub fn write_repo(&self, name: &str, content: &str) {
+    pub(crate) fn write_repo(&self, name: &str, content: &str) {
         let path = self.repo.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
     }
 
-    pub fn read_repo(&self, name: &str) -> Option<String> {
+    pub(crate) fn read_repo(&self, name: &str) -> Option<String> {
         std::fs::read_to_string(self.repo.join(name)).ok()
     }
 
-    pub fn commit_all(&self, message: &str) {
+    pub(crate) fn commit_all(&self, message: &str) {
         git(&self.repo, &["add", "-A"]);
         git(
             &self.repo,
@@ -87,7 +87,7 @@ impl World {
     }
 
     /// The fake agent prints `lines` for `phase` (every call, or call `n`).
-    pub fn reply(&self, phase: &str, call: Option<u32>, lines: &[String]) {
+    pub(crate) fn reply(&self, phase: &str, call: Option<u32>, lines: &[String]) {
         let name = match call {
             Some(n) => format!("{phase}.{n}.jsonl"),
             None => format!("{phase}.jsonl"),
@@ -96,7 +96,7 @@ impl World {
     }
 
     /// Shell code the fake agent sources before printing, in the repo as cwd.
-    pub fn script(&self, phase: &str, call: Option<u32>, shell: &str) {
+    pub(crate) fn script(&self, phase: &str, call: Option<u32>, shell: &str) {
         let name = match call {
             Some(n) => format!("{phase}.{n}.sh"),
             None => format!("{phase}.sh"),
@@ -104,21 +104,21 @@ impl World {
         std::fs::write(self.fake.join(name), shell).unwrap();
     }
 
-    pub fn calls(&self, phase: &str) -> u32 {
+    pub(crate) fn calls(&self, phase: &str) -> u32 {
         std::fs::read_to_string(self.fake.join(format!("count.{phase}")))
             .map(|text| text.trim().parse().unwrap())
             .unwrap_or(0)
     }
 
-    pub fn stdin_of(&self, phase: &str, call: u32) -> String {
+    pub(crate) fn stdin_of(&self, phase: &str, call: u32) -> String {
         std::fs::read_to_string(self.fake.join(format!("stdin.{phase}.{call}"))).unwrap()
     }
 
-    pub fn calls_log(&self) -> String {
+    pub(crate) fn calls_log(&self) -> String {
         std::fs::read_to_string(self.fake.join("calls.log")).unwrap_or_default()
     }
 
-    pub fn ralphd(&self) -> RalphdCommand {
+    pub(crate) fn ralphd(&self) -> RalphdCommand {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ralphd"));
         command
             .env("FAKE_CLAUDE_DIR", &self.fake)
@@ -134,7 +134,7 @@ impl World {
     }
 
     /// `ralphd run --repo R --home H <extra args>`.
-    pub fn run(&self, extra: &[&str]) -> Outcome {
+    pub(crate) fn run(&self, extra: &[&str]) -> Outcome {
         let mut command = self.ralphd();
         command
             .args(["run", "--repo"])
@@ -146,7 +146,7 @@ impl World {
     }
 
     /// Starts `ralphd run --repo R --home H <extra args>` in the background.
-    pub fn start(&self, extra: &[&str]) -> Running {
+    pub(crate) fn start(&self, extra: &[&str]) -> Running {
         let mut command = self.ralphd();
         command
             .args(["run", "--repo"])
@@ -157,11 +157,11 @@ impl World {
         command.spawn()
     }
 
-    pub fn progress(&self) -> Value {
+    pub(crate) fn progress(&self) -> Value {
         read_json(&self.home.join("state/progress.json"))
     }
 
-    pub fn outcomes(&self) -> Vec<String> {
+    pub(crate) fn outcomes(&self) -> Vec<String> {
         self.progress()["cycles"]
             .as_array()
             .unwrap()
@@ -170,22 +170,22 @@ impl World {
             .collect()
     }
 
-    pub fn git_log(&self) -> Vec<String> {
+    pub(crate) fn git_log(&self) -> Vec<String> {
         let text = git(&self.repo, &["log", "--format=%s"]);
         text.lines().map(str::to_owned).collect()
     }
 
-    pub fn git_status(&self) -> String {
+    pub(crate) fn git_status(&self) -> String {
         git(&self.repo, &["status", "--porcelain"])
     }
 }
 
-pub struct RalphdCommand {
+pub(crate) struct RalphdCommand {
     pub command: Command,
 }
 
 impl RalphdCommand {
-    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    pub(crate) fn args<I, S>(&mut self, args: I) -> &mut Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
@@ -193,21 +193,21 @@ impl RalphdCommand {
         self.command.args(args);
         self
     }
-    pub fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+    pub(crate) fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Self {
         self.command.arg(arg);
         self
     }
-    pub fn env(&mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> &mut Self {
+    pub(crate) fn env(&mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> &mut Self {
         self.command.env(key, value);
         self
     }
-    pub fn output(&mut self) -> Outcome {
+    pub(crate) fn output(&mut self) -> Outcome {
         let output = self.command.output().expect("ralphd runs");
         Outcome::from(output)
     }
 
     /// Starts ralphd in the background (stdin null, stdout and stderr captured).
-    pub fn spawn(&mut self) -> Running {
+    pub(crate) fn spawn(&mut self) -> Running {
         let mut child = self
             .command
             .stdin(Stdio::null())
@@ -226,27 +226,27 @@ impl RalphdCommand {
 }
 
 /// A ralphd started with [`RalphdCommand::spawn`]; killed (SIGKILL) if dropped unfinished.
-pub struct Running {
+pub(crate) struct Running {
     child: Option<Child>,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
 }
 
 impl Running {
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         let child = self.child.as_ref().expect("still running");
         i32::try_from(child.id()).expect("pid fits i32")
     }
 
     /// Sends `signal` (e.g. `libc::SIGTERM`) to ralphd itself.
-    pub fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
         let rc = unsafe { libc::kill(self.pid(), signal) };
         assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
     }
 
     /// Waits up to `limit` for ralphd to exit; `None` if it is still running then.
-    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<Outcome> {
+    pub(crate) fn wait_for_exit(&mut self, limit: Duration) -> Option<Outcome> {
         let child = self.child.as_mut().expect("still running");
         let mut status = None;
         poll_until(limit, || {
@@ -259,7 +259,7 @@ impl Running {
     }
 
     /// Kills ralphd (SIGKILL) and returns what it printed so far.
-    pub fn kill(&mut self) -> Outcome {
+    pub(crate) fn kill(&mut self) -> Outcome {
         let mut child = self.child.take().expect("still running");
         let _ = child.kill();
         let status = child.wait().expect("reap ralphd");
@@ -303,7 +303,7 @@ fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
 }
 
 /// Checks `done` every 20 ms until it holds (true) or `limit` has passed (false).
-pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if done() {
@@ -318,7 +318,7 @@ pub fn poll_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// A live process seen in `/proc`.
 #[derive(Clone, Debug)]
-pub struct ProcInfo {
+pub(crate) struct ProcInfo {
     pub pid: i32,
     /// The arguments, joined with spaces.
     pub cmdline: String,
@@ -328,7 +328,7 @@ pub struct ProcInfo {
 }
 
 /// Every process in `/proc` (Linux) except zombies, with its command line and cwd.
-pub fn processes() -> Vec<ProcInfo> {
+pub(crate) fn processes() -> Vec<ProcInfo> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -360,7 +360,7 @@ pub fn processes() -> Vec<ProcInfo> {
 }
 
 /// Live processes whose command line contains `needle` (e.g. `"sleep 300.123"`).
-pub fn processes_running(needle: &str) -> Vec<ProcInfo> {
+pub(crate) fn processes_running(needle: &str) -> Vec<ProcInfo> {
     processes()
         .into_iter()
         .filter(|p| p.cmdline.contains(needle))
@@ -369,7 +369,7 @@ pub fn processes_running(needle: &str) -> Vec<ProcInfo> {
 
 /// Live processes whose working directory lies under `dir`.
 #[cfg_attr(not(real_claude), allow(dead_code))] // Used by real_loop.rs only.
-pub fn processes_under(dir: &Path) -> Vec<ProcInfo> {
+pub(crate) fn processes_under(dir: &Path) -> Vec<ProcInfo> {
     processes()
         .into_iter()
         .filter(|p| p.cwd.as_deref().is_some_and(|cwd| cwd.starts_with(dir)))
@@ -378,7 +378,7 @@ pub fn processes_under(dir: &Path) -> Vec<ProcInfo> {
 
 /// What a finished `ralphd` printed and returned.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -396,7 +396,7 @@ impl From<Output> for Outcome {
 
 impl Outcome {
     #[track_caller]
-    pub fn assert_code(&self, code: i32) -> &Self {
+    pub(crate) fn assert_code(&self, code: i32) -> &Self {
         assert_eq!(
             self.code, code,
             "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
@@ -406,11 +406,11 @@ impl Outcome {
     }
 }
 
-pub fn fake_claude_path() -> PathBuf {
+pub(crate) fn fake_claude_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-claude")
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -424,7 +424,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-pub fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     let bytes = std::fs::read(path)
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
     serde_json::from_slice(&bytes)
@@ -432,12 +432,12 @@ pub fn read_json(path: &Path) -> Value {
 }
 
 /// A `system/init` line.
-pub fn init_line() -> String {
+pub(crate) fn init_line() -> String {
     json!({"type": "system", "subtype": "init", "session_id": "s-1", "model": "fake"}).to_string()
 }
 
 /// A successful `result` line with `text`.
-pub fn result_line(text: &str) -> String {
+pub(crate) fn result_line(text: &str) -> String {
     json!({"type": "result", "subtype": "success", "is_error": false, "api_error_status": null,
         "num_turns": 2, "result": text, "session_id": "s-1", "total_cost_usd": 0.02,
         "permission_denials": []})
@@ -445,18 +445,18 @@ pub fn result_line(text: &str) -> String {
 }
 
 /// An error `result` line as the CLI prints it for API errors.
-pub fn error_result_line(status: Option<u16>, text: &str) -> String {
+pub(crate) fn error_result_line(status: Option<u16>, text: &str) -> String {
     json!({"type": "result", "subtype": "success", "is_error": true, "api_error_status": status,
         "num_turns": 1, "result": text, "session_id": "s-1", "total_cost_usd": 0.0})
     .to_string()
 }
 
 /// A successful phase answer: init + result.
-pub fn answer(text: &str) -> Vec<String> {
+pub(crate) fn answer(text: &str) -> Vec<String> {
     vec![init_line(), result_line(text)]
 }
 
-pub fn verdict(pass: bool, reason: &str) -> String {
+pub(crate) fn verdict(pass: bool, reason: &str) -> String {
     format!(
         "Judged.\n\n```json\n{}\n```",
         json!({"verdict": if pass { "pass" } else { "fail" }, "reason": reason})

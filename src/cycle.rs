@@ -85,6 +85,9 @@ pub(crate) trait PhaseExecutor {
     fn run_hooks(&self) -> bool;
     /// `[gates] secret_scan`: whether saved attempts are scanned and masked.
     fn secret_scan(&self) -> bool;
+    /// The stop signal received (`SIGTERM`, `SIGINT`), if one was: it names
+    /// what interrupted the cycle in its reason.
+    fn stop_signal(&self) -> Option<&'static str>;
     /// Runs one of the repository's git hooks in the work tree, with
     /// `GIT_INDEX_FILE` = `index_file` (see `git_rules::run_hook`); `None`
     /// when cancelled.
@@ -875,7 +878,8 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         let error = self.report.error.clone();
         let mut reason = match end {
             CycleEnd::Interrupted { committed: false } => {
-                format!("interrupted by a stop signal (SIGINT/SIGTERM) during {running}")
+                let signal = self.executor.stop_signal().unwrap_or("a stop signal");
+                format!("interrupted by {signal} during {running}")
             }
             CycleEnd::Halted {
                 reason,

@@ -81,6 +81,9 @@ pub(crate) struct Signals {
     pub(crate) shutdown: CancellationToken,
     /// Bumped on SIGHUP: reload ralph.toml at the next phase boundary.
     pub(crate) reload: watch::Receiver<u64>,
+    /// The name of the stop signal received (`SIGTERM`, `SIGINT`), set
+    /// before `shutdown` is cancelled.
+    pub(crate) received: Arc<std::sync::OnceLock<&'static str>>,
 }
 
 /// Shared with the heartbeat task, which rewrites it periodically.
@@ -1230,6 +1233,10 @@ impl PhaseExecutor for Daemon {
 
     fn secret_scan(&self) -> bool {
         self.config.gates.secret_scan
+    }
+
+    fn stop_signal(&self) -> Option<&'static str> {
+        self.signals.received.get().copied()
     }
 
     async fn run_git_hook(

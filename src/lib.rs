@@ -212,6 +212,8 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut hangup = signal(SignalKind::hangup())?;
         let signal_token = shutdown.clone();
+        let received = std::sync::Arc::new(std::sync::OnceLock::new());
+        let signal_name = received.clone();
         tokio::spawn(async move {
             loop {
                 let name = tokio::select! {
@@ -231,10 +233,16 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
                     std::process::exit(130);
                 }
                 tracing::warn!(signal = name, "stopping: the current phase is stopped and the cycle recorded as interrupted");
+                // Only the first stop signal names the interruption.
+                let _ = signal_name.set(name);
                 signal_token.cancel();
             }
         });
-        let exit = daemon::run(config, Signals { shutdown, reload: reload_rx }).await;
+        let exit = daemon::run(config, Signals {
+                shutdown,
+                reload: reload_rx,
+                received,
+            }).await;
         Ok::<_, anyhow::Error>(exit)
     })?
     .inspect(|&exit| log_final_line(exit))

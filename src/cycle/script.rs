@@ -376,6 +376,10 @@ impl PhaseExecutor for Script {
         self.secret_scan
     }
 
+    fn stop_signal(&self) -> Option<&'static str> {
+        None
+    }
+
     async fn run_git_hook(
         &mut self,
         _hook: PathBuf,

@@ -35,6 +35,10 @@ fn a_failing_pre_commit_hook_rolls_the_cycle_back_with_its_output_as_the_reason(
         error.contains("pre-commit") && error.contains("lint: work.txt is not formatted"),
         "{error}"
     );
+    assert_eq!(cycle["verdict"]["decided_by"], "hook");
+    assert_eq!(cycle["verdict"]["pass"], false);
+    assert_eq!(cycle["verdict"]["agent_verdict"], "pass");
+    assert_eq!(cycle["reason"].as_str(), Some(error));
     assert_eq!(cycle["attempt_ref"], "refs/ralph/attempts/1");
     assert_eq!(world.git_log(), ["initial"]);
     assert_eq!(world.git_status(), "");

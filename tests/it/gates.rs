@@ -13,6 +13,14 @@ fn assert_gated(world: &World, gate: &str) -> String {
     let cycle = &world.progress()["cycles"][0];
     let error = cycle["error"].as_str().unwrap_or_default().to_owned();
     assert!(error.contains(gate), "the reason names {gate}: {error}");
+    let reason = cycle["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with(&format!("gate {gate}: ")),
+        "the record's reason names the gate: {reason}"
+    );
+    assert_eq!(cycle["verdict"]["decided_by"], "gate");
+    assert_eq!(cycle["verdict"]["pass"], false);
+    assert_eq!(cycle["verdict"]["agent_verdict"], serde_json::Value::Null);
     assert_eq!(cycle["attempt_ref"], "refs/ralph/attempts/1");
     assert_eq!(world.git_log()[0], "initial", "nothing reached the branch");
     assert_eq!(world.git_status(), "", "the tree is back to the start");

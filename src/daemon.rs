@@ -15,12 +15,12 @@
 mod branch;
 mod main_loop;
 mod phase_runs;
+mod records;
 mod recovery;
 mod reload;
 mod start;
 mod status_board;
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result};
@@ -32,7 +32,7 @@ use crate::breaker::{Breaker, BreakerSnapshot};
 use crate::config::Config;
 use crate::git::{GitError, GitRepo};
 use crate::limiter::Limiter;
-use crate::state::{self, HomePaths, InFlight, InstanceLock, Progress, RepoLock};
+use crate::state::{self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock};
 use crate::watch::HeadWatcher;
 
 use self::status_board::StatusBoard;
@@ -98,46 +98,71 @@ fn rfc3339(time: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-/// Everything the loop holds.
+/// Everything the loop holds, in named parts.
 pub(crate) struct Daemon {
     config: Config,
     paths: HomePaths,
     signals: Signals,
-    /// Holds the flock on `state/ralphd.lock` until the process ends.
-    _lock: InstanceLock,
-    /// Holds the flock on `ralphd.lock` in the repository's git dir.
-    _repo_lock: RepoLock,
-    limiter: Limiter,
-    breaker: Breaker,
-    progress: Progress,
-    prd: Option<Value>,
-    status: StatusBoard,
-    branch: String,
-    /// Costs of phase runs in this cycle that are not yet in progress.json.
-    unrecorded_cost_usd: f64,
-    rng: fastrand::Rng,
+    /// Held until the process ends, never read.
+    _locks: HeldLocks,
+    guards: Guards,
+    records: HomeRecords,
+    board: StatusBoard,
     /// The repository (paths only; each operation opens it on a blocking thread).
     repo: GitRepo,
-    /// Wakes waits when `.git/HEAD` moves (a hint; the branch is re-read at
-    /// every phase anyway). The watcher lives as long as this field.
-    head_watch: Option<(HeadWatcher, watch::Receiver<u64>)>,
-    in_flight: Option<InFlight>,
+    checkout: Checkout,
+    /// The random source of the retries' backoff jitter.
+    rng: fastrand::Rng,
     /// Set when a phase failed in a way no retry or later cycle can fix
     /// (credentials, a refused command line): the run stops after this cycle.
     fatal: Option<String>,
     /// Set when a write under the home found its disk full: the run stops
     /// (exit 2) once the cycle is recorded, without feeding the breaker.
     disk_full: Option<String>,
-    /// The archive made during the running cycle: (branch left, archive
-    /// directory, that branch's progress). A rollback that puts HEAD back on
-    /// that branch undoes it instead of archiving again.
-    archived_this_cycle: Option<(String, std::path::PathBuf, Progress)>,
-    /// Wakes the heartbeat task to write a changed status.
-    status_changed: Arc<tokio::sync::Notify>,
     /// What was warned about in this cycle (a file that is not UTF-8, a
     /// prompt part cut by its cap): prompts are rendered for every phase, the
     /// warning is given once per cycle.
     warned_this_cycle: std::collections::HashSet<String>,
+}
+
+/// The single-instance locks, released when the process ends.
+struct HeldLocks {
+    /// The flock on `state/ralphd.lock`: one daemon per home.
+    _home: InstanceLock,
+    /// The flock on `ralphd.lock` in the repository's git dir: one daemon
+    /// per work tree.
+    _repo: RepoLock,
+}
+
+/// The guards that decide whether the next call may go: rebuilt from their
+/// files at start-up, saved after each cycle, re-read on SIGHUP.
+struct Guards {
+    limiter: Limiter,
+    breaker: Breaker,
+}
+
+/// What the daemon remembers of the home between writes: progress.json,
+/// prd.json and the in-flight cycle.
+struct HomeRecords {
+    progress: Progress,
+    /// prd.json as read last (re-read before each use).
+    prd: Option<Value>,
+    /// The running cycle's in-flight.json; `None` between cycles.
+    in_flight: Option<InFlight>,
+    /// Costs of phase runs in this cycle that are not yet in progress.json.
+    unrecorded_cost_usd: f64,
+}
+
+/// The branch the daemon works on and what watches it.
+struct Checkout {
+    branch: String,
+    /// Wakes waits when `.git/HEAD` moves (a hint; the branch is re-read at
+    /// every phase anyway). The watcher lives as long as this field.
+    head_watch: Option<(HeadWatcher, watch::Receiver<u64>)>,
+    /// The archive made during the running cycle: (branch left, archive
+    /// directory, that branch's progress). A rollback that puts HEAD back on
+    /// that branch undoes it instead of archiving again.
+    archived_this_cycle: Option<(String, std::path::PathBuf, Progress)>,
 }
 
 /// Runs the daemon until it has a reason to exit.
@@ -155,7 +180,7 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
         .map_err(name_full_disk)?;
     let exit = daemon.main_loop().await.map_err(name_full_disk);
     daemon.set_status(|status| {
-        status.state = "stopped".to_owned();
+        status.state = DaemonState::Stopped;
         status.phase = None;
         status.waiting = None;
         status.exit = Some(match &exit {

@@ -8,7 +8,7 @@ use crate::state::{self};
 use crate::watch::HeadWatcher;
 
 use super::Daemon;
-use super::main_loop::fresh_progress;
+use super::records::fresh_progress;
 
 impl Daemon {
     /// Archives progress.json and prd.json when the branch changed since the
@@ -19,6 +19,7 @@ impl Daemon {
         // doing (DESIGN §14): the cycle saves and undoes it after the phase
         // run; it is no branch change of the user's to archive.
         if let Some(start) = self
+            .records
             .in_flight
             .as_ref()
             .and_then(|flight| flight.start.as_ref())
@@ -41,16 +42,21 @@ impl Daemon {
             Some(last)
                 if last != current
                     && self
+                        .checkout
                         .archived_this_cycle
                         .as_ref()
                         .is_some_and(|(left, ..)| *left == current) =>
             {
                 // The cycle's own switch was undone (its rollback put HEAD
                 // back): the branch goes on with its history, not afresh.
-                let (_, dir, progress) = self.archived_this_cycle.take().expect("checked above");
+                let (_, dir, progress) = self
+                    .checkout
+                    .archived_this_cycle
+                    .take()
+                    .expect("checked above");
                 tracing::info!(from = %last, to = %current, "back on the cycle's branch: its progress is restored from the archive just made");
-                self.progress = progress;
-                state::save_json(&self.paths.progress(), &self.progress)?;
+                self.records.progress = progress;
+                state::save_json(&self.paths.progress(), &self.records.progress)?;
                 state::write_last_branch(&self.paths, &current)?;
                 if let Err(error) = std::fs::remove_dir_all(&dir) {
                     tracing::warn!(%error, archive = %dir.display(), "cannot remove the archive that was undone");
@@ -79,17 +85,17 @@ impl Daemon {
                     ],
                 )?;
                 tracing::info!(from = %last, to = %current, archive = %dir.display(), "branch changed: progress archived, starting fresh");
-                let left = std::mem::replace(&mut self.progress, fresh_progress(&current));
-                if self.in_flight.is_some() {
-                    self.archived_this_cycle = Some((last, dir, left));
+                let left = std::mem::replace(&mut self.records.progress, fresh_progress(&current));
+                if self.records.in_flight.is_some() {
+                    self.checkout.archived_this_cycle = Some((last, dir, left));
                 }
-                state::save_json(&self.paths.progress(), &self.progress)?;
+                state::save_json(&self.paths.progress(), &self.records.progress)?;
                 state::write_last_branch(&self.paths, &current)?;
             }
             Some(_) => {}
             None => state::write_last_branch(&self.paths, &current)?,
         }
-        self.branch = current.clone();
+        self.checkout.branch = current.clone();
         self.set_status(|status| status.branch = current);
         Ok(())
     }

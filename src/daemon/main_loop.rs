@@ -11,9 +11,11 @@ use crate::cycle::{self, CycleEnd, CycleInput, CycleReport, Stop};
 use crate::prd;
 use crate::prompt::StoryBrief;
 use crate::retention::{self, Retention};
-use crate::state::{self, CycleRecord, InFlight, Outcome, Progress, VERSION, Waiting};
+use crate::state::{self, CycleRecord, DaemonState, InFlight, Outcome, Progress, VERSION, Waiting};
 
 use super::branch::head_moved;
+use super::records::{human_report, recent_learnings, redact_report};
+use super::status_board::breaker_reasons;
 use super::{Daemon, RunExit, UsageError, now_rfc3339, rfc3339};
 
 impl Daemon {
@@ -33,7 +35,7 @@ impl Daemon {
                 tracing::warn!(%reason, "halting: budget exhausted");
                 return Ok(RunExit::Halted);
             }
-            match self.breaker.admit(SystemTime::now()) {
+            match self.guards.breaker.admit(SystemTime::now()) {
                 Admission::Go => {}
                 Admission::Probe => {
                     tracing::info!("circuit breaker half-open: running a probe cycle")
@@ -44,7 +46,7 @@ impl Daemon {
                         tracing::warn!(until = %rfc3339(until), "circuit breaker is open and halt_on_open = true: halting");
                         return Ok(RunExit::Halted);
                     }
-                    tracing::warn!(until = %rfc3339(until), reasons = %self.breaker_reasons(), "circuit breaker open: waiting");
+                    tracing::warn!(until = %rfc3339(until), reasons = %breaker_reasons(&self.guards.breaker), "circuit breaker open: waiting");
                     if self
                         .wait_until(until, "circuit breaker open")
                         .await
@@ -71,7 +73,7 @@ impl Daemon {
             };
             let now = SystemTime::now();
             match outcome {
-                Outcome::Committed | Outcome::Complete => self.breaker.record_success(),
+                Outcome::Committed | Outcome::Complete => self.guards.breaker.record_success(),
                 Outcome::Interrupted => {}
                 Outcome::Failed | Outcome::NoChanges | Outcome::RolledBack => {
                     let reason = format!(
@@ -83,7 +85,7 @@ impl Daemon {
                             .map(|e| format!(" ({e})"))
                             .unwrap_or_default()
                     );
-                    if let Some(opened) = self.breaker.record_failure(now, &reason) {
+                    if let Some(opened) = self.guards.breaker.record_failure(now, &reason) {
                         tracing::warn!(until = %rfc3339(opened.until), %reason, "circuit breaker opened");
                         if self.config.breaker.halt_on_open {
                             self.save_guards()?;
@@ -118,14 +120,7 @@ impl Daemon {
     }
 
     pub(super) fn next_cycle_number(&self) -> u64 {
-        let recorded = self
-            .progress
-            .cycles
-            .iter()
-            .map(|record| record.cycle)
-            .max()
-            .unwrap_or(0);
-        recorded.max(self.paths.highest_cycle_dir()) + 1
+        cycle_after(&self.records.progress, self.paths.highest_cycle_dir())
     }
 
     pub(super) async fn run_cycle(&mut self, cycle: u64) -> Result<(CycleEnd, CycleReport)> {
@@ -135,16 +130,16 @@ impl Daemon {
             version: VERSION,
             cycle,
             started_at: started_at.clone(),
-            branch: self.branch.clone(),
+            branch: self.checkout.branch.clone(),
             ..InFlight::default()
         };
         state::save_json(&self.paths.in_flight(), &in_flight)?;
-        self.in_flight = Some(in_flight);
-        self.archived_this_cycle = None;
+        self.records.in_flight = Some(in_flight);
+        self.checkout.archived_this_cycle = None;
         self.warned_this_cycle.clear();
         self.set_status(|status| {
             status.cycle = Some(cycle);
-            status.state = "running".to_owned();
+            status.state = DaemonState::Running;
         });
         // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!("cycle {cycle}"))]);
@@ -153,9 +148,9 @@ impl Daemon {
         let input = CycleInput {
             cycle,
             repo: self.config.repo.clone(),
-            branch: self.branch.clone(),
-            learnings: recent_learnings(&self.progress, 15),
-            patterns: self.progress.patterns.clone(),
+            branch: self.checkout.branch.clone(),
+            learnings: recent_learnings(&self.records.progress, 15),
+            patterns: self.records.progress.patterns.clone(),
             open_stories: self.open_stories(),
             auto_commit: self.config.git.auto_commit,
             checks_configured: !self.config.backtest.checks.is_empty(),
@@ -163,7 +158,7 @@ impl Daemon {
             home: self.config.home.clone(),
             gates: self.config.gates.clone(),
         };
-        tracing::info!(cycle, branch = %self.branch, "cycle started");
+        tracing::info!(cycle, branch = %self.checkout.branch, "cycle started");
         let (end, mut report) = cycle::run(&input, self)
             .instrument(tracing::info_span!("cycle", cycle))
             .await;
@@ -180,43 +175,33 @@ impl Daemon {
         {
             self.mark_story_passed(cycle, story);
         }
-        let record = CycleRecord {
+        let record = CycleRecord::from_report(
             cycle,
-            cycle_id: cycle_id(cycle),
             started_at,
-            ended_at: now_rfc3339(),
-            duration_seconds: cycle::seconds(started.elapsed()),
-            phases_completed: report.phases_completed.clone(),
-            phases: report.phases.clone(),
+            started.elapsed(),
             outcome,
-            commit: report.commit.clone(),
-            attempt_ref: report.attempt_ref.clone(),
-            success: matches!(outcome, Outcome::Committed | Outcome::Complete),
-            cost_usd: report.cost_usd,
-            output: report.summary.clone(),
-            learnings: report.learnings.clone(),
-            title: report.title.clone(),
-            error: report.error.clone(),
-        };
-        self.progress.total_cost_usd += self.unrecorded_cost_usd;
-        self.unrecorded_cost_usd = 0.0;
+            &report,
+            jiff::Timestamp::now(),
+        );
+        self.records.progress.total_cost_usd += self.records.unrecorded_cost_usd;
+        self.records.unrecorded_cost_usd = 0.0;
         for pattern in &report.patterns {
-            if !self.progress.patterns.contains(pattern) {
-                self.progress.patterns.push(pattern.clone());
+            if !self.records.progress.patterns.contains(pattern) {
+                self.records.progress.patterns.push(pattern.clone());
             }
         }
-        self.progress.cycles.push(record.clone());
-        state::save_json(&self.paths.progress(), &self.progress)?;
+        self.records.progress.cycles.push(record.clone());
+        state::save_json(&self.paths.progress(), &self.records.progress)?;
         state::write_text(
             &self.paths.cycle_dir(cycle).join("report.md"),
             &human_report(&record, &report),
         )?;
         state::clear_in_flight(&self.paths)?;
-        self.in_flight = None;
+        self.records.in_flight = None;
         if !self.signals.shutdown.is_cancelled() {
             self.prune_cycles().await;
         }
-        let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
+        let spent = self.records.progress.total_cost_usd + self.records.unrecorded_cost_usd;
         self.set_status(|status| {
             status.phase = None;
             status.phase_started_at = None;
@@ -238,7 +223,7 @@ impl Daemon {
     pub(super) fn mark_story_passed(&mut self, cycle: u64, story: &str) {
         // Re-read first: the user may have edited prd.json during the cycle.
         let readable = self.reload_prd();
-        let marked = match self.prd.as_mut() {
+        let marked = match self.records.prd.as_mut() {
             Some(prd) if readable => prd::mark_passed(&self.paths.prd(), prd, story),
             _ => Ok(false),
         };
@@ -266,7 +251,11 @@ impl Daemon {
             compress_after: self.config.state.compress_after,
         };
         let dir = self.paths.cycles_dir();
-        let in_flight = self.in_flight.as_ref().map(|in_flight| in_flight.cycle);
+        let in_flight = self
+            .records
+            .in_flight
+            .as_ref()
+            .map(|in_flight| in_flight.cycle);
         let shutdown = self.signals.shutdown.clone();
         let pruned = match tokio::task::spawn_blocking(move || {
             retention::apply(&dir, retention, in_flight, || shutdown.is_cancelled())
@@ -298,7 +287,7 @@ impl Daemon {
     pub(super) fn reload_prd(&mut self) -> bool {
         match prd::load(&self.paths.prd()) {
             Ok(prd) => {
-                self.prd = prd;
+                self.records.prd = prd;
                 true
             }
             Err(error) => {
@@ -309,7 +298,8 @@ impl Daemon {
     }
 
     pub(super) fn open_stories(&self) -> Vec<StoryBrief> {
-        self.prd
+        self.records
+            .prd
             .as_ref()
             .map(prd::open_stories)
             .unwrap_or_default()
@@ -328,7 +318,7 @@ impl Daemon {
     pub(super) async fn wait_until(&mut self, until: SystemTime, reason: &str) -> Result<(), Stop> {
         let duration = until.duration_since(SystemTime::now()).unwrap_or_default();
         self.set_status(|status| {
-            status.state = "waiting".to_owned();
+            status.state = DaemonState::Waiting;
             status.waiting = Some(Waiting {
                 reason: reason.to_owned(),
                 until: rfc3339(until),
@@ -339,7 +329,7 @@ impl Daemon {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break Ok(()),
                 () = self.signals.shutdown.cancelled() => break Err(Stop::Cancelled),
-                () = head_moved(&mut self.head_watch) => {
+                () = head_moved(&mut self.checkout.head_watch) => {
                     if let Err(error) = self.check_branch().await {
                         tracing::error!(error = %format!("{error:#}"), "branch check failed");
                     }
@@ -347,108 +337,77 @@ impl Daemon {
             }
         };
         self.set_status(|status| {
-            status.state = "running".to_owned();
+            status.state = DaemonState::Running;
             status.waiting = None;
         });
         result
     }
 }
 
-pub(super) fn fresh_progress(branch: &str) -> Progress {
-    Progress {
-        version: VERSION,
-        branch: branch.to_owned(),
-        start_time: now_rfc3339(),
-        ..Progress::default()
-    }
-}
-
-pub(super) fn cycle_id(cycle: u64) -> String {
-    format!("cycle_{cycle}_{}", jiff::Timestamp::now().as_second())
-}
-
-pub(super) fn recent_learnings(progress: &Progress, limit: usize) -> Vec<String> {
-    let all: Vec<String> = progress
+/// The next cycle's number: one past the highest recorded in progress.json
+/// and the highest with a directory under `state/cycles/` (a cycle may have
+/// left its directory without its record, and progress.json starts afresh
+/// on a new branch), so no cycle ever reuses another's directory.
+fn cycle_after(progress: &Progress, highest_cycle_dir: u64) -> u64 {
+    let recorded = progress
         .cycles
         .iter()
-        .flat_map(|record| record.learnings.iter().cloned())
-        .collect();
-    all[all.len().saturating_sub(limit)..].to_vec()
+        .map(|record| record.cycle)
+        .max()
+        .unwrap_or(0);
+    recorded.max(highest_cycle_dir) + 1
 }
 
-/// Agent text reaches progress.json, report.md, status.json and the
-/// breaker's reasons through the report: it is redacted once, here, as the
-/// logs are (and in `save_in_flight` for in-flight.json).
-pub(super) fn redact_report(report: &mut CycleReport) {
-    redact_text(&mut report.summary);
-    report.learnings.iter_mut().for_each(redact_text);
-    report.patterns.iter_mut().for_each(redact_text);
-    report
-        .outputs
-        .iter_mut()
-        .for_each(|(_, text)| redact_text(text));
-    report.title.iter_mut().for_each(redact_text);
-    report.error.iter_mut().for_each(redact_text);
-    redact_phases(&mut report.phases);
-}
+#[cfg(test)]
+mod tests {
+    use super::cycle_after;
+    use crate::state::{CycleRecord, Outcome, Progress};
 
-/// The failure texts and permission denials of phase records.
-pub(super) fn redact_phases(phases: &mut [crate::state::PhaseRecord]) {
-    for phase in phases {
-        phase.error.iter_mut().for_each(redact_text);
-        phase.permission_denials.iter_mut().for_each(redact_text);
-    }
-}
-
-pub(super) fn redact_text(text: &mut String) {
-    if let std::borrow::Cow::Owned(clean) = crate::logging::redact(text) {
-        *text = clean;
-    }
-}
-
-/// The human report of a cycle: `state/cycles/<n>/report.md`.
-pub(super) fn human_report(record: &CycleRecord, report: &CycleReport) -> String {
-    let mut text = format!(
-        "# Cycle {} — {}\n\n- outcome: **{}**\n- title: {}\n- duration: {:.1}s\n- cost: ${:.4}\n",
-        record.cycle,
-        record.started_at,
-        record.outcome.name(),
-        record.title.as_deref().unwrap_or("-"),
-        record.duration_seconds,
-        record.cost_usd,
-    );
-    if let Some(commit) = &record.commit {
-        text.push_str(&format!("- commit: `{commit}`\n"));
-    }
-    if let Some(attempt) = &record.attempt_ref {
-        text.push_str(&format!(
-            "- saved attempt: `{attempt}` (inspect with `git show {attempt}`)\n"
-        ));
-    }
-    if let Some(error) = &record.error {
-        text.push_str(&format!("- problem: {error}\n"));
-    }
-    text.push_str(
-        "\n## Phases\n\n| phase | status | duration | cost | turns |\n|---|---|---|---|---|\n",
-    );
-    for phase in &record.phases {
-        text.push_str(&format!(
-            "| {} | {} | {:.1}s | ${:.4} | {} |\n",
-            phase.phase,
-            phase.status,
-            phase.duration_ms as f64 / 1000.0,
-            phase.cost_usd,
-            phase.turns
-        ));
-    }
-    if !report.summary.is_empty() {
-        text.push_str(&format!("\n## Summary\n\n{}\n", report.summary));
-    }
-    if !record.learnings.is_empty() {
-        text.push_str("\n## Learnings\n\n");
-        for learning in &record.learnings {
-            text.push_str(&format!("- {learning}\n"));
+    fn progress_with_cycles(cycles: &[u64]) -> Progress {
+        Progress {
+            cycles: cycles
+                .iter()
+                .map(|&cycle| CycleRecord {
+                    cycle,
+                    cycle_id: format!("cycle_{cycle}_0"),
+                    started_at: String::new(),
+                    ended_at: String::new(),
+                    duration_seconds: 0.0,
+                    phases_completed: Vec::new(),
+                    phases: Vec::new(),
+                    outcome: Outcome::NoChanges,
+                    commit: None,
+                    attempt_ref: None,
+                    success: false,
+                    cost_usd: 0.0,
+                    output: String::new(),
+                    learnings: Vec::new(),
+                    title: None,
+                    error: None,
+                })
+                .collect(),
+            ..Progress::default()
         }
     }
-    text
+
+    #[test]
+    fn a_cycle_number_is_never_reused_neither_from_progress_nor_from_a_directory() {
+        // (recorded cycles, highest directory under state/cycles/, next cycle)
+        let table: &[(&[u64], u64, u64)] = &[
+            (&[], 0, 1),
+            (&[1, 2, 3], 3, 4),
+            (&[3, 1, 2], 0, 4),
+            // A fresh progress after a branch change: the directories go on.
+            (&[], 7, 8),
+            // A cycle that died before its record left its directory.
+            (&[1, 2], 3, 4),
+        ];
+        for &(recorded, highest_dir, next) in table {
+            assert_eq!(
+                cycle_after(&progress_with_cycles(recorded), highest_dir),
+                next,
+                "recorded {recorded:?}, highest directory {highest_dir}"
+            );
+        }
+    }
 }

@@ -19,23 +19,24 @@ use crate::phase::Phase;
 use crate::prompt::{self, PromptContext};
 use crate::state::{self, Durability, InFlight};
 
-use super::main_loop::{redact_phases, redact_text};
+use super::records::{redact_phases, redact_text};
 use super::{Daemon, now_rfc3339, rfc3339};
 
 impl Daemon {
+    /// Why no more money may be spent, when `[budget] max_cost_usd` is
+    /// reached (the phase runs of the running cycle count too).
     pub(super) fn budget_exhausted(&self) -> Option<String> {
-        let max = self.config.budget.max_cost_usd?;
-        let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
-        (spent >= max).then(|| format!("spent ${spent:.2} of max_cost_usd ${max:.2}"))
+        let spent = self.records.progress.total_cost_usd + self.records.unrecorded_cost_usd;
+        over_budget(spent, self.config.budget.max_cost_usd)
     }
 
     pub(super) async fn wait_for_limiter(&mut self) -> Result<(), Stop> {
         loop {
-            match self.limiter.try_acquire(SystemTime::now()) {
+            match self.guards.limiter.try_acquire(SystemTime::now()) {
                 Ok(()) => {
                     if let Err(error) = state::save_json_with(
                         &self.paths.limiter(),
-                        &self.limiter.snapshot(),
+                        &self.guards.limiter.snapshot(),
                         Durability::ProcessDeath,
                     ) {
                         tracing::warn!(error = %format!("{error:#}"), "cannot write limiter.json");
@@ -119,7 +120,7 @@ impl PhaseExecutor for Daemon {
         rollback_point: Option<&crate::git::Snapshot>,
         report: &CycleReport,
     ) {
-        let Some(in_flight) = self.in_flight.as_mut() else {
+        let Some(in_flight) = self.records.in_flight.as_mut() else {
             return;
         };
         let mut updated = InFlight {
@@ -326,8 +327,8 @@ impl PhaseExecutor for Daemon {
                 }
             };
             total_cost += run.cost_usd;
-            self.unrecorded_cost_usd += run.cost_usd;
-            let spent = self.progress.total_cost_usd + self.unrecorded_cost_usd;
+            self.records.unrecorded_cost_usd += run.cost_usd;
+            let spent = self.records.progress.total_cost_usd + self.records.unrecorded_cost_usd;
             self.set_status(|status| status.spent_usd = spent);
             run.cost_usd = total_cost;
             run.attempts = attempt;
@@ -427,5 +428,30 @@ pub(super) async fn sweep_descendants() {
         }
         tracing::debug!(count = signalled, "killed processes left over by the phase");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Why `spent` is too much under the cap `max` (none: no cap), in words.
+fn over_budget(spent: f64, max: Option<f64>) -> Option<String> {
+    let max = max?;
+    (spent >= max).then(|| format!("spent ${spent:.2} of max_cost_usd ${max:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::over_budget;
+
+    #[test]
+    fn the_budget_halts_once_the_spending_reaches_the_cap() {
+        assert_eq!(over_budget(1_000.0, None), None);
+        assert_eq!(over_budget(4.99, Some(5.0)), None);
+        assert_eq!(
+            over_budget(5.0, Some(5.0)).as_deref(),
+            Some("spent $5.00 of max_cost_usd $5.00")
+        );
+        assert_eq!(
+            over_budget(7.256, Some(5.0)).as_deref(),
+            Some("spent $7.26 of max_cost_usd $5.00")
+        );
     }
 }

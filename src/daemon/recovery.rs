@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cycle::{self};
 use crate::git::GitRepo;
-use crate::state::{self, CycleRecord, InFlight, Outcome};
+use crate::state::{self, CycleRecord, InFlight};
 
-use super::main_loop::cycle_id;
-use super::{Daemon, now_rfc3339};
+use super::Daemon;
 
 impl Daemon {
     /// Records the cycle that was running when the previous daemon died, as
@@ -20,11 +18,15 @@ impl Daemon {
     /// (with the attempt it saved or [`recover_repo`] saved, and its cost).
     pub(super) fn record_interrupted_cycle(
         &mut self,
-        in_flight: InFlight,
+        interrupted: Option<InFlight>,
         recovered: Recovered,
     ) -> Result<()> {
+        let Some(in_flight) = interrupted else {
+            return Ok(());
+        };
         let cycle = in_flight.cycle;
         if self
+            .records
             .progress
             .cycles
             .iter()
@@ -33,16 +35,15 @@ impl Daemon {
             // It died after recording the cycle, before removing in-flight.json.
             return state::clear_in_flight(&self.paths);
         }
-        let commit = in_flight.commit.or(recovered.kept_commit);
         if let (Some(own), Some(later)) = (&in_flight.attempt_ref, &recovered.attempt_ref) {
             tracing::warn!(cycle, attempt = %own, leftovers = %later, "the interrupted cycle had saved its attempt; what its tree still held is saved too");
         }
-        let attempt_ref = in_flight.attempt_ref.or(recovered.attempt_ref);
-        let committed = commit.is_some();
-        if committed {
+        let story = in_flight.story.clone();
+        let record = CycleRecord::from_in_flight(in_flight, recovered, jiff::Timestamp::now());
+        if let Some(commit) = &record.commit {
             tracing::warn!(
                 cycle,
-                commit = commit.as_deref().unwrap_or(""),
+                commit = commit.as_str(),
                 "the previous run ended after this cycle's commit without recording it; recording it as committed"
             );
         } else {
@@ -51,48 +52,14 @@ impl Daemon {
                 "the previous run ended during this cycle without recording it; recording it as interrupted"
             );
         }
-        let output = if !in_flight.summary.is_empty() {
-            in_flight.summary
-        } else if committed {
-            "the daemon stopped after this cycle's commit, before its record was written (crash, kill -9, power loss or a full disk)".to_owned()
-        } else {
-            "the daemon stopped during this cycle (crash, kill -9, power loss or a full disk)"
-                .to_owned()
-        };
-        let error = (!committed).then(|| match &in_flight.error {
-            Some(error) => {
-                format!("interrupted by the death of the previous daemon, after: {error}")
-            }
-            None => "interrupted by the death of the previous daemon".to_owned(),
-        });
-        let phases_ms: u64 = in_flight.phases.iter().map(|phase| phase.duration_ms).sum();
-        if committed && let Some(story) = &in_flight.story {
+        if record.commit.is_some()
+            && let Some(story) = &story
+        {
             self.mark_story_passed(cycle, story);
         }
-        self.progress.total_cost_usd += in_flight.cost_usd;
-        self.progress.cycles.push(CycleRecord {
-            cycle,
-            cycle_id: cycle_id(cycle),
-            started_at: in_flight.started_at,
-            ended_at: now_rfc3339(),
-            duration_seconds: cycle::seconds(Duration::from_millis(phases_ms)),
-            phases_completed: in_flight.phases_completed,
-            phases: in_flight.phases,
-            outcome: if committed {
-                Outcome::Committed
-            } else {
-                Outcome::Interrupted
-            },
-            commit,
-            attempt_ref,
-            success: committed,
-            cost_usd: in_flight.cost_usd,
-            output,
-            learnings: in_flight.learnings,
-            title: in_flight.title,
-            error,
-        });
-        state::save_json(&self.paths.progress(), &self.progress)?;
+        self.records.progress.total_cost_usd += record.cost_usd;
+        self.records.progress.cycles.push(record);
+        state::save_json(&self.paths.progress(), &self.records.progress)?;
         state::clear_in_flight(&self.paths)
     }
 }

@@ -21,18 +21,18 @@ impl Daemon {
                 let limiter = Limiter::from_snapshot(
                     config.rate_limit.requests_per_minute,
                     config.rate_limit.requests_per_hour,
-                    &self.limiter.snapshot(),
+                    &self.guards.limiter.snapshot(),
                     now,
                 );
                 let breaker = Breaker::from_snapshot(
                     breaker_settings(&config),
-                    &self.breaker.snapshot(),
+                    &self.guards.breaker.snapshot(),
                     now,
                 );
                 match (limiter, breaker) {
                     (Ok(limiter), Ok(breaker)) => {
-                        self.limiter = limiter;
-                        self.breaker = breaker;
+                        self.guards.limiter = limiter;
+                        self.guards.breaker = breaker;
                     }
                     (limiter, breaker) => {
                         let error = limiter

@@ -93,6 +93,20 @@ impl Daemon {
         }
     }
 
+    /// Shows the phase on the board and to systemd, and logs its start.
+    fn show_phase_started(&self, cycle: u64, phase: Phase, attempt: u32) {
+        let phase_started = now_rfc3339();
+        self.set_status(|status| {
+            status.phase = Some(phase.name().to_owned());
+            status.phase_started_at = Some(phase_started);
+        });
+        // Outside systemd this does nothing; a failed notification harms no run.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+            "cycle {cycle}: {phase}"
+        ))]);
+        tracing::info!(cycle, %phase, attempt, "phase started");
+    }
+
     /// A phase found the disk under the home full: it fails with that as its
     /// reason, and the run stops after the cycle is recorded (if it can be).
     pub(super) fn stop_on_full_disk(
@@ -287,16 +301,7 @@ impl PhaseExecutor for Daemon {
             }
             self.wait_for_limiter().await?;
             attempt += 1;
-            let phase_started = now_rfc3339();
-            self.set_status(|status| {
-                status.phase = Some(phase.name().to_owned());
-                status.phase_started_at = Some(phase_started);
-            });
-            // Outside systemd this does nothing; a failed notification harms no run.
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
-                "cycle {cycle}: {phase}"
-            ))]);
-            tracing::info!(cycle, %phase, attempt, "phase started");
+            self.show_phase_started(cycle, phase, attempt);
             let request = PhaseRequest {
                 phase,
                 cycle,

@@ -12,10 +12,9 @@ use crate::state::{self, CycleRecord, InFlight};
 use super::Daemon;
 
 impl Daemon {
-    /// Records the cycle that was running when the previous daemon died, as
-    /// far as it got: committed (with its commit, cost and story, which is
-    /// marked in prd.json) when its work was committed, else interrupted
-    /// (with the attempt it saved or [`recover_repo`] saved, and its cost).
+    /// Records the cycle that was running when the previous daemon died (if
+    /// one was), as far as it got (see [`CycleRecord::from_in_flight`]), and
+    /// marks its story in prd.json when its work was committed.
     pub(super) fn record_interrupted_cycle(
         &mut self,
         interrupted: Option<InFlight>,

@@ -5,7 +5,7 @@
 //! passes the repository's hooks (and is signed when it asks for that), and
 //! the report's story update is applied only to committed work. Completion is
 //! accepted here (or refused while prd.json has open stories). After every
-//! phase run the repository must still be the cycle's (DESIGN §14): what the
+//! phase run the repository must still be the cycle's (docs/design.md §14): what the
 //! agent did to the branch or a submodule is saved as an attempt and undone.
 //!
 //! It decides nothing about limits, retries, backoff, waiting or the
@@ -705,7 +705,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         Ok(())
     }
 
-    /// DESIGN §14: after a phase run HEAD must still be on the branch of
+    /// docs/design.md §14: after a phase run HEAD must still be on the branch of
     /// `guard`, that branch must still contain `guard`'s commit and no
     /// submodule may have changed. Returns the cycle's reason when not
     /// (`code-edit: the agent …`), also when the check itself fails: a
@@ -924,7 +924,7 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     }
 }
 
-/// The verdict rule of DESIGN §6: all checks pass (when configured) and the
+/// The verdict rule of docs/design.md §6: all checks pass (when configured) and the
 /// agent's verdict is not `fail`; with no checks, the agent's `pass` is
 /// required. Says who decided: the checks when one failed (whatever the agent
 /// said) or when all passed and the agent did not say fail; the agent when its

@@ -40,7 +40,7 @@
 //!   directories kept out of git.
 //! - `head`: where HEAD points and the branch's label.
 //! - `snapshot`: [`Snapshot`], taken at cycle start and after code-edit.
-//! - `diff`: what the cycle changed: [`DiffStats`](diff::DiffStats), the summary for the
+//! - `diff`: what the cycle changed: [`DiffStats`], the summary for the
 //!   backtest prompt, the changed files and the added lines for the gates.
 //! - `commit`: staging, the hooks' index, unsigned and signed commits;
 //!   `commit_rules`: which hooks and which signing git's config asks for.

@@ -271,7 +271,7 @@ struct Versioned {
     version: Option<u32>,
 }
 
-/// `progress.json`: the cycles of the current branch (DESIGN §3).
+/// `progress.json`: the cycles of the current branch (docs/design.md §3).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Progress {
     pub(crate) version: u32,
@@ -427,8 +427,7 @@ pub(crate) struct StatusFile {
     pub(crate) heartbeat_at: String,
     pub(crate) repo: String,
     pub(crate) branch: String,
-    /// `starting`, `running`, `waiting`, `stopped`.
-    pub(crate) state: String,
+    pub(crate) state: DaemonState,
     #[serde(default)]
     pub(crate) cycle: Option<u64>,
     #[serde(default)]
@@ -449,6 +448,21 @@ pub(crate) struct StatusFile {
     pub(crate) last_error: Option<String>,
     #[serde(default)]
     pub(crate) exit: Option<String>,
+}
+
+/// Where the daemon is in its life, as status.json's `state` says it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DaemonState {
+    /// Start-up: the checks run, no cycle yet.
+    #[default]
+    Starting,
+    /// A cycle runs, or the loop is about to start one.
+    Running,
+    /// A wait of the loop (limiter, breaker, usage limit, backoff, sleep).
+    Waiting,
+    /// The daemon has exited; `exit` says why.
+    Stopped,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -827,5 +841,20 @@ mod tests {
             fs::create_dir_all(paths.cycles_dir().join(name)).unwrap();
         }
         assert_eq!(paths.highest_cycle_dir(), 7);
+    }
+
+    #[test]
+    fn the_daemons_state_is_written_as_the_words_ralphd_status_reads() {
+        use super::DaemonState;
+        for (state, word) in [
+            (DaemonState::Starting, "starting"),
+            (DaemonState::Running, "running"),
+            (DaemonState::Waiting, "waiting"),
+            (DaemonState::Stopped, "stopped"),
+        ] {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, serde_json::json!(word));
+            assert_eq!(serde_json::from_value::<DaemonState>(json).unwrap(), state);
+        }
     }
 }

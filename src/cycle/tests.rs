@@ -1,4 +1,4 @@
-//! The cycle's rules (DESIGN §5, §6 and §14), played through the scripted
+//! The cycle's rules (docs/design.md §5, §6 and §14), played through the scripted
 //! executor of `cycle/script.rs`: which phases run, how the cycle ends, where
 //! it rolls back to, why, and what each prompt sees.
 

@@ -1,0 +1,157 @@
+//! Crash recovery: what a daemon that died mid-cycle left behind (its agent's
+//! processes, its work in the tree, its in-flight note) is stopped, saved and
+//! recorded at the next start.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::git::GitRepo;
+use crate::state::{self, CycleRecord, InFlight};
+
+use super::Daemon;
+
+impl Daemon {
+    /// Records the cycle that was running when the previous daemon died (if
+    /// one was), as far as it got (see [`CycleRecord::from_in_flight`]), and
+    /// marks its story in prd.json when its work was committed.
+    pub(super) fn record_interrupted_cycle(
+        &mut self,
+        interrupted: Option<InFlight>,
+        recovered: Recovered,
+    ) -> Result<()> {
+        let Some(in_flight) = interrupted else {
+            return Ok(());
+        };
+        let cycle = in_flight.cycle;
+        if self
+            .records
+            .progress
+            .cycles
+            .iter()
+            .any(|record| record.cycle == cycle)
+        {
+            // It died after recording the cycle, before removing in-flight.json.
+            return state::clear_in_flight(&self.paths);
+        }
+        if let (Some(own), Some(later)) = (&in_flight.attempt_ref, &recovered.attempt_ref) {
+            tracing::warn!(cycle, attempt = %own, leftovers = %later, "the interrupted cycle had saved its attempt; what its tree still held is saved too");
+        }
+        let story = in_flight.story.clone();
+        let record = CycleRecord::from_in_flight(in_flight, recovered, jiff::Timestamp::now());
+        if let Some(commit) = &record.commit {
+            tracing::warn!(
+                cycle,
+                commit = commit.as_str(),
+                "the previous run ended after this cycle's commit without recording it; recording it as committed"
+            );
+        } else {
+            tracing::warn!(
+                cycle,
+                "the previous run ended during this cycle without recording it; recording it as interrupted"
+            );
+        }
+        if record.commit.is_some()
+            && let Some(story) = &story
+        {
+            self.mark_story_passed(cycle, story);
+        }
+        self.records.progress.total_cost_usd += record.cost_usd;
+        self.records.progress.cycles.push(record);
+        state::save_json(&self.paths.progress(), &self.records.progress)?;
+        state::clear_in_flight(&self.paths)
+    }
+}
+
+/// Kills what is left of the agents of a daemon of this home that died:
+/// every process carrying the home's agent marker in its environment (the
+/// agent itself if it outlived the daemon, and its tools, also those that
+/// left its process group with `setsid`). The home's lock is held, so no
+/// live daemon owns them.
+pub(super) fn stop_leftover_agents(home: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let leftovers = || {
+        crate::reaper::processes_with_env(
+            crate::agent::claude::AGENT_MARKER,
+            home.as_os_str().as_bytes(),
+        )
+    };
+    let mut pids = leftovers();
+    if pids.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        processes = pids.len(),
+        "stopping the agent processes left over from the previous run"
+    );
+    // They must be gone before the repository is rolled back under them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !pids.is_empty() && std::time::Instant::now() < deadline {
+        for pid in &pids {
+            // SAFETY: kill takes plain integers; each pid was seen a moment ago
+            // carrying this home's marker.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        pids = leftovers();
+    }
+}
+
+/// What the start-up found of an interrupted cycle in the repository.
+#[derive(Debug, Default)]
+pub(super) struct Recovered {
+    /// HEAD is the cycle's own commit: the daemon died right after making it.
+    pub(super) kept_commit: Option<String>,
+    /// What the cycle left in the tree, saved before the rollback.
+    pub(super) attempt_ref: Option<String>,
+}
+
+/// Saves what an interrupted cycle left in the repository as an attempt and
+/// rolls the tree back to the cycle's start, unless HEAD is the cycle's own
+/// verified commit, which is kept.
+pub(super) fn recover_repo(
+    repo: &GitRepo,
+    cycle: u64,
+    start: &crate::git::Snapshot,
+    (name, email): &(String, String),
+) -> Result<Recovered> {
+    // Died between the cycle's commit and the note that it was committed:
+    // the verified commit stays.
+    let commit_prefix = format!("ralphd: cycle {cycle}: ");
+    if let Some((commit, summary)) = repo.head_commit()?
+        && summary.starts_with(&commit_prefix)
+    {
+        tracing::info!(
+            cycle,
+            %commit,
+            "the interrupted cycle had already committed its verified work; kept"
+        );
+        return Ok(Recovered {
+            kept_commit: Some(commit),
+            attempt_ref: None,
+        });
+    }
+    let message = format!(
+        "ralphd: cycle {cycle} attempt (not kept): interrupted\n\nWhy it was not kept: the daemon died during this cycle (crash, kill -9 or power loss)\n"
+    );
+    let attempt_ref = repo
+        .save_changes(start, cycle, &message, name, email)
+        .and_then(|saved| {
+            if saved.is_some() {
+                repo.rollback(start)?;
+            }
+            Ok(saved)
+        })
+        .with_context(|| {
+            format!(
+                "cannot save and roll back cycle {cycle}, which the previous daemon left unfinished"
+            )
+        })?;
+    if let Some(reference) = &attempt_ref {
+        tracing::warn!(cycle, attempt = %reference, "the interrupted cycle's work was saved and the tree rolled back to its start");
+    }
+    Ok(Recovered {
+        kept_commit: None,
+        attempt_ref,
+    })
+}

@@ -90,12 +90,13 @@ pub(crate) fn render(record: &CycleRecord, extras: &PageExtras<'_>) -> String {
         page.push_str("\n## Phases\n\n");
         for phase in &record.phases {
             page.push_str(&format!(
-                "- {}: {} in {}, ${:.4}, {} turns{}\n",
+                "- {}: {} in {}, ${:.4}, {} turn{}{}\n",
                 phase.phase,
                 phase.status,
                 duration_words(phase.duration_ms),
                 phase.cost_usd,
                 phase.turns,
+                if phase.turns == 1 { "" } else { "s" },
                 phase
                     .session_id
                     .as_deref()

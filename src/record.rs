@@ -116,14 +116,20 @@ pub(crate) struct DiffStat {
 
 impl std::fmt::Display for DiffStat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let plural = if self.files_changed == 1 { "" } else { "s" };
+        let s = |count: usize| if count == 1 { "" } else { "s" };
         write!(
             f,
-            "{} file{plural} changed, {} insertions(+), {} deletions(-)",
-            self.files_changed, self.insertions, self.deletions
+            "{} file{} changed, {} insertion{}(+), {} deletion{}(-)",
+            self.files_changed,
+            s(self.files_changed),
+            self.insertions,
+            s(self.insertions),
+            self.deletions,
+            s(self.deletions)
         )?;
         if self.agent_commits > 0 {
-            write!(f, ", {} commits by the agent", self.agent_commits)?;
+            let commits = self.agent_commits;
+            write!(f, ", {commits} commit{} by the agent", s(commits))?;
         }
         Ok(())
     }

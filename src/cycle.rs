@@ -558,8 +558,10 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     }
 
     /// The diff gates over the cycle's work: the changed files and lines,
-    /// the protected paths, and the secret scan over every added line, the
-    /// agent's own commits included.
+    /// the protected paths, the secret scan over every added line, the
+    /// agent's own commits included, and (with auto_commit) no change to a
+    /// file holding the user's own uncommitted changes (`--allow-dirty`): the
+    /// rollback of a refused edit puts those back.
     async fn check_gates(&mut self) -> Result<Vec<Violation>, GitError> {
         let files = self.repo.changed_files(&self.start).await?;
         let mut violations = self.gates.check_changes(
@@ -569,6 +571,16 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         );
         if self.gates.scans_secrets() {
             violations.extend(self.repo.scan_secrets(&self.start).await?);
+        }
+        // With auto_commit = false the tree also holds the earlier cycles'
+        // verified work, which a cycle may build on.
+        let user_files: Vec<PathBuf> = files
+            .iter()
+            .filter(|file| self.input.auto_commit && file.user_had_changed)
+            .map(|file| file.path.clone())
+            .collect();
+        if !user_files.is_empty() {
+            violations.push(Violation::UserFiles { paths: user_files });
         }
         Ok(violations)
     }

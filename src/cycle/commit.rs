@@ -56,7 +56,8 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             }
             Ok((_, ToCommit::Nothing)) => {
                 // Every change was in files the user had changed before
-                // (--allow-dirty): those are never committed.
+                // (--allow-dirty): those are never committed. (The gates
+                // refuse such a change after code-edit; kept for safety.)
                 tracing::warn!(
                     cycle,
                     "the verified change touches only files with the user's own uncommitted changes; nothing was committed"

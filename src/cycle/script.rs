@@ -472,6 +472,7 @@ pub(super) fn changed_file(path: &str, lines: usize) -> ChangedFile {
         path: PathBuf::from(path),
         insertions: lines,
         deletions: 0,
+        user_had_changed: false,
     }
 }
 

@@ -525,7 +525,7 @@ fn gates_trespasses_and_hooks_decide_what_is_kept() {
             error: Some("commit failed: git stage the commit"),
         },
         Rule {
-            rule: "a change only to the user's own files is no change; nothing is rolled back",
+            rule: "staging that finds nothing to commit is no change; nothing is rolled back",
             script: Script::default().repo(|repo| repo.staging = Staging::Nothing),
             end: ran(Outcome::NoChanges),
             ran: ALL,

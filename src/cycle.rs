@@ -393,14 +393,28 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     /// Runs the agent for `phase` and returns its result text. What the
     /// agent did to the repository ends the cycle, and so does a failed run
     /// (an edit not yet judged is saved and rolled back; a verdict already
-    /// reached stands: a committed cycle stays committed).
+    /// reached stands: a committed cycle stays committed). A run the daemon
+    /// stopped is checked too once the cycle committed (before, the stop
+    /// rolls everything back to the start).
     async fn run_agent(&mut self, phase: Phase) -> Result<String, CutShort> {
         let context = self.prompt_context(phase);
         let prompt = self.executor.render_prompt(phase, context);
-        let run = self
+        let run = match self
             .executor
             .run_phase(phase, self.input.cycle, prompt)
-            .await?;
+            .await
+        {
+            Ok(run) => run,
+            Err(stop) => {
+                if self.kept == Some(Outcome::Committed)
+                    && let Some(guard) = self.guard.clone()
+                    && let Some(reason) = self.trespass_after(&guard, phase).await
+                {
+                    self.undo_trespass(&guard, reason).await;
+                }
+                return Err(stop.into());
+            }
+        };
         self.report.cost_usd += run.cost_usd;
         self.report.phases.push(phase_record(phase, &run));
         if let Some(guard) = self.guard.clone()

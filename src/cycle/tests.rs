@@ -396,6 +396,16 @@ fn a_stop_saves_and_rolls_back_what_is_not_committed() {
             error: Some("the daemon was stopped"),
         },
         Rule {
+            rule: "a cancel during a report that reset the branch puts the branch back to the commit",
+            script: Script::default()
+                .repo(|repo| repo.trespass_after = Some(Report))
+                .answer(Report, Answer::Stop(Stop::Cancelled)),
+            end: CycleEnd::Interrupted { committed: true },
+            ran: ALL,
+            rolled_back_to: Some("checkpoint 2"),
+            error: Some("report: the agent deleted branch main"),
+        },
+        Rule {
             rule: "a halt before the report keeps the commit",
             script: Script::default().stop_before(Report, Stop::Halt(budget.to_owned())),
             end: CycleEnd::Halted {

@@ -680,6 +680,18 @@ fn a_refusing_hook_is_the_verdict_the_report_sees() {
 }
 
 #[test]
+fn a_hook_run_the_daemon_stopped_leaves_no_index_file_of_ralphd_behind() {
+    let played = Script::default().pre_commit_cancelled().play();
+    assert_eq!(played.end, CycleEnd::Interrupted { committed: false });
+    assert!(
+        played.git.contains(&"discard the hooks' index".to_owned()),
+        "{:?}",
+        played.git
+    );
+    assert_eq!(played.rolled_back_to(), Some("start"));
+}
+
+#[test]
 fn the_in_flight_notes_drop_the_rollback_point_once_the_commit_is_made() {
     let played = Script::default().play();
     let start = InFlightNote {

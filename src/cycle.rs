@@ -420,14 +420,28 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     /// Runs the agent for `phase` and returns its result text. What the
     /// agent did to the repository ends the cycle, and so does a failed run
     /// (an edit not yet judged is saved and rolled back; a verdict already
-    /// reached stands: a committed cycle stays committed).
+    /// reached stands: a committed cycle stays committed). A run the daemon
+    /// stopped is checked too once the cycle committed (before, the stop
+    /// rolls everything back to the start).
     async fn run_agent(&mut self, phase: Phase) -> Result<String, CutShort> {
         let context = self.prompt_context(phase);
         let prompt = self.executor.render_prompt(phase, context);
-        let run = self
+        let run = match self
             .executor
             .run_phase(phase, self.input.cycle, prompt)
-            .await?;
+            .await
+        {
+            Ok(run) => run,
+            Err(stop) => {
+                if self.kept == Some(Outcome::Committed)
+                    && let Some(guard) = self.guard.clone()
+                    && let Some(reason) = self.trespass_after(&guard, phase).await
+                {
+                    self.undo_trespass(&guard, reason).await;
+                }
+                return Err(stop.into());
+            }
+        };
         self.report.cost_usd += run.cost_usd;
         self.report.phases.push(phase_record(phase, &run));
         if run.cancelled {
@@ -606,8 +620,10 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     }
 
     /// The diff gates over the cycle's work: the changed files and lines,
-    /// the protected paths, and the secret scan over every added line, the
-    /// agent's own commits included.
+    /// the protected paths, the secret scan over every added line, the
+    /// agent's own commits included, and (with auto_commit) no change to a
+    /// file holding the user's own uncommitted changes (`--allow-dirty`): the
+    /// rollback of a refused edit puts those back.
     async fn check_gates(&mut self) -> Result<Vec<Violation>, GitError> {
         let files = self.repo.changed_files(&self.start).await?;
         let mut violations = self.gates.check_changes(
@@ -617,6 +633,16 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         );
         if self.gates.scans_secrets() {
             violations.extend(self.repo.scan_secrets(&self.start).await?);
+        }
+        // With auto_commit = false the tree also holds the earlier cycles'
+        // verified work, which a cycle may build on.
+        let user_files: Vec<PathBuf> = files
+            .iter()
+            .filter(|file| self.input.auto_commit && file.user_had_changed)
+            .map(|file| file.path.clone())
+            .collect();
+        if !user_files.is_empty() {
+            violations.push(Violation::UserFiles { paths: user_files });
         }
         Ok(violations)
     }

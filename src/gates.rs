@@ -194,16 +194,23 @@ pub(crate) enum Violation {
     Secrets {
         lines: Vec<SecretLine>,
     },
+    /// Paths holding the user's own uncommitted changes (`--allow-dirty`)
+    /// that the agent changed: always refused, so that the rollback puts the
+    /// user's work back.
+    UserFiles {
+        paths: Vec<PathBuf>,
+    },
 }
 
 impl Violation {
-    /// The gate's key in `[gates]`.
+    /// The gate's key in `[gates]` (`user_files`, always on, is not configurable).
     pub(crate) fn gate(&self) -> &'static str {
         match self {
             Violation::TooManyFiles { .. } => "max_changed_files",
             Violation::TooManyLines { .. } => "max_changed_lines",
             Violation::ProtectedPaths { .. } => "protected_paths",
             Violation::Secrets { .. } => "secret_scan",
+            Violation::UserFiles { .. } => "user_files",
         }
     }
 
@@ -249,6 +256,14 @@ impl fmt::Display for Violation {
                     f,
                     "{gate}: a credential was added at {} (values not shown)",
                     list(listed, lines.len())
+                )
+            }
+            Violation::UserFiles { paths } => {
+                let listed = paths.iter().map(|path| path.display().to_string());
+                write!(
+                    f,
+                    "{gate}: the agent changed the user's own uncommitted changes in {} (--allow-dirty)",
+                    list(listed, paths.len())
                 )
             }
         }

@@ -56,7 +56,8 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             }
             Ok((_, ToCommit::Nothing)) => {
                 // Every change was in files the user had changed before
-                // (--allow-dirty): those are never committed.
+                // (--allow-dirty): those are never committed. (The gates
+                // refuse such a change after code-edit; kept for safety.)
                 tracing::warn!(
                     cycle,
                     "the verified change touches only files with the user's own uncommitted changes; nothing was committed"
@@ -74,10 +75,12 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         let mut message = message;
         let hooks = self
             .run_commit_hooks(&rules, staged, hook_index, &mut message)
-            .await?;
-        if !matches!(hooks, Hooks::Passed(_)) {
+            .await;
+        // Also when the daemon stopped a hook: no index file of ralphd's stays.
+        if !matches!(hooks, Ok(Hooks::Passed(_))) {
             self.discard_hook_index().await;
         }
+        let hooks = hooks?;
         let staged = match hooks {
             Hooks::Passed(staged) => staged,
             Hooks::Refused(refusal) => {

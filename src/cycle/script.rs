@@ -262,6 +262,14 @@ impl Script {
         self
     }
 
+    /// The repository has a `pre-commit` hook, and the daemon is stopped
+    /// while it runs.
+    pub(super) fn pre_commit_cancelled(mut self) -> Script {
+        self.repo.with(|repo| repo.pre_commit_hook = true);
+        self.pre_commit = None;
+        self
+    }
+
     /// Scripts the repository's answers.
     pub(super) fn repo(self, script: impl FnOnce(&mut RepoScript)) -> Script {
         self.repo.with(script);
@@ -479,6 +487,7 @@ pub(super) fn changed_file(path: &str, lines: usize) -> ChangedFile {
         path: PathBuf::from(path),
         insertions: lines,
         deletions: 0,
+        user_had_changed: false,
     }
 }
 

@@ -435,6 +435,16 @@ fn a_stop_saves_and_rolls_back_what_is_not_committed() {
             error: Some("the daemon was stopped"),
         },
         Rule {
+            rule: "a cancel during a report that reset the branch puts the branch back to the commit",
+            script: Script::default()
+                .repo(|repo| repo.trespass_after = Some(Report))
+                .answer(Report, Answer::Stop(Stop::Cancelled)),
+            end: CycleEnd::Interrupted { committed: true },
+            ran: ALL,
+            rolled_back_to: Some("checkpoint 2"),
+            error: Some("report: the agent deleted branch main"),
+        },
+        Rule {
             rule: "a halt before the report keeps the commit",
             script: Script::default().stop_before(Report, Stop::Halt(budget.to_owned())),
             end: CycleEnd::Halted {
@@ -564,7 +574,7 @@ fn gates_trespasses_and_hooks_decide_what_is_kept() {
             error: Some("commit failed: git stage the commit"),
         },
         Rule {
-            rule: "a change only to the user's own files is no change; nothing is rolled back",
+            rule: "staging that finds nothing to commit is no change; nothing is rolled back",
             script: Script::default().repo(|repo| repo.staging = Staging::Nothing),
             end: ran(Outcome::NoChanges),
             ran: ALL,
@@ -709,6 +719,18 @@ fn a_refusing_hook_is_the_verdict_the_report_sees() {
         played.git
     );
     assert_eq!(played.report.commit, None);
+}
+
+#[test]
+fn a_hook_run_the_daemon_stopped_leaves_no_index_file_of_ralphd_behind() {
+    let played = Script::default().pre_commit_cancelled().play();
+    assert_eq!(played.end, CycleEnd::Interrupted { committed: false });
+    assert!(
+        played.git.contains(&"discard the hooks' index".to_owned()),
+        "{:?}",
+        played.git
+    );
+    assert_eq!(played.rolled_back_to(), Some("start"));
 }
 
 #[test]

@@ -116,7 +116,9 @@ impl GitRepo {
     /// lines of each file (1-based) replaced by a mask, and on top of the
     /// start commit rather than HEAD, so that neither its tree nor its
     /// history holds a secret the agent wrote or committed. The agent's
-    /// commits are named in the message only. Returns the ref name.
+    /// commits are named in the message only. Each changed submodule's work
+    /// is saved in its own repository, as by [`Self::save_attempt`]
+    /// (`Submodule-Attempt:` lines). Returns the ref name.
     pub(crate) fn save_masked_attempt(
         &self,
         start: &Snapshot,
@@ -141,6 +143,8 @@ impl GitRepo {
         }
         let masked_tree = update.create_updated(&repo, &tree).map_err(git_error)?;
         let masked_tree = repo.find_tree(masked_tree).map_err(git_error)?;
+        let submodule_lines =
+            self.save_submodule_attempts(start, cycle, message, author.0, author.1)?;
         let start_commit = match start.start_commit() {
             Some(oid) => Some(repo.find_commit(oid).map_err(git_error)?),
             None => None,
@@ -170,6 +174,7 @@ impl GitRepo {
             None => String::from("unborn"),
         };
         let _ = writeln!(full_message, "Cycle-Start: {start_label}");
+        full_message.push_str(&submodule_lines);
         let signature = Signature::now(author.0, author.1).map_err(git_error)?;
         let oid = repo
             .commit(

@@ -38,6 +38,9 @@ pub(crate) struct ChangedFile {
     pub(crate) path: PathBuf,
     pub(crate) insertions: usize,
     pub(crate) deletions: usize,
+    /// The user had uncommitted changes in this path when the cycle started
+    /// (`--allow-dirty`): the agent changed the user's own work.
+    pub(crate) user_had_changed: bool,
 }
 
 impl GitRepo {
@@ -165,6 +168,7 @@ impl GitRepo {
                 path: path.to_path_buf(),
                 insertions,
                 deletions,
+                user_had_changed: start.is_user_path(path),
             });
         })
         .map_err(git_error)?;

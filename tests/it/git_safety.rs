@@ -851,3 +851,36 @@ fn a_reset_in_the_report_after_a_rollback_keeps_the_cycles_own_attempt() {
     let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:work.txt"]);
     assert_eq!(saved, "cycle 1\n");
 }
+
+/// With --allow-dirty, an agent that reverts the user's uncommitted change
+/// (`git checkout -- README.md`) does not get to throw it away: the cycle is
+/// refused like a gate and the user's change is put back.
+#[test]
+fn an_agent_that_reverts_the_users_uncommitted_change_is_rolled_back_and_the_change_kept() {
+    let world = World::new();
+    world.write_repo("README.md", "# test project\nuser work in progress\n");
+    world.script(
+        "code-edit",
+        Some(1),
+        "git checkout -- README.md; echo agent > agent.txt\n",
+    );
+    world
+        .run(&["--max-iterations", "1", "--allow-dirty"])
+        .assert_code(1);
+    assert_eq!(
+        world.read_repo("README.md").unwrap(),
+        "# test project\nuser work in progress\n",
+        "the user's uncommitted change is back"
+    );
+    assert_eq!(world.outcomes(), ["rolled_back"]);
+    let error = world.progress()["cycles"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("README.md") && error.contains("uncommitted"),
+        "{error}"
+    );
+    assert!(world.read_repo("agent.txt").is_none());
+    assert_eq!(world.git_log()[0], "initial", "nothing was committed");
+}

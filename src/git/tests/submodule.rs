@@ -197,3 +197,42 @@ fn the_users_own_changes_inside_a_submodule_survive_the_rollback() {
     assert_eq!(fixture.read("lib/lib.txt"), "the user's edit\n");
     assert!(!fixture.path("lib/agent.txt").exists());
 }
+
+#[test]
+fn a_masked_attempt_keeps_the_agents_submodule_work_too() {
+    let (fixture, _origin) = with_submodule();
+    let lib = lib_repo(&fixture);
+    let start = fixture.repo.begin_cycle().unwrap();
+    fixture.write("config.txt", "token = hunter2\n");
+    fixture.write("lib/new.txt", "submodule work\n");
+
+    let masks = vec![(Path::new("config.txt").to_path_buf(), vec![1])];
+    let reference = fixture
+        .repo
+        .save_masked_attempt(&start, 4, "m", AUTHOR, &masks)
+        .unwrap();
+    let message = fixture
+        .raw
+        .find_reference(&reference)
+        .unwrap()
+        .peel_to_commit()
+        .unwrap()
+        .message()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("Submodule-Attempt: lib refs/ralph/attempts/4"),
+        "{message}"
+    );
+
+    fixture.repo.rollback(&start).unwrap();
+    assert!(!fixture.path("lib/new.txt").exists());
+    let saved = lib
+        .find_reference("refs/ralph/attempts/4")
+        .expect("the submodule work is saved in the submodule")
+        .peel_to_tree()
+        .unwrap();
+    let entry = saved.get_path(Path::new("new.txt")).unwrap();
+    let blob = lib.find_blob(entry.id()).unwrap();
+    assert_eq!(blob.content(), b"submodule work\n");
+}

@@ -62,7 +62,7 @@ fn checks_that_overrule_the_agents_pass_say_so_with_their_exit_codes_and_output(
         "# Cycle 1 — Add a line to work.txt",
         "**rolled back**: checks failed:",
         "decided by the checks (the backtest agent said pass)",
-        "- diff: 1 file changed, 1 insertions(+), 0 deletions(-)",
+        "- diff: 1 file changed, 1 insertion(+), 0 deletions(-)",
         "`git log -p main..refs/ralph/attempts/1`",
         "FAILED `echo 'FAILED test_parse - 2 failed'; exit 1` — exited 1 in",
         "## The report agent's write-up",

@@ -140,6 +140,7 @@ impl PhaseExecutor for Daemon {
             cost_usd: report.cost_usd,
             title: report.title.clone(),
             commit: report.commit.clone(),
+            committing: report.committing.clone(),
             attempt_ref: report.attempt_ref.clone(),
             story: report.story_passed.clone(),
             summary: report.summary.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::git::GitRepo;
+use crate::git::{GitRepo, PendingCommit};
 use crate::state::{self, CycleRecord, InFlight};
 
 use super::Daemon;
@@ -107,19 +107,21 @@ pub(super) struct Recovered {
 }
 
 /// Saves what an interrupted cycle left in the repository as an attempt and
-/// rolls the tree back to the cycle's start, unless HEAD is the cycle's own
-/// verified commit, which is kept.
+/// rolls the tree back to the cycle's start, unless HEAD is the commit the
+/// cycle noted it was about to make of its verified work (`committing`),
+/// which is kept. A commit's message proves nothing: the agent can write
+/// ralphd's, a `commit-msg` hook can rewrite it.
 pub(super) fn recover_repo(
     repo: &GitRepo,
     cycle: u64,
     start: &crate::git::Snapshot,
+    committing: Option<&PendingCommit>,
     (name, email): &(String, String),
 ) -> Result<Recovered> {
     // Died between the cycle's commit and the note that it was committed:
     // the verified commit stays.
-    let commit_prefix = format!("ralphd: cycle {cycle}: ");
-    if let Some((commit, summary)) = repo.head_commit()?
-        && summary.starts_with(&commit_prefix)
+    if let Some(pending) = committing
+        && let Some(commit) = repo.head_is_pending(pending)?
     {
         tracing::info!(
             cycle,

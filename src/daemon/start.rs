@@ -255,8 +255,13 @@ async fn prepare_the_tree(
         config.git.author_name.clone(),
         config.git.author_email.clone(),
     );
-    let rollback =
-        interrupted.and_then(|in_flight| Some((in_flight.cycle, in_flight.start.clone()?)));
+    let rollback = interrupted.and_then(|in_flight| {
+        Some((
+            in_flight.cycle,
+            in_flight.start.clone()?,
+            in_flight.committing.clone(),
+        ))
+    });
     tokio::task::spawn_blocking(move || -> Result<(GitRepo, String, Recovered)> {
         let mut repo = repo;
         let home_dirs = repo.home_dirs_in_repo(&home);
@@ -266,7 +271,9 @@ async fn prepare_the_tree(
         // Before the dirty check: what the dead daemon's cycle left in the
         // tree is its work, not the user's.
         let recovered = match rollback {
-            Some((cycle, start)) => recover_repo(&repo, cycle, &start, &author)?,
+            Some((cycle, start, committing)) => {
+                recover_repo(&repo, cycle, &start, committing.as_ref(), &author)?
+            }
             None => Recovered::default(),
         };
         if !allow_dirty {

@@ -77,6 +77,7 @@ use git2::{
     ErrorCode, FileMode, IndexAddOption, IndexMatchedPath, Oid, Repository, RepositoryOpenFlags,
 };
 
+pub(crate) use crate::git::attempt::Attempt;
 pub(crate) use crate::git::commit::{PendingCommit, Staged, StagedCommit};
 pub(crate) use crate::git::commit_rules::{CommitRules, Signing, SigningFormat};
 pub(crate) use crate::git::diff::{ChangedFile, DiffStats};

@@ -830,3 +830,30 @@ fn an_agent_commit_named_like_ralphds_is_not_kept_after_a_crash() {
         "refs/ralph/attempts/1"
     );
 }
+
+/// A failed verdict saved the attempt but in-flight.json could not be
+/// rewritten to name it (a full disk), then ralphd was killed: the restart
+/// still records the cycle with the attempt's ref.
+#[test]
+fn an_attempt_in_flight_json_does_not_name_is_still_recorded_after_a_crash() {
+    let world = World::new();
+    world.reply("backtest", Some(1), &answer(&verdict(false, "not good")));
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    let path = world.home.join("state/in-flight.json");
+    let mut in_flight = read_json(&path);
+    in_flight
+        .as_object_mut()
+        .unwrap()
+        .remove("attempt_ref")
+        .expect("the attempt was noted");
+    std::fs::write(&path, in_flight.to_string()).unwrap();
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["interrupted", "committed"]);
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+}

@@ -174,6 +174,8 @@ pub(crate) struct CycleReport {
     pub(crate) outputs: Vec<(Phase, String)>,
     pub(crate) title: Option<String>,
     pub(crate) commit: Option<String>,
+    /// The commit ralphd is about to make, noted before it makes it.
+    pub(crate) committing: Option<crate::git::PendingCommit>,
     pub(crate) attempt_ref: Option<String>,
     pub(crate) cost_usd: f64,
     pub(crate) summary: String,

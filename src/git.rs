@@ -77,7 +77,8 @@ use git2::{
     ErrorCode, FileMode, IndexAddOption, IndexMatchedPath, Oid, Repository, RepositoryOpenFlags,
 };
 
-pub(crate) use crate::git::commit::{Staged, StagedCommit};
+pub(crate) use crate::git::attempt::Attempt;
+pub(crate) use crate::git::commit::{PendingCommit, Staged, StagedCommit};
 pub(crate) use crate::git::commit_rules::{CommitRules, Signing, SigningFormat};
 pub(crate) use crate::git::diff::{ChangedFile, DiffStats};
 pub(crate) use crate::git::snapshot::Snapshot;

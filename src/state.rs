@@ -403,6 +403,10 @@ pub(crate) struct InFlight {
     /// The cycle's verified commit, once made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) commit: Option<String>,
+    /// The commit ralphd was about to make of the verified work: a restart
+    /// keeps HEAD as the cycle's commit only when HEAD is this commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) committing: Option<crate::git::PendingCommit>,
     /// The attempt the cycle saved, once saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) attempt_ref: Option<String>,

@@ -97,6 +97,10 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
                 return Ok(None);
             }
         };
+        // A restart after a crash between the commit and the note of it
+        // knows the commit for the cycle's own by this.
+        self.report.committing = Some(self.repo.pending_commit(&staged));
+        self.note_in_flight();
         let author = (name.as_str(), email.as_str());
         let committed = match rules.signing {
             None => self

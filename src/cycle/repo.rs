@@ -12,7 +12,8 @@ use git2::Oid;
 
 use crate::gates::{Found, SecretScan, Violation};
 use crate::git::{
-    self, ChangedFile, CommitRules, DiffStats, GitError, GitRepo, Staged, StagedCommit, Trespass,
+    self, ChangedFile, CommitRules, DiffStats, GitError, GitRepo, PendingCommit, Staged,
+    StagedCommit, Trespass,
 };
 
 /// What staging found to commit ([`Staged`], with the staged tree opaque).
@@ -87,6 +88,8 @@ pub(crate) trait CycleRepo {
     /// Takes in what the hooks staged.
     async fn after_hooks(&mut self, staged: Self::Staged) -> Result<Self::Staged, GitError>;
     async fn discard_hook_index(&mut self) -> Result<(), GitError>;
+    /// What committing `staged` will make ([`StagedCommit::pending`]).
+    fn pending_commit(&self, staged: &Self::Staged) -> PendingCommit;
     async fn commit_staged(
         &mut self,
         staged: &Self::Staged,
@@ -269,6 +272,10 @@ impl CycleRepo for LiveRepo {
 
     async fn discard_hook_index(&mut self) -> Result<(), GitError> {
         self.blocking(|repo| repo.discard_hook_index()).await
+    }
+
+    fn pending_commit(&self, staged: &StagedCommit) -> PendingCommit {
+        staged.pending()
     }
 
     async fn commit_staged(

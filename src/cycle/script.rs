@@ -101,6 +101,8 @@ pub(super) struct Script {
 pub(super) struct InFlightNote {
     pub(super) rollback_point: Option<String>,
     pub(super) commit: Option<String>,
+    /// The tree of the commit about to be made.
+    pub(super) committing: Option<String>,
     pub(super) attempt_ref: Option<String>,
 }
 
@@ -372,6 +374,10 @@ impl PhaseExecutor for Script {
         self.in_flight.push(InFlightNote {
             rollback_point: rollback_point.cloned(),
             commit: report.commit.clone(),
+            committing: report
+                .committing
+                .as_ref()
+                .map(|pending| pending.tree.clone()),
             attempt_ref: report.attempt_ref.clone(),
         });
     }
@@ -714,6 +720,13 @@ impl CycleRepo for ScriptedRepo {
             repo.log.push("discard the hooks' index".to_owned());
             Ok(())
         })
+    }
+
+    fn pending_commit(&self, staged: &&'static str) -> crate::git::PendingCommit {
+        crate::git::PendingCommit {
+            parent: None,
+            tree: (*staged).to_owned(),
+        }
     }
 
     async fn commit_staged(

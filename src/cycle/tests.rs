@@ -739,14 +739,20 @@ fn the_in_flight_notes_drop_the_rollback_point_once_the_commit_is_made() {
     let start = InFlightNote {
         rollback_point: Some("start".to_owned()),
         commit: None,
+        committing: None,
         attempt_ref: None,
+    };
+    let committing = InFlightNote {
+        committing: Some("staged tree".to_owned()),
+        ..start.clone()
     };
     let committed = InFlightNote {
         rollback_point: None,
         commit: Some(COMMIT.to_owned()),
-        attempt_ref: None,
+        ..committing.clone()
     };
-    // At the start, after scan, idea and code-edit; after backtest and report.
+    // At the start, after scan, idea and code-edit; right before the
+    // commit; after backtest and report.
     assert_eq!(
         played.in_flight,
         [
@@ -754,6 +760,7 @@ fn the_in_flight_notes_drop_the_rollback_point_once_the_commit_is_made() {
             start.clone(),
             start.clone(),
             start,
+            committing,
             committed.clone(),
             committed
         ]
@@ -786,6 +793,7 @@ fn a_saved_attempt_is_noted_before_the_rollback_and_kept_over_a_later_trespass()
     let noted = InFlightNote {
         rollback_point: Some("start".to_owned()),
         commit: None,
+        committing: None,
         attempt_ref: Some("refs/ralph/attempts/7".to_owned()),
     };
     assert!(played.in_flight.contains(&noted), "{:?}", played.in_flight);

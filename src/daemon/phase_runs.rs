@@ -140,6 +140,7 @@ impl PhaseExecutor for Daemon {
             cost_usd: report.cost_usd,
             title: report.title.clone(),
             commit: report.commit.clone(),
+            committing: report.committing.clone(),
             attempt_ref: report.attempt_ref.clone(),
             story: report.story_passed.clone(),
             summary: report.summary.clone(),
@@ -158,8 +159,17 @@ impl PhaseExecutor for Daemon {
             return;
         }
         *in_flight = updated;
-        if let Err(error) = state::save_json(&self.paths.in_flight(), in_flight) {
-            tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
+        let path = self.paths.in_flight();
+        if let Err(error) = state::save_json(&path, in_flight) {
+            // A restart would not know what this write holds (a saved
+            // attempt's ref): on a full disk the run stops after this cycle.
+            if let Some(full) = state::DiskFull::find(&path, &error) {
+                let message = full.to_string();
+                tracing::error!(error = %message, "cannot write in-flight.json: the disk is full; stopping after this cycle");
+                self.disk_full.get_or_insert(message);
+            } else {
+                tracing::warn!(error = %format!("{error:#}"), "cannot write in-flight.json");
+            }
         }
     }
 

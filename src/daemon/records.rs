@@ -62,7 +62,10 @@ impl CycleRecord {
     ) -> CycleRecord {
         let cycle = in_flight.cycle;
         let commit = in_flight.commit.or(recovered.kept_commit);
-        let attempt_ref = in_flight.attempt_ref.or(recovered.attempt_ref);
+        let attempt_ref = in_flight
+            .attempt_ref
+            .or(recovered.unnoted_attempt)
+            .or(recovered.attempt_ref);
         let committed = commit.is_some();
         let output = if !in_flight.summary.is_empty() {
             in_flight.summary
@@ -310,6 +313,7 @@ mod tests {
                 recovered: Recovered {
                     kept_commit: None,
                     attempt_ref: Some("refs/ralph/attempts/4-b".to_owned()),
+                    ..Recovered::default()
                 },
                 outcome: Outcome::Interrupted,
                 commit: None,
@@ -328,6 +332,7 @@ mod tests {
                 recovered: Recovered {
                     kept_commit: None,
                     attempt_ref: Some("refs/ralph/attempts/4-b".to_owned()),
+                    ..Recovered::default()
                 },
                 outcome: Outcome::Interrupted,
                 commit: None,
@@ -354,7 +359,7 @@ mod tests {
                 in_flight: in_flight(),
                 recovered: Recovered {
                     kept_commit: Some("def456".to_owned()),
-                    attempt_ref: None,
+                    ..Recovered::default()
                 },
                 outcome: Outcome::Committed,
                 commit: Some("def456"),

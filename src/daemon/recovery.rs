@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::git::GitRepo;
+use crate::git::{GitRepo, PendingCommit};
 use crate::state::{self, CycleRecord, InFlight};
 
 use super::Daemon;
@@ -104,22 +104,61 @@ pub(super) struct Recovered {
     pub(super) kept_commit: Option<String>,
     /// What the cycle left in the tree, saved before the rollback.
     pub(super) attempt_ref: Option<String>,
+    /// The newest attempt of the cycle's number saved since it started,
+    /// found before recovery saved anything: the cycle's own attempt when
+    /// in-flight.json could not be written to name it (a full disk).
+    pub(super) unnoted_attempt: Option<String>,
+}
+
+/// The newest of `attempts` saved for `cycle` (`refs/ralph/attempts/<cycle>`
+/// or `<cycle>-<k>`) no earlier than `started_at` (RFC 3339; the cycle's
+/// start): another home's daemon on the same repository numbers its cycles
+/// too.
+pub(super) fn newest_attempt_of(
+    attempts: &[crate::git::Attempt],
+    cycle: u64,
+    started_at: &str,
+) -> Option<String> {
+    let started: jiff::Timestamp = started_at.parse().ok()?;
+    let own = format!("refs/ralph/attempts/{cycle}");
+    attempts
+        .iter()
+        .filter(|attempt| {
+            let suffix = attempt.cycle_ref.strip_prefix(&own);
+            let of_cycle = suffix.is_some_and(|rest| {
+                rest.is_empty()
+                    || rest
+                        .strip_prefix('-')
+                        .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+            });
+            of_cycle && attempt.time.as_second() >= started.as_second()
+        })
+        .max_by_key(|attempt| {
+            attempt
+                .cycle_ref
+                .rsplit_once('-')
+                .and_then(|(_, k)| k.parse::<u64>().ok())
+                .unwrap_or(1)
+        })
+        .map(|attempt| attempt.cycle_ref.clone())
 }
 
 /// Saves what an interrupted cycle left in the repository as an attempt and
-/// rolls the tree back to the cycle's start, unless HEAD is the cycle's own
-/// verified commit, which is kept.
+/// rolls the tree back to the cycle's start, unless HEAD is the commit the
+/// cycle noted it was about to make of its verified work (`committing`),
+/// which is kept. A commit's message proves nothing: the agent can write
+/// ralphd's, a `commit-msg` hook can rewrite it.
 pub(super) fn recover_repo(
     repo: &GitRepo,
     cycle: u64,
     start: &crate::git::Snapshot,
+    committing: Option<&PendingCommit>,
     (name, email): &(String, String),
 ) -> Result<Recovered> {
     // Died between the cycle's commit and the note that it was committed:
     // the verified commit stays.
-    let commit_prefix = format!("ralphd: cycle {cycle}: ");
-    if let Some((commit, summary)) = repo.head_commit()?
-        && summary.starts_with(&commit_prefix)
+    if let Some(pending) = committing
+        && let Some(commit) = repo.head_is_pending(pending)?
     {
         tracing::info!(
             cycle,
@@ -128,7 +167,7 @@ pub(super) fn recover_repo(
         );
         return Ok(Recovered {
             kept_commit: Some(commit),
-            attempt_ref: None,
+            ..Recovered::default()
         });
     }
     let message = format!(
@@ -151,7 +190,43 @@ pub(super) fn recover_repo(
         tracing::warn!(cycle, attempt = %reference, "the interrupted cycle's work was saved and the tree rolled back to its start");
     }
     Ok(Recovered {
-        kept_commit: None,
         attempt_ref,
+        ..Recovered::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newest_attempt_of;
+    use crate::git::Attempt;
+
+    fn attempt(cycle_ref: &str, second: i64) -> Attempt {
+        Attempt {
+            cycle_ref: cycle_ref.to_owned(),
+            oid: git2::Oid::ZERO_SHA1,
+            summary: String::new(),
+            time: jiff::Timestamp::from_second(second).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_unnoted_attempt_is_the_newest_of_the_cycle_since_it_started() {
+        let started = jiff::Timestamp::from_second(1_000).unwrap().to_string();
+        let attempts = [
+            attempt("refs/ralph/attempts/3", 1_000),
+            attempt("refs/ralph/attempts/3-2", 1_001),
+            attempt("refs/ralph/attempts/3-10", 1_002),
+            attempt("refs/ralph/attempts/30", 1_003),
+            attempt("refs/ralph/attempts/3-x", 1_004),
+        ];
+        assert_eq!(
+            newest_attempt_of(&attempts, 3, &started).as_deref(),
+            Some("refs/ralph/attempts/3-10")
+        );
+        assert_eq!(newest_attempt_of(&attempts, 4, &started), None);
+        // Saved before the cycle started: another cycle 3 (another home).
+        let later = jiff::Timestamp::from_second(2_000).unwrap().to_string();
+        assert_eq!(newest_attempt_of(&attempts, 3, &later), None);
+        assert_eq!(newest_attempt_of(&attempts, 3, "not a time"), None);
+    }
 }

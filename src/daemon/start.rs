@@ -21,7 +21,7 @@ use crate::watch::HeadWatcher;
 
 use super::phase_runs::sweep_descendants;
 use super::records::fresh_progress;
-use super::recovery::{Recovered, recover_repo, stop_leftover_agents};
+use super::recovery::{Recovered, newest_attempt_of, recover_repo, stop_leftover_agents};
 use super::status_board::StatusBoard;
 use super::{Checkout, Daemon, Guards, HeldLocks, HomeRecords, Signals, UsageError, now_rfc3339};
 
@@ -255,8 +255,7 @@ async fn prepare_the_tree(
         config.git.author_name.clone(),
         config.git.author_email.clone(),
     );
-    let rollback =
-        interrupted.and_then(|in_flight| Some((in_flight.cycle, in_flight.start.clone()?)));
+    let interrupted = interrupted.cloned();
     tokio::task::spawn_blocking(move || -> Result<(GitRepo, String, Recovered)> {
         let mut repo = repo;
         let home_dirs = repo.home_dirs_in_repo(&home);
@@ -265,10 +264,24 @@ async fn prepare_the_tree(
         }
         // Before the dirty check: what the dead daemon's cycle left in the
         // tree is its work, not the user's.
-        let recovered = match rollback {
-            Some((cycle, start)) => recover_repo(&repo, cycle, &start, &author)?,
-            None => Recovered::default(),
-        };
+        let mut recovered = Recovered::default();
+        if let Some(in_flight) = &interrupted {
+            // Before recovery saves anything: an attempt the cycle saved but
+            // could not note in in-flight.json.
+            let unnoted = match in_flight.attempt_ref {
+                Some(_) => None,
+                None => newest_attempt_of(
+                    &repo.list_attempts()?,
+                    in_flight.cycle,
+                    &in_flight.started_at,
+                ),
+            };
+            if let Some(start) = &in_flight.start {
+                let committing = in_flight.committing.as_ref();
+                recovered = recover_repo(&repo, in_flight.cycle, start, committing, &author)?;
+            }
+            recovered.unnoted_attempt = unnoted;
+        }
         if !allow_dirty {
             // The home's steering files are the user's to edit at any time.
             let dirty = repo.stray_paths(&home, 11)?;

@@ -44,6 +44,26 @@ impl StagedCommit {
     pub(crate) fn hook_index(&self) -> Option<&Path> {
         self.hook_index.as_deref()
     }
+
+    /// What committing this will make, noted before the commit.
+    pub(crate) fn pending(&self) -> PendingCommit {
+        PendingCommit {
+            parent: self.head.oid().map(|oid| oid.to_string()),
+            tree: self.tree.to_string(),
+        }
+    }
+}
+
+/// The commit ralphd is about to make of a verified tree (its parent and
+/// tree, full hex), noted in in-flight.json before committing: a restart
+/// after a crash before the commit itself is noted keeps HEAD only when HEAD
+/// is this commit ([`GitRepo::head_is_pending`]). Whatever its message says:
+/// an agent can imitate ralphd's message, and a `commit-msg` hook rewrite it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PendingCommit {
+    /// `None` on an unborn branch.
+    pub(crate) parent: Option<String>,
+    pub(crate) tree: String,
 }
 
 impl GitRepo {
@@ -369,5 +389,25 @@ impl GitRepo {
             }),
             Err(error) => Err(self.git_error(op, error)),
         }
+    }
+}
+
+impl GitRepo {
+    /// HEAD's commit (full hex) when it is the commit `pending` notes: its
+    /// only parent is the noted parent (none on an unborn branch) and its
+    /// tree the noted tree. Parent and tree are enough: the tree is the one
+    /// verified, and no agent runs between the note and the commit.
+    pub(crate) fn head_is_pending(&self, pending: &PendingCommit) -> Result<Option<String>> {
+        const OP: &str = "read HEAD";
+        let repo = self.open_repo(OP)?;
+        let git_error = |error| self.git_error(OP, error);
+        let Some(oid) = read_head(&repo).map_err(git_error)?.oid() else {
+            return Ok(None);
+        };
+        let commit = repo.find_commit(oid).map_err(git_error)?;
+        let parents: Vec<String> = commit.parent_ids().map(|id| id.to_string()).collect();
+        let is_pending = parents == pending.parent.iter().cloned().collect::<Vec<_>>()
+            && commit.tree_id().to_string() == pending.tree;
+        Ok(is_pending.then(|| oid.to_string()))
     }
 }

@@ -62,21 +62,6 @@ impl HeadState {
 }
 
 impl GitRepo {
-    /// HEAD's commit (full hex) and the first line of its message, `None`
-    /// on an unborn branch.
-    pub(crate) fn head_commit(&self) -> Result<Option<(String, String)>> {
-        const OP: &str = "read HEAD";
-        let repo = self.open_repo(OP)?;
-        let git_error = |error| self.git_error(OP, error);
-        let Some(oid) = read_head(&repo).map_err(git_error)?.oid() else {
-            return Ok(None);
-        };
-        let commit = repo.find_commit(oid).map_err(git_error)?;
-        let summary =
-            String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned();
-        Ok(Some((oid.to_string(), summary)))
-    }
-
     /// The branch name (`main`, `feature/login`), `detached-<7 hex>` for a
     /// detached HEAD; for an unborn branch, the branch HEAD names.
     /// Non-UTF-8 names are converted lossily (U+FFFD).

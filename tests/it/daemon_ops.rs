@@ -588,8 +588,8 @@ fn json_logs_parse_line_by_line_and_never_carry_the_api_key() {
 
 /// Killed between the cycle's commit and the record that it was committed:
 /// the restart keeps the verified commit on the branch instead of rolling it
-/// back. (The in-flight record from before the commit is put back by hand, as
-/// a kill in that narrow window would leave it.)
+/// back. (The in-flight record is put back by hand as a kill in that narrow
+/// window would leave it: the commit about to be made noted, not yet made.)
 #[test]
 fn a_crash_right_after_the_commit_keeps_the_commit() {
     let world = World::new();
@@ -605,11 +605,7 @@ fn a_crash_right_after_the_commit_keeps_the_commit() {
         world.git_log()[0],
         "ralphd: cycle 1: Add a line to work.txt"
     );
-    std::fs::copy(
-        world.fake.join("in-flight.copy"),
-        world.home.join("state/in-flight.json"),
-    )
-    .unwrap();
+    put_back_the_note_before_the_commit(&world);
 
     world.run(&["--max-iterations", "1"]).assert_code(1);
     assert_eq!(
@@ -629,6 +625,56 @@ fn a_crash_right_after_the_commit_keeps_the_commit() {
     assert_eq!(world.outcomes(), ["committed", "committed"]);
     let first_commit = git(&world.repo, &["rev-parse", "HEAD~1"]);
     assert_eq!(world.progress()["cycles"][0]["commit"], first_commit.trim());
+}
+
+/// A `commit-msg` hook rewrote the summary of ralphd's commit, and ralphd
+/// was killed before noting the commit: the restart still knows it for the
+/// cycle's own and keeps it.
+#[test]
+fn a_crash_right_after_a_commit_whose_message_a_hook_rewrote_keeps_the_commit() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let world = World::new();
+    let hook = world.repo.join(".git/hooks/commit-msg");
+    std::fs::create_dir_all(hook.parent().unwrap()).unwrap();
+    std::fs::write(&hook, "#!/bin/sh\necho 'JIRA-1: work' > \"$1\"\n").unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    world.script(
+        "code-edit",
+        Some(1),
+        "cp \"$RALPH_HOME/state/in-flight.json\" \"$FAKE_CLAUDE_DIR/in-flight.copy\"\n",
+    );
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    assert_eq!(world.git_log()[0], "JIRA-1: work");
+    let commit = git(&world.repo, &["rev-parse", "HEAD"]);
+    put_back_the_note_before_the_commit(&world);
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["committed", "committed"]);
+    assert_eq!(world.git_log(), ["JIRA-1: work", "JIRA-1: work", "initial"]);
+    assert_eq!(git(&world.repo, &["rev-parse", "HEAD~1"]), commit);
+    assert_eq!(world.progress()["cycles"][0]["commit"], commit.trim());
+    assert_eq!(
+        git(&world.repo, &["for-each-ref", "refs/ralph/attempts"]),
+        ""
+    );
+}
+
+/// Puts in-flight.json back as a kill right after ralphd's commit leaves
+/// it: as it was before the commit (code-edit saved a copy), plus the note
+/// of the commit about to be made, taken from the record after it.
+fn put_back_the_note_before_the_commit(world: &World) {
+    let path = world.home.join("state/in-flight.json");
+    let after = read_json(&path);
+    assert!(after["committing"].is_object(), "{after}");
+    let mut before = read_json(&world.fake.join("in-flight.copy"));
+    assert!(
+        before["start"].is_object() && before["commit"].is_null(),
+        "{before}"
+    );
+    before["committing"] = after["committing"].clone();
+    std::fs::write(&path, before.to_string()).unwrap();
 }
 
 /// Whether two dollar amounts are the same to a hundredth of a cent.
@@ -749,5 +795,65 @@ fn an_attempt_saved_before_a_crash_is_recorded_with_its_ref() {
         .trim(),
         "refs/ralph/attempts/1",
         "no second attempt for the same work"
+    );
+}
+
+/// The agent commits with a message like ralphd's own, then ralphd is
+/// killed before the verdict: the restart does not keep that unverified
+/// commit; it saves it as the cycle's attempt and rolls the branch back.
+#[test]
+fn an_agent_commit_named_like_ralphds_is_not_kept_after_a_crash() {
+    let world = World::new();
+    world.script(
+        "code-edit",
+        Some(1),
+        "echo agent > agent.txt; git add agent.txt; git -c user.name=a -c user.email=a@a commit -q -m 'ralphd: cycle 1: unverified'\n",
+    );
+    world.script("backtest", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in backtest");
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["interrupted", "committed"]);
+    assert_eq!(
+        world.git_log(),
+        ["ralphd: cycle 2: Add a line to work.txt", "initial"],
+        "the unverified commit is off the branch"
+    );
+    assert_eq!(
+        git(&world.repo, &["show", "refs/ralph/attempts/1:agent.txt"]),
+        "agent\n",
+        "the agent's work is saved as the attempt"
+    );
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+}
+
+/// A failed verdict saved the attempt but in-flight.json could not be
+/// rewritten to name it (a full disk), then ralphd was killed: the restart
+/// still records the cycle with the attempt's ref.
+#[test]
+fn an_attempt_in_flight_json_does_not_name_is_still_recorded_after_a_crash() {
+    let world = World::new();
+    world.reply("backtest", Some(1), &answer(&verdict(false, "not good")));
+    world.script("report", Some(1), "kill -9 $PPID\nsleep 5\n");
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in report");
+    let path = world.home.join("state/in-flight.json");
+    let mut in_flight = read_json(&path);
+    in_flight
+        .as_object_mut()
+        .unwrap()
+        .remove("attempt_ref")
+        .expect("the attempt was noted");
+    std::fs::write(&path, in_flight.to_string()).unwrap();
+
+    world.run(&["--max-iterations", "1"]).assert_code(1);
+    assert_eq!(world.outcomes(), ["interrupted", "committed"]);
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
     );
 }

@@ -131,7 +131,10 @@ pub(super) fn newest_attempt_of(
                         .strip_prefix('-')
                         .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
             });
-            of_cycle && attempt.time.as_second() >= started.as_second()
+            // Both are whole seconds and started_at is rounded to the nearest
+            // one: an attempt saved in the cycle's first half second may read
+            // one second earlier than its start.
+            of_cycle && attempt.time.as_second() + 1 >= started.as_second()
         })
         .max_by_key(|attempt| {
             attempt
@@ -228,5 +231,13 @@ mod tests {
         let later = jiff::Timestamp::from_second(2_000).unwrap().to_string();
         assert_eq!(newest_attempt_of(&attempts, 3, &later), None);
         assert_eq!(newest_attempt_of(&attempts, 3, "not a time"), None);
+        // started_at is rounded to the nearest second: one second earlier counts.
+        let rounded_up = jiff::Timestamp::from_second(1_004).unwrap().to_string();
+        assert_eq!(
+            newest_attempt_of(&attempts[3..4], 30, &rounded_up).as_deref(),
+            Some("refs/ralph/attempts/30")
+        );
+        let too_early = jiff::Timestamp::from_second(1_005).unwrap().to_string();
+        assert_eq!(newest_attempt_of(&attempts[3..4], 30, &too_early), None);
     }
 }

@@ -69,10 +69,17 @@ impl GitRepo {
             Err(error) if error.code() == ErrorCode::NotFound => self.common_dir.join("hooks"),
             Err(error) => return Err(git_error(error)),
         };
-        let executable = |name: &str| {
+        // A hook that is missing is no hook; one that cannot be checked
+        // (permissions) is an error, never silently skipped.
+        let executable = |name: &str| -> Result<Option<PathBuf>> {
             let path = hooks_dir.join(name);
-            let metadata = fs::metadata(&path).ok()?;
-            (metadata.is_file() && metadata.permissions().mode() & 0o111 != 0).then_some(path)
+            match fs::metadata(&path) {
+                Ok(metadata) => Ok((metadata.is_file()
+                    && metadata.permissions().mode() & 0o111 != 0)
+                    .then_some(path)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(self.io_error(OP, &path, error)),
+            }
         };
         let gpgsign = match config.get_bool("commit.gpgsign") {
             Ok(value) => value,
@@ -85,8 +92,8 @@ impl GitRepo {
             None
         };
         Ok(CommitRules {
-            pre_commit: executable("pre-commit"),
-            commit_msg: executable("commit-msg"),
+            pre_commit: executable("pre-commit")?,
+            commit_msg: executable("commit-msg")?,
             signing,
         })
     }

@@ -39,7 +39,7 @@ use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
 use crate::record::{AgentVerdict, DecidedBy, DiffStat, Verdict};
 use crate::state::{Outcome, PhaseRecord};
 
-pub(crate) use repo::{CycleRepo, LiveRepo};
+pub(crate) use repo::{CycleRepo, LiveRepo, off_thread};
 
 /// How much of the diff the backtest prompt sees.
 const DIFF_SUMMARY_BYTES: usize = 16 * 1024;

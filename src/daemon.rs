@@ -207,10 +207,7 @@ impl Daemon {
         operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
     ) -> Result<T, GitError> {
         let repo = self.repo.clone();
-        match tokio::task::spawn_blocking(move || operation(&repo)).await {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-        }
+        crate::cycle::off_thread(move || operation(&repo)).await
     }
 }
 

@@ -121,16 +121,22 @@ impl LiveRepo {
         LiveRepo { repo }
     }
 
-    /// Runs `operation` off the async threads; a panic in it goes on here.
+    /// Runs `operation` off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
         operation: impl FnOnce(&GitRepo) -> Result<T, GitError> + Send + 'static,
     ) -> Result<T, GitError> {
         let repo = self.repo.clone();
-        match tokio::task::spawn_blocking(move || operation(&repo)).await {
-            Ok(result) => result,
-            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-        }
+        off_thread(move || operation(&repo)).await
+    }
+}
+
+/// Runs blocking work (git2, file walks) on tokio's blocking pool and waits
+/// for it; a panic in it goes on in the caller, as if it had run here.
+pub(crate) async fn off_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic.into_panic()),
     }
 }
 

@@ -74,6 +74,8 @@ impl Daemon {
             let now = SystemTime::now();
             match outcome {
                 Outcome::Committed | Outcome::Complete => self.guards.breaker.record_success(),
+                // Not reached: an interrupted cycle ends as CycleEnd::Interrupted
+                // above; the breaker counts nothing for it either way.
                 Outcome::Interrupted => {}
                 Outcome::Failed | Outcome::NoChanges | Outcome::RolledBack => {
                     let reason = format!(
@@ -272,14 +274,10 @@ impl Daemon {
             .as_ref()
             .map(|in_flight| in_flight.cycle);
         let shutdown = self.signals.shutdown.clone();
-        let pruned = match tokio::task::spawn_blocking(move || {
+        let pruned = crate::cycle::off_thread(move || {
             retention::apply(&dir, retention, in_flight, || shutdown.is_cancelled())
         })
-        .await
-        {
-            Ok(pruned) => pruned,
-            Err(panic) => std::panic::resume_unwind(panic.into_panic()),
-        };
+        .await;
         if pruned.deleted > 0 || pruned.compressed_files > 0 {
             tracing::info!(
                 deleted_cycles = pruned.deleted,

@@ -39,7 +39,7 @@ use crate::prompt::{CheckBrief, PromptContext, StoryBrief};
 use crate::record::{AgentVerdict, DecidedBy, DiffStat, Verdict};
 use crate::state::{Outcome, PhaseRecord};
 
-pub(crate) use repo::{CycleRepo, LiveRepo, off_thread};
+pub(crate) use repo::{CycleRepo, LiveRepo, off_thread, save_attempt_masking_secrets};
 
 /// How much of the diff the backtest prompt sees.
 const DIFF_SUMMARY_BYTES: usize = 16 * 1024;
@@ -835,24 +835,10 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
             "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
         );
         let (name, email) = self.executor.git_author();
-        let secrets = if self.executor.secret_scan() {
-            self.repo.scan_secrets(since).await?
-        } else {
-            None
-        };
-        let Some(secrets) = secrets else {
-            return self
-                .repo
-                .save_changes(since, cycle, &message, (&name, &email))
-                .await;
-        };
-        let masks = secrets.lines_to_mask();
-        let reference = self
-            .repo
-            .save_masked_attempt(since, cycle, &message, (&name, &email), &masks)
-            .await?;
-        tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
-        Ok(Some(reference))
+        let secret_scan = self.executor.secret_scan();
+        self.repo
+            .save_attempt(since, cycle, &message, (&name, &email), secret_scan)
+            .await
     }
 
     /// The daemon must stop: work not committed is saved and rolled back.

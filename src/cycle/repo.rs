@@ -58,23 +58,17 @@ pub(crate) trait CycleRepo {
     ) -> Result<String, GitError>;
     /// What the agent did to the repository that a cycle may not do.
     async fn trespasses(&mut self, guard: &Self::Snapshot) -> Result<Vec<Trespass>, GitError>;
-    /// Saves what changed since `start` as an attempt; `None` when nothing did.
-    async fn save_changes(
+    /// Saves what changed since `start` as an attempt, with the lines that
+    /// hold a credential masked when `secret_scan` is on
+    /// ([`save_attempt_masking_secrets`]); `None` when nothing changed.
+    async fn save_attempt(
         &mut self,
         start: &Self::Snapshot,
         cycle: u64,
         message: &str,
         author: (&str, &str),
+        secret_scan: bool,
     ) -> Result<Option<String>, GitError>;
-    /// Saves the attempt with the credential lines `masks` masked.
-    async fn save_masked_attempt(
-        &mut self,
-        start: &Self::Snapshot,
-        cycle: u64,
-        message: &str,
-        author: (&str, &str),
-        masks: &[(PathBuf, Vec<u32>)],
-    ) -> Result<String, GitError>;
     async fn rollback(&mut self, to: &Self::Snapshot) -> Result<(), GitError>;
     async fn commit_rules(&mut self, committer: (&str, &str)) -> Result<CommitRules, GitError>;
     async fn stage_commit(
@@ -109,6 +103,56 @@ pub(crate) trait CycleRepo {
         payload: &str,
         signature: &str,
     ) -> Result<Oid, GitError>;
+}
+
+/// The secret scan ([`SecretScan`]) over every line added since `start`:
+/// the work tree's diff and the agent's own commits.
+pub(crate) fn scan_secrets(
+    repo: &GitRepo,
+    start: &git::Snapshot,
+) -> Result<Option<Violation>, GitError> {
+    let mut scan = SecretScan::default();
+    repo.scan_added_lines(start, |commit, path, line, content| {
+        let found = match commit {
+            Some(commit) => Found::Commit(commit.to_owned()),
+            None => Found::WorkTree,
+        };
+        scan.added_line(found, path, line, content);
+    })?;
+    Ok(scan.finish())
+}
+
+/// Saves what changed since `start` as an attempt, every attempt the same
+/// way, whether a cycle or crash recovery saves it: with `secret_scan` on
+/// (`[gates] secret_scan`), the lines that hold a credential are masked
+/// ([`GitRepo::save_masked_attempt`]), so no attempt keeps one; otherwise
+/// [`GitRepo::save_changes`]. Returns the attempt's ref, `None` when nothing
+/// changed.
+pub(crate) fn save_attempt_masking_secrets(
+    repo: &GitRepo,
+    start: &git::Snapshot,
+    cycle: u64,
+    message: &str,
+    (name, email): (&str, &str),
+    secret_scan: bool,
+) -> Result<Option<String>, GitError> {
+    let secrets = if secret_scan {
+        scan_secrets(repo, start)?
+    } else {
+        None
+    };
+    let Some(secrets) = secrets else {
+        return repo.save_changes(start, cycle, message, name, email);
+    };
+    let reference = repo.save_masked_attempt(
+        start,
+        cycle,
+        message,
+        (name, email),
+        &secrets.lines_to_mask(),
+    )?;
+    tracing::warn!(cycle, attempt = %reference, "the attempt is saved with the credential's lines masked ({secrets})");
+    Ok(Some(reference))
 }
 
 /// The real repository: each operation runs on a blocking thread.
@@ -171,18 +215,7 @@ impl CycleRepo for LiveRepo {
 
     async fn scan_secrets(&mut self, start: &git::Snapshot) -> Result<Option<Violation>, GitError> {
         let start = start.clone();
-        self.blocking(move |repo| {
-            let mut scan = SecretScan::default();
-            repo.scan_added_lines(&start, |commit, path, line, content| {
-                let found = match commit {
-                    Some(commit) => Found::Commit(commit.to_owned()),
-                    None => Found::WorkTree,
-                };
-                scan.added_line(found, path, line, content);
-            })?;
-            Ok(scan.finish())
-        })
-        .await
+        self.blocking(move |repo| scan_secrets(repo, &start)).await
     }
 
     async fn diff_summary(
@@ -200,34 +233,26 @@ impl CycleRepo for LiveRepo {
         self.blocking(move |repo| repo.trespasses(&guard)).await
     }
 
-    async fn save_changes(
+    async fn save_attempt(
         &mut self,
         start: &git::Snapshot,
         cycle: u64,
         message: &str,
         author: (&str, &str),
+        secret_scan: bool,
     ) -> Result<Option<String>, GitError> {
         let start = start.clone();
         let message = message.to_owned();
         let (name, email) = (author.0.to_owned(), author.1.to_owned());
-        self.blocking(move |repo| repo.save_changes(&start, cycle, &message, &name, &email))
-            .await
-    }
-
-    async fn save_masked_attempt(
-        &mut self,
-        start: &git::Snapshot,
-        cycle: u64,
-        message: &str,
-        author: (&str, &str),
-        masks: &[(PathBuf, Vec<u32>)],
-    ) -> Result<String, GitError> {
-        let start = start.clone();
-        let message = message.to_owned();
-        let (name, email) = (author.0.to_owned(), author.1.to_owned());
-        let masks = masks.to_vec();
         self.blocking(move |repo| {
-            repo.save_masked_attempt(&start, cycle, &message, (&name, &email), &masks)
+            save_attempt_masking_secrets(
+                repo,
+                &start,
+                cycle,
+                &message,
+                (&name, &email),
+                secret_scan,
+            )
         })
         .await
     }

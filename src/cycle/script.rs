@@ -622,14 +622,31 @@ impl CycleRepo for ScriptedRepo {
         })
     }
 
-    async fn save_changes(
+    async fn save_attempt(
         &mut self,
         start: &String,
         cycle: u64,
         _message: &str,
         _author: (&str, &str),
+        secret_scan: bool,
     ) -> Result<Option<String>, GitError> {
+        let secrets = if secret_scan {
+            self.scan_secrets(start).await?
+        } else {
+            None
+        };
         self.with(|repo| {
+            if let Some(secrets) = secrets {
+                let masked: Vec<String> = secrets
+                    .lines_to_mask()
+                    .iter()
+                    .map(|(path, lines)| format!("{}:{lines:?}", path.display()))
+                    .collect();
+                repo.log
+                    .push(format!("save since {start} masking {}", masked.join(" ")));
+                repo.saves += 1;
+                return Ok(Some(format!("refs/ralph/attempts/{cycle}")));
+            }
             if repo.changed_since(start).is_empty() && !repo.trespassed {
                 return Ok(None);
             }
@@ -639,26 +656,6 @@ impl CycleRepo for ScriptedRepo {
                 1 => format!("refs/ralph/attempts/{cycle}"),
                 n => format!("refs/ralph/attempts/{cycle}-{n}"),
             }))
-        })
-    }
-
-    async fn save_masked_attempt(
-        &mut self,
-        start: &String,
-        cycle: u64,
-        _message: &str,
-        _author: (&str, &str),
-        masks: &[(PathBuf, Vec<u32>)],
-    ) -> Result<String, GitError> {
-        self.with(|repo| {
-            let masked: Vec<String> = masks
-                .iter()
-                .map(|(path, lines)| format!("{}:{lines:?}", path.display()))
-                .collect();
-            repo.log
-                .push(format!("save since {start} masking {}", masked.join(" ")));
-            repo.saves += 1;
-            Ok(format!("refs/ralph/attempts/{cycle}"))
         })
     }
 

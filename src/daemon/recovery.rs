@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::cycle::save_attempt_masking_secrets;
 use crate::git::{GitRepo, PendingCommit};
 use crate::state::{self, CycleRecord, InFlight};
 
@@ -149,7 +150,9 @@ pub(super) fn newest_attempt_of(
 /// Saves what an interrupted cycle left in the repository as an attempt and
 /// rolls the tree back to the cycle's start, unless HEAD is the commit the
 /// cycle noted it was about to make of its verified work (`committing`),
-/// which is kept. A commit's message proves nothing: the agent can write
+/// which is kept. With `secret_scan` on, the attempt is saved like a
+/// cycle's, with the lines that hold a credential masked
+/// ([`save_attempt_masking_secrets`]). A commit's message proves nothing: the agent can write
 /// ralphd's, a `commit-msg` hook can rewrite it.
 pub(super) fn recover_repo(
     repo: &GitRepo,
@@ -157,6 +160,7 @@ pub(super) fn recover_repo(
     start: &crate::git::Snapshot,
     committing: Option<&PendingCommit>,
     (name, email): &(String, String),
+    secret_scan: bool,
 ) -> Result<Recovered> {
     // Died between the cycle's commit and the note that it was committed:
     // the verified commit stays.
@@ -176,19 +180,25 @@ pub(super) fn recover_repo(
     let message = format!(
         "ralphd: cycle {cycle} attempt (not kept): interrupted\n\nWhy it was not kept: the daemon died during this cycle (crash, kill -9 or power loss)\n"
     );
-    let attempt_ref = repo
-        .save_changes(start, cycle, &message, name, email)
-        .and_then(|saved| {
-            if saved.is_some() {
-                repo.rollback(start)?;
-            }
-            Ok(saved)
-        })
-        .with_context(|| {
-            format!(
-                "cannot save and roll back cycle {cycle}, which the previous daemon left unfinished"
-            )
-        })?;
+    let attempt_ref = save_attempt_masking_secrets(
+        repo,
+        start,
+        cycle,
+        &message,
+        (name, email),
+        secret_scan,
+    )
+    .and_then(|saved| {
+        if saved.is_some() {
+            repo.rollback(start)?;
+        }
+        Ok(saved)
+    })
+    .with_context(|| {
+        format!(
+            "cannot save and roll back cycle {cycle}, which the previous daemon left unfinished"
+        )
+    })?;
     if let Some(reference) = &attempt_ref {
         tracing::warn!(cycle, attempt = %reference, "the interrupted cycle's work was saved and the tree rolled back to its start");
     }

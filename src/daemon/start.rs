@@ -251,6 +251,7 @@ async fn prepare_the_tree(
     let repo_path = config.repo.clone();
     let home = config.home.clone();
     let allow_dirty = config.allow_dirty;
+    let secret_scan = config.gates.secret_scan;
     let author = (
         config.git.author_name.clone(),
         config.git.author_email.clone(),
@@ -278,7 +279,14 @@ async fn prepare_the_tree(
             };
             if let Some(start) = &in_flight.start {
                 let committing = in_flight.committing.as_ref();
-                recovered = recover_repo(&repo, in_flight.cycle, start, committing, &author)?;
+                recovered = recover_repo(
+                    &repo,
+                    in_flight.cycle,
+                    start,
+                    committing,
+                    &author,
+                    secret_scan,
+                )?;
             }
             recovered.unnoted_attempt = unnoted;
         }

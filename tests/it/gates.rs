@@ -254,3 +254,33 @@ fn a_cycle_that_fails_for_another_reason_saves_no_secret_either() {
         outcome.stderr
     );
 }
+
+/// `kill -9` while code-edit has just written a credential: the restart saves
+/// what the cycle left with the credential's line masked, like every attempt
+/// a cycle saves.
+#[test]
+fn the_attempt_crash_recovery_saves_keeps_no_secret_either() {
+    let world = World::new();
+    let token = github_token();
+    world.script(
+        "code-edit",
+        Some(1),
+        &format!("printf 'ok\\nTOKEN={token}\\n' > config.env\nkill -9 $PPID\nsleep 5\n"),
+    );
+    let killed = world.run(&["--max-iterations", "1"]);
+    assert_ne!(killed.code, 0, "ralphd was killed in code-edit");
+
+    let restart = world.run(&["--max-iterations", "1"]);
+    assert_eq!(world.outcomes()[0], "interrupted");
+    assert_eq!(
+        world.progress()["cycles"][0]["attempt_ref"],
+        "refs/ralph/attempts/1"
+    );
+    let saved = git(&world.repo, &["show", "refs/ralph/attempts/1:config.env"]);
+    assert_eq!(saved.lines().next(), Some("ok"), "{saved}");
+    assert!(saved.lines().nth(1).unwrap().contains("masked"), "{saved}");
+    let everything = git(&world.repo, &["log", "-p", "--all", "--format=%B"]);
+    assert!(!everything.contains(&token), "{everything}");
+    assert!(!restart.stderr.contains(&token), "{}", restart.stderr);
+    assert!(world.read_repo("config.env").is_none(), "rolled back");
+}

@@ -19,10 +19,12 @@
 
 mod commit;
 mod repo;
+mod rollback;
 #[cfg(test)]
 mod script;
 #[cfg(test)]
 mod tests;
+mod verdict;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -40,6 +42,7 @@ use crate::record::{AgentVerdict, DecidedBy, DiffStat, Verdict};
 use crate::state::{Outcome, PhaseRecord};
 
 pub(crate) use repo::{CycleRepo, LiveRepo, off_thread, save_attempt_masking_secrets};
+pub(crate) use verdict::decide;
 
 /// How much of the diff the backtest prompt sees.
 const DIFF_SUMMARY_BYTES: usize = 16 * 1024;
@@ -733,197 +736,6 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
         Ok(())
     }
 
-    /// docs/design.md §14: after a phase run HEAD must still be on the branch of
-    /// `guard`, that branch must still contain `guard`'s commit and no
-    /// submodule may have changed. Returns the cycle's reason when not
-    /// (`code-edit: the agent …`), also when the check itself fails: a
-    /// repository that cannot be checked is not trusted.
-    async fn trespass_after(&mut self, guard: &Snapshot<E>, phase: Phase) -> Option<String> {
-        match self.repo.trespasses(guard).await {
-            Ok(found) if found.is_empty() => None,
-            Ok(found) => {
-                let what: Vec<String> = found.iter().map(ToString::to_string).collect();
-                Some(format!("{phase}: {}", what.join("; ")))
-            }
-            Err(error) => Some(format!(
-                "cannot check the repository after {phase}: {error}"
-            )),
-        }
-    }
-
-    /// Saves what the agent did (its commits, its branch, its submodule work)
-    /// as an attempt and puts the repository back to `guard`. A committed
-    /// cycle stays committed (its commit is kept); any other cycle fails with
-    /// `reason`.
-    async fn undo_trespass(&mut self, guard: &Snapshot<E>, reason: String) {
-        tracing::error!(cycle = self.input.cycle, %reason, "the agent touched what belongs to the cycle; saving its work and restoring the repository");
-        // An attempt the verdict already saved stays the cycle's attempt: it
-        // holds the edit; this one only what the agent did to git afterwards.
-        let verdict_attempt = self.report.attempt_ref.take();
-        if self.kept == Some(Outcome::Committed) {
-            self.report.error = Some(reason.clone());
-            self.save_and_roll_back(guard, &reason).await;
-        } else {
-            self.fail_and_roll_back(guard, reason).await;
-        }
-        if let Some(earlier) = verdict_attempt {
-            if let (Some(later), Some(error)) =
-                (self.report.attempt_ref.take(), self.report.error.as_mut())
-            {
-                error.push_str(&format!(" (saved as {later})"));
-            }
-            self.report.attempt_ref = Some(earlier);
-        }
-    }
-
-    /// Records `error`, which is also why the cycle's work was not kept:
-    /// saved as an attempt, then rolled back to `to`.
-    async fn fail_and_roll_back(&mut self, to: &Snapshot<E>, error: String) {
-        self.report.error = Some(error.clone());
-        self.save_and_roll_back(to, &error).await;
-    }
-
-    /// Saves whatever the cycle changed under `refs/ralph/attempts/<n>` and
-    /// puts the repository back to `to` (the user's own changes included).
-    async fn save_and_roll_back(&mut self, to: &Snapshot<E>, why: &str) {
-        let cycle = self.input.cycle;
-        let reference = match self.save_attempt(to, why).await {
-            Ok(Some(reference)) => reference,
-            Ok(None) => return,
-            Err(error) => {
-                let message = format!(
-                    "could not save the attempt ({error}); the work tree still holds the cycle's changes"
-                );
-                tracing::error!(cycle, %message);
-                self.report.error.get_or_insert(message);
-                return;
-            }
-        };
-        // Never roll back what could not be saved: save first, record it, then reset.
-        self.report.attempt_ref = Some(reference.clone());
-        self.note_in_flight_at(to);
-        match self.repo.rollback(to).await {
-            Ok(()) => {
-                tracing::info!(cycle, attempt = %reference, "attempt saved and the work tree rolled back to the cycle's start");
-            }
-            Err(error) => {
-                let message = format!(
-                    "attempt saved as {reference}, but the rollback failed ({error}); the work tree still holds the cycle's changes"
-                );
-                tracing::error!(cycle, %message);
-                self.report.error.get_or_insert(message);
-            }
-        }
-    }
-
-    /// Saves what changed since `since` as the cycle's attempt, `why` in its
-    /// message; `None` when nothing changed. With secret_scan on, no attempt
-    /// keeps a credential the cycle added, whatever ended the cycle: its
-    /// lines are masked.
-    async fn save_attempt(
-        &mut self,
-        since: &Snapshot<E>,
-        why: &str,
-    ) -> Result<Option<String>, GitError> {
-        let cycle = self.input.cycle;
-        let title = self
-            .report
-            .title
-            .clone()
-            .unwrap_or_else(|| "attempt".to_owned());
-        let message = format!(
-            "ralphd: cycle {cycle} attempt (not kept): {title}\n\nWhy it was not kept: {why}\n"
-        );
-        let (name, email) = self.executor.git_author();
-        let secret_scan = self.executor.secret_scan();
-        self.repo
-            .save_attempt(since, cycle, &message, (&name, &email), secret_scan)
-            .await
-    }
-
-    /// The daemon must stop: work not committed is saved and rolled back.
-    async fn stop(&mut self, stop: Stop) -> CutShort {
-        let why = match &stop {
-            Stop::Cancelled => "the daemon was stopped".to_owned(),
-            Stop::Halt(reason) => reason.clone(),
-        };
-        if self.kept != Some(Outcome::Committed) {
-            let start = self.start.clone();
-            self.save_and_roll_back(&start, &why).await;
-        }
-        self.report.error.get_or_insert(why);
-        CutShort::Stopped(stop)
-    }
-
-    /// How the cycle ended, from what happened: the one place its outcome
-    /// is decided.
-    fn end(&self, cut_short: Option<CutShort>) -> CycleEnd {
-        let committed = self.kept == Some(Outcome::Committed);
-        match cut_short {
-            Some(CutShort::Stopped(Stop::Cancelled)) => CycleEnd::Interrupted { committed },
-            Some(CutShort::Stopped(Stop::Halt(reason))) => CycleEnd::Halted { reason, committed },
-            Some(CutShort::Trespassed) if committed => CycleEnd::Ran(Outcome::Committed),
-            Some(CutShort::Trespassed) => CycleEnd::Ran(Outcome::Failed),
-            Some(CutShort::Failed) => CycleEnd::Ran(self.kept.unwrap_or(Outcome::Failed)),
-            None => {
-                let outcome = match self.edit {
-                    Edit::Unchanged => Some(Outcome::NoChanges),
-                    _ => self.kept,
-                };
-                if self.completion {
-                    CycleEnd::Complete(outcome.unwrap_or(Outcome::Complete))
-                } else {
-                    CycleEnd::Ran(outcome.unwrap_or(Outcome::Failed))
-                }
-            }
-        }
-    }
-
-    /// The cycle's reason (DESIGN §10a): one line saying why it ended as it
-    /// did — the verdict's reason, `code-edit changed nothing`, the failure,
-    /// the interruption or the halt.
-    fn reason(&self, end: &CycleEnd) -> String {
-        let running = self.running.unwrap_or("the start of the cycle");
-        let verdict = self
-            .report
-            .verdict
-            .as_ref()
-            .map(|verdict| verdict.reason.clone());
-        let error = self.report.error.clone();
-        let mut reason = match end {
-            CycleEnd::Interrupted { committed: false } => {
-                let signal = self.executor.stop_signal().unwrap_or("a stop signal");
-                format!("interrupted by {signal} during {running}")
-            }
-            CycleEnd::Halted {
-                reason,
-                committed: false,
-            } => format!("halted during {running}: {reason}"),
-            _ => match end.outcome() {
-                Outcome::NoChanges if matches!(self.edit, Edit::Unchanged) => {
-                    "code-edit changed nothing".to_owned()
-                }
-                Outcome::NoChanges => "the verified change touches only files with the user's own uncommitted changes; nothing was committed".to_owned(),
-                Outcome::Committed | Outcome::RolledBack => verdict
-                    .or(error)
-                    .unwrap_or_else(|| "verified".to_owned()),
-                Outcome::Complete => String::new(),
-                Outcome::Failed | Outcome::Interrupted => {
-                    error.unwrap_or_else(|| format!("{running} failed"))
-                }
-            },
-        };
-        if let Some(phase) = self.completed_in {
-            let completion = format!("the agent declared completion in {phase}");
-            reason = if reason.is_empty() {
-                completion
-            } else {
-                format!("{reason}; {completion}")
-            };
-        }
-        reason
-    }
-
     /// Tells the executor what a restart after a crash must know of the
     /// cycle so far: the report, and where to roll back to, its start until
     /// its work is committed.
@@ -935,105 +747,6 @@ impl<E: PhaseExecutor> CycleRun<'_, E> {
     fn note_in_flight_at(&mut self, rollback_point: &Snapshot<E>) {
         let rollback_point = self.report.commit.is_none().then_some(rollback_point);
         self.executor.save_in_flight(rollback_point, &self.report);
-    }
-}
-
-/// The verdict rule of docs/design.md §6: all checks pass (when configured) and the
-/// agent's verdict is not `fail`; with no checks, the agent's `pass` is
-/// required. Says who decided: the checks when one failed (whatever the agent
-/// said) or when all passed and the agent did not say fail; the agent when its
-/// fail or (without checks) its word decided.
-pub(crate) fn decide(
-    backtest_text: &str,
-    checks: &[CheckResult],
-    checks_configured: bool,
-) -> Verdict {
-    let agent = blocks::parse_backtest_verdict(backtest_text);
-    let agent_verdict = agent.as_ref().ok().map(|verdict| match verdict.verdict {
-        blocks::Verdict::Pass => AgentVerdict::Pass,
-        blocks::Verdict::Fail => AgentVerdict::Fail,
-    });
-    let verdict = |pass: bool, decided_by: DecidedBy, reason: String| Verdict {
-        pass,
-        decided_by,
-        agent_verdict,
-        reason,
-    };
-    let failed_checks: Vec<String> = checks
-        .iter()
-        .filter(|check| !check.passed())
-        .map(|check| {
-            let ending = crate::record::CheckRecord::from_result(check).ending();
-            format!("{} {ending}", check.command)
-        })
-        .collect();
-    if !failed_checks.is_empty() {
-        let overruled = if agent_verdict == Some(AgentVerdict::Pass) {
-            " (the backtest agent said pass)"
-        } else {
-            ""
-        };
-        return verdict(
-            false,
-            DecidedBy::Checks,
-            format!("checks failed: {}{overruled}", failed_checks.join(", ")),
-        );
-    }
-    match agent {
-        Ok(said) if said.verdict == blocks::Verdict::Fail => verdict(
-            false,
-            DecidedBy::Agent,
-            format!("the backtest agent's verdict: fail — {}", said.reason),
-        ),
-        Ok(said) if checks_configured => verdict(
-            true,
-            DecidedBy::Checks,
-            format!(
-                "{}; the backtest agent's verdict: pass — {}",
-                all_passed(checks.len()),
-                said.reason
-            ),
-        ),
-        Ok(said) if said.verdict == blocks::Verdict::Pass => verdict(
-            true,
-            DecidedBy::Agent,
-            format!("the backtest agent's verdict: pass — {}", said.reason),
-        ),
-        Ok(said) => verdict(
-            false,
-            DecidedBy::Agent,
-            format!("no pass from the backtest agent: {}", said.reason),
-        ),
-        Err(error) if checks_configured => {
-            tracing::warn!(%error, "backtest verdict block missing or invalid; the checks decide");
-            verdict(
-                true,
-                DecidedBy::Checks,
-                format!(
-                    "{} (no valid verdict block from the backtest agent)",
-                    all_passed(checks.len())
-                ),
-            )
-        }
-        Err(error) => {
-            tracing::warn!(%error, "backtest verdict block missing or invalid");
-            verdict(
-                false,
-                DecidedBy::Agent,
-                format!(
-                    "no checks are configured and the backtest agent gave no valid pass ({error})"
-                ),
-            )
-        }
-    }
-}
-
-/// `the check passed` / `all 3 checks passed`.
-fn all_passed(checks: usize) -> String {
-    if checks == 1 {
-        "the check passed".to_owned()
-    } else {
-        format!("all {checks} checks passed")
     }
 }
 

@@ -1,4 +1,4 @@
-//! `cycles/<n>/report.md`, the human page of a cycle (DESIGN §10a): ralphd's
+//! `cycles/<n>/report.md`, the human page of a cycle (docs/design.md §3.4): ralphd's
 //! facts first (outcome and reason, verdict and who decided, each check with
 //! its exit code and duration, the diff's size, the commit or saved attempt
 //! with the command to look at it, cost and duration), then the report

@@ -251,7 +251,7 @@ fn run_daemon(config: config::Config, demo: bool) -> anyhow::Result<u8> {
     .map(RunExit::code)
 }
 
-/// The daemon's last log line (DESIGN §10a): its exit code and why.
+/// The daemon's last log line (docs/design.md §3.4): its exit code and why.
 fn log_final_line(exit: RunExit) {
     let why = match exit {
         RunExit::Complete => "the agent declared completion and it was accepted",

@@ -1,4 +1,4 @@
-//! The record of a cycle (DESIGN §10a): the serde shapes that say why a
+//! The record of a cycle (docs/design.md §3.4): the serde shapes that say why a
 //! cycle ended as it did — the verdict and who decided it, each check with
 //! its exit code and duration, the diff's size — shared by progress.json,
 //! `status`, the cycle's human page and, later, the web page, notifications

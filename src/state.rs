@@ -338,7 +338,7 @@ pub(crate) struct CycleRecord {
     pub(crate) title: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,
-    /// One line: why the outcome is what it is (DESIGN §10a).
+    /// One line: why the outcome is what it is (docs/design.md §3.4).
     #[serde(default)]
     pub(crate) reason: Option<String>,
     /// The verdict on the edit and who decided it; `None` when no verdict

@@ -60,7 +60,7 @@ struct RecentCycle {
     title: Option<String>,
     ended_at: String,
     error: Option<String>,
-    /// Why the cycle ended as it did (DESIGN §10a).
+    /// Why the cycle ended as it did (docs/design.md §3.4).
     reason: Option<String>,
     /// The verdict and who decided it, when one was reached.
     verdict: Option<crate::record::Verdict>,

@@ -266,7 +266,7 @@ impl GitRepo {
         let tree = repo.find_tree(update.create_updated(repo, &base)?)?;
         let signature = Signature::now(BOOKKEEPING_NAME, BOOKKEEPING_EMAIL)?;
         let parents: Vec<&git2::Commit<'_>> = head_commit.iter().collect();
-        // Each ref says what it holds (DESIGN §10a).
+        // Each ref says what it holds (docs/design.md §3.4).
         let message = if pin_ref == CHECKPOINT_REF {
             "ralphd: the work tree after code-edit (the edit under verification, uncommitted changes included)\n"
         } else {

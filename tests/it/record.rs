@@ -1,4 +1,4 @@
-//! The record of a cycle (DESIGN §10a): every outcome says why, who decided,
+//! The record of a cycle (docs/design.md §3.4): every outcome says why, who decided,
 //! what the checks said; `report.md` is the cycle's human page; the next idea
 //! hears of rejected attempts; `status` and the logs speak words.
 

@@ -37,23 +37,19 @@ impl Daemon {
             }
             _ => false,
         };
-        match last {
-            Some(_) if continues => state::write_last_branch(&self.paths, &current)?,
-            Some(last)
-                if last != current
-                    && self
-                        .checkout
-                        .archived_this_cycle
-                        .as_ref()
-                        .is_some_and(|(left, ..)| *left == current) =>
-            {
-                // The cycle's own switch was undone (its rollback put HEAD
-                // back): the branch goes on with its history, not afresh.
-                let (_, dir, progress) = self
-                    .checkout
-                    .archived_this_cycle
-                    .take()
-                    .expect("checked above");
+        // The cycle's own switch was undone (its rollback put HEAD back on the
+        // branch an archive was just made for): that archive is taken back.
+        let undone = match &last {
+            Some(last) if !continues && *last != current => self
+                .checkout
+                .archived_this_cycle
+                .take_if(|(left, ..)| *left == current),
+            _ => None,
+        };
+        match (last, undone) {
+            (Some(_), _) if continues => state::write_last_branch(&self.paths, &current)?,
+            (Some(last), Some((_, dir, progress))) => {
+                // The branch goes on with its history, not afresh.
                 tracing::info!(from = %last, to = %current, "back on the cycle's branch: its progress is restored from the archive just made");
                 self.records.progress = progress;
                 state::save_json(&self.paths.progress(), &self.records.progress)?;
@@ -62,7 +58,7 @@ impl Daemon {
                     tracing::warn!(%error, archive = %dir.display(), "cannot remove the archive that was undone");
                 }
             }
-            Some(last) if last != current => {
+            (Some(last), None) if last != current => {
                 let date = jiff::Zoned::now().date();
                 // A file that cannot be read stops the archive (nothing is
                 // reset); one that does not exist is simply not archived.
@@ -92,8 +88,8 @@ impl Daemon {
                 state::save_json(&self.paths.progress(), &self.records.progress)?;
                 state::write_last_branch(&self.paths, &current)?;
             }
-            Some(_) => {}
-            None => state::write_last_branch(&self.paths, &current)?,
+            (Some(_), _) => {}
+            (None, _) => state::write_last_branch(&self.paths, &current)?,
         }
         self.checkout.branch = current.clone();
         self.set_status(|status| status.branch = current);

@@ -34,6 +34,7 @@ use crate::control::{Control, Requests};
 use crate::events::{EventKind, Events};
 use crate::git::{GitError, GitRepo};
 use crate::limiter::Limiter;
+use crate::notify::{self, Liveness, Notifier};
 use crate::state::{self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock};
 use crate::watch::HeadWatcher;
 
@@ -121,6 +122,12 @@ pub(crate) struct Daemon {
     checkout: Checkout,
     /// The event stream watchers see (docs/design.md §11).
     events: Events,
+    /// Hooks, webhooks, `stalled` and the heartbeat (docs/design.md §12);
+    /// taken at exit to drain.
+    notifier: Option<Notifier>,
+    /// The loop's proof of life for the heartbeat: stamped at every step
+    /// and while waiting on something with a deadline.
+    liveness: Liveness,
     /// Requests from outside (pause, resume, stop, breaker reset): the
     /// handle given to the HTTP server, and the loop's side.
     control: (Control, watch::Receiver<Requests>),
@@ -216,6 +223,10 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
     daemon
         .events
         .publish(EventKind::DaemonStopped { exit_code, reason });
+    // After daemon_stopped: it is among what the queues get to send.
+    if let Some(notifier) = daemon.notifier.take() {
+        notifier.finish(exit_code, notify::DRAIN_TIME).await;
+    }
     // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit

@@ -118,7 +118,36 @@ pub(crate) enum EventKind {
         exit_code: u8,
         reason: String,
     },
+    /// No verified commit for `[notify] stall_after` while cycles kept
+    /// running (docs/design.md §12): once per window.
+    Stalled {
+        /// RFC 3339: the last commit, or the daemon's start if none since.
+        since: String,
+        /// Cycles finished since then, none of them committed.
+        cycles_without_commit: u64,
+        /// What those cycles cost.
+        cost_usd: f64,
+    },
 }
+
+/// Every event `type`, for `on = [...]` in `[[hooks]]` and `[[webhooks]]`.
+pub(crate) const EVENT_TYPES: [&str; 15] = [
+    "daemon_started",
+    "cycle_started",
+    "phase_started",
+    "agent_text",
+    "tool_use",
+    "phase_finished",
+    "check_finished",
+    "cycle_finished",
+    "waiting",
+    "breaker_changed",
+    "paused",
+    "resumed",
+    "stop_requested",
+    "daemon_stopped",
+    "stalled",
+];
 
 /// Why the loop waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +193,7 @@ impl EventKind {
             EventKind::Resumed {} => "resumed",
             EventKind::StopRequested {} => "stop_requested",
             EventKind::DaemonStopped { .. } => "daemon_stopped",
+            EventKind::Stalled { .. } => "stalled",
         }
     }
 

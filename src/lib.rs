@@ -46,6 +46,7 @@ mod limiter;
 mod logging;
 #[cfg(test)]
 mod no_panic;
+mod notify;
 pub mod phase;
 mod prd;
 mod prompt;

@@ -12,7 +12,7 @@ use super::Config;
 use super::error::ConfigError;
 use super::resolve::{Flag, Resolver};
 use super::values::{
-    agent_kind, boolean, command, dollars, duration, glob_list, keep_cycles, log_file_count,
+    agent_kind, boolean, command, dollars, duration, glob_list, http_url, keep_cycles, log_file_count,
     log_format, log_level, max_iterations, nonzero_duration, nonzero_u32, on_corrupt, optional,
     permission_mode, signature_part, string_list, text, whole_number,
 };
@@ -124,5 +124,10 @@ pub(super) fn read_keys(
     key!(r, config.state.keep_cycles, keep_cycles);
     key!(r, config.state.compress_after, whole_number(0));
     key!(r, config.state.max_transcript_mb, whole_number(1));
+
+    key!(r, config.notify.heartbeat_url, optional(http_url));
+    key!(r, config.notify.heartbeat_every, nonzero_duration);
+    key!(r, config.notify.stall_after, duration);
+    key!(r, config.notify.queue_size, whole_number(1));
     Ok(())
 }

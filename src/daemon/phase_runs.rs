@@ -187,6 +187,7 @@ impl PhaseExecutor for Daemon {
         if self.signals.shutdown.is_cancelled() {
             return Err(Stop::Cancelled);
         }
+        self.liveness.beat();
         self.take_requests();
         self.wait_while_paused().await?;
         self.reload_if_asked();
@@ -235,14 +236,16 @@ impl PhaseExecutor for Daemon {
             return Some(Vec::new());
         }
         self.set_status(|status| status.phase = Some("backtest checks".to_owned()));
-        let results = checks::run_all(
-            &self.config.backtest.checks,
-            &self.config.repo,
-            self.config.backtest.check_timeout,
-            self.config.agent.stop_grace,
-            &self.signals.shutdown,
-        )
-        .await?;
+        let results = self
+            .liveness
+            .during(checks::run_all(
+                &self.config.backtest.checks,
+                &self.config.repo,
+                self.config.backtest.check_timeout,
+                self.config.agent.stop_grace,
+                &self.signals.shutdown,
+            ))
+            .await?;
         let cycle = self
             .records
             .in_flight
@@ -303,7 +306,14 @@ impl PhaseExecutor for Daemon {
             timeout: self.config.backtest.check_timeout,
             stop_grace: self.config.agent.stop_grace,
         };
-        git_rules::run_hook(&hook, &args, &context, &self.signals.shutdown).await
+        self.liveness
+            .during(git_rules::run_hook(
+                &hook,
+                &args,
+                &context,
+                &self.signals.shutdown,
+            ))
+            .await
     }
 
     async fn sign_commit(
@@ -311,13 +321,14 @@ impl PhaseExecutor for Daemon {
         signing: crate::git::Signing,
         payload: String,
     ) -> Option<Result<String, String>> {
-        git_rules::sign(
-            &signing,
-            &payload,
-            self.config.agent.stop_grace,
-            &self.signals.shutdown,
-        )
-        .await
+        self.liveness
+            .during(git_rules::sign(
+                &signing,
+                &payload,
+                self.config.agent.stop_grace,
+                &self.signals.shutdown,
+            ))
+            .await
     }
 
     async fn run_phase(
@@ -378,8 +389,13 @@ impl Daemon {
             };
             // If the daemon dies meanwhile, the agent dies with it (PDEATHSIG)
             // and the next start stops its tools by their environment marker.
-            let result = agent::run_phase(&self.config, request)
-                .instrument(tracing::info_span!("phase", phase = %phase))
+            // A phase run ends by its own deadlines (phase and idle timeouts).
+            let liveness = self.liveness.clone();
+            let result = liveness
+                .during(
+                    agent::run_phase(&self.config, request)
+                        .instrument(tracing::info_span!("phase", phase = %phase)),
+                )
                 .await;
             sweep_descendants().await;
             let mut run = match result {

@@ -15,6 +15,7 @@ use crate::events::{EventKind, Events};
 use crate::git::GitRepo;
 use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
+use crate::notify::Notifier;
 use crate::prd;
 use crate::state::{
     self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock, StatusFile, VERSION,
@@ -48,6 +49,9 @@ impl Daemon {
         let checkout = Checkout::watch_head(&repo, branch);
         let (records, interrupted) = HomeRecords::from_saved(saved, &checkout.branch);
         let events = Events::open(&paths.events())?;
+        // Before the first event, so hooks and webhooks hear daemon_started.
+        let notifier = Notifier::start(&config, &events, paths.status());
+        let liveness = notifier.liveness();
         let mut daemon = Daemon {
             config,
             paths,
@@ -62,6 +66,8 @@ impl Daemon {
             repo,
             checkout,
             events,
+            notifier: Some(notifier),
+            liveness,
             control: Control::new(),
             breaker_published: "closed",
             breaker_resets_handled: 0,

@@ -373,6 +373,14 @@ command = ["sh", "-c", "sleep 0.3"]
     );
     let outcome = world.run(&["--max-iterations", "1"]);
     outcome.assert_code(1);
+    // The hooks ran beside the phases: the sweeps after each phase left them
+    // alone, and a hook's end took nothing of the agent's with it.
+    assert_eq!(world.outcomes(), ["committed"]);
+    assert!(
+        !outcome.stderr.contains("notification failed"),
+        "{}",
+        outcome.stderr
+    );
     assert!(
         outcome
             .stderr

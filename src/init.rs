@@ -197,7 +197,9 @@ mod tests {
         }];
         expected.notify.webhooks = vec![crate::config::WebhookSettings {
             url: "https://ntfy.sh/my-topic".to_owned(),
-            on: ["daemon_stopped", "stalled", "breaker_changed"].map(str::to_owned).to_vec(),
+            on: ["daemon_stopped", "stalled", "breaker_changed"]
+                .map(str::to_owned)
+                .to_vec(),
             format: crate::config::WebhookFormat::Ntfy,
             header_env: vec![("Authorization".to_owned(), "NTFY_AUTH".to_owned())],
             timeout: std::time::Duration::from_secs(10),

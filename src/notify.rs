@@ -107,10 +107,20 @@ impl Destination {
     }
 }
 
+/// The queue of one destination.
+type Queue = Arc<DropOldest<Arc<Published>>>;
+
 /// One destination with its queue.
 struct Lane {
     destination: Arc<Destination>,
-    queue: Arc<DropOldest<Arc<Published>>>,
+    queue: Queue,
+}
+
+/// A destination's sender task, with its label and queue for the drain.
+struct Sender {
+    label: String,
+    queue: Queue,
+    task: JoinHandle<()>,
 }
 
 /// What the senders need to know of the daemon.
@@ -147,7 +157,7 @@ pub(crate) struct Notifier {
     /// Cancels hooks still running when the drain time is up.
     cancel_hooks: CancellationToken,
     reader: Option<JoinHandle<()>>,
-    senders: Vec<(String, Arc<DropOldest<Arc<Published>>>, JoinHandle<()>)>,
+    senders: Vec<Sender>,
     heartbeat: Option<(Heartbeat, JoinHandle<()>)>,
 }
 
@@ -174,18 +184,13 @@ impl Notifier {
                 .map(|name| name.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         });
-        let destinations = settings
-            .hooks
-            .iter()
-            .cloned()
-            .map(Destination::Hook)
-            .chain(
-                settings
-                    .webhooks
-                    .iter()
-                    .cloned()
-                    .map(|webhook| Destination::Webhook(Webhook::new(webhook, client.clone()))),
-            );
+        let destinations = settings.hooks.iter().cloned().map(Destination::Hook).chain(
+            settings
+                .webhooks
+                .iter()
+                .cloned()
+                .map(|webhook| Destination::Webhook(Webhook::new(webhook, client.clone()))),
+        );
         let capacity = usize::try_from(settings.queue_size).unwrap_or(usize::MAX);
         let lanes: Vec<Lane> = destinations
             .map(|destination| Lane {
@@ -203,19 +208,28 @@ impl Notifier {
                     stats.clone(),
                     cancel_hooks.clone(),
                 ));
-                (lane.destination.label(), lane.queue.clone(), task)
+                Sender {
+                    label: lane.destination.label(),
+                    queue: lane.queue.clone(),
+                    task,
+                }
             })
             .collect();
-        let reader = events.subscribe().map(|receiver| {
-            tokio::spawn(read_events(
+        let reader = match events.subscribe() {
+            Some(receiver) => Some(tokio::spawn(read_events(
                 receiver,
                 events.clone(),
                 lanes,
                 settings.stall_after,
                 stats.clone(),
                 stop.clone(),
-            ))
-        });
+            ))),
+            // No events to read: the senders have nothing to wait for.
+            None => {
+                lanes.iter().for_each(|lane| lane.queue.close());
+                None
+            }
+        };
         let heartbeat = settings.heartbeat_url.as_deref().and_then(|url| {
             let url = reqwest::Url::parse(url).ok()?;
             let heartbeat = Heartbeat {
@@ -244,7 +258,10 @@ impl Notifier {
     }
 
     /// The counters, for the metrics.
-    #[allow(dead_code, reason = "read by the /metrics endpoint once it is wired in")]
+    #[allow(
+        dead_code,
+        reason = "read by the /metrics endpoint once it is wired in"
+    )]
     pub(crate) fn stats(&self) -> Arc<NotifyStats> {
         self.stats.clone()
     }
@@ -272,7 +289,12 @@ impl Notifier {
         };
         let senders = std::mem::take(&mut self.senders);
         let drained = async {
-            for (label, queue, mut task) in senders {
+            for Sender {
+                label,
+                queue,
+                mut task,
+            } in senders
+            {
                 if tokio::time::timeout_at(deadline, &mut task).await.is_ok() {
                     continue;
                 }
@@ -280,7 +302,8 @@ impl Notifier {
                 task.abort();
                 let left = queue.take_all();
                 if !left.is_empty() {
-                    let types: Vec<&str> = left.iter().map(|event| event.event.kind.name()).collect();
+                    let types: Vec<&str> =
+                        left.iter().map(|event| event.event.kind.name()).collect();
                     self.stats.count_dropped(left.len() as u64);
                     tracing::warn!(destination = %label, count = left.len(), events = %types.join(", "),
                         "notifications not sent before the daemon stopped");
@@ -334,7 +357,10 @@ async fn read_events(
             Ok(published) => published,
             Err(RecvError::Lagged(count)) => {
                 stats.count_dropped(count);
-                tracing::warn!(count, "notifications fell behind the event stream; the oldest events were dropped");
+                tracing::warn!(
+                    count,
+                    "notifications fell behind the event stream; the oldest events were dropped"
+                );
                 continue;
             }
             Err(RecvError::Closed) => break,
@@ -348,7 +374,10 @@ async fn read_events(
                 stall.cycle_finished(committed, *cost_usd, tokio::time::Instant::now())
             {
                 let since = std::time::SystemTime::now() - stalled.since.elapsed();
-                tracing::warn!(cycles = stalled.cycles_without_commit, "stalled: no verified commit for stall_after");
+                tracing::warn!(
+                    cycles = stalled.cycles_without_commit,
+                    "stalled: no verified commit for stall_after"
+                );
                 events.publish(EventKind::Stalled {
                     since: rfc3339(since),
                     cycles_without_commit: stalled.cycles_without_commit,
@@ -357,7 +386,10 @@ async fn read_events(
             }
         }
         let event_type = published.event.kind.name();
-        for lane in lanes.iter().filter(|lane| lane.destination.wants(event_type)) {
+        for lane in lanes
+            .iter()
+            .filter(|lane| lane.destination.wants(event_type))
+        {
             if let Some(dropped) = lane.queue.push(published.clone()) {
                 stats.count_dropped(1);
                 tracing::warn!(destination = %lane.destination.label(), event = dropped.event.kind.name(), id = dropped.event.id,
@@ -374,7 +406,7 @@ async fn read_events(
 /// closed and empty.
 async fn send_all(
     destination: Arc<Destination>,
-    queue: Arc<DropOldest<Arc<Published>>>,
+    queue: Queue,
     place: Arc<Where>,
     stats: Arc<NotifyStats>,
     cancel: CancellationToken,

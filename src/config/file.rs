@@ -96,7 +96,12 @@ impl FileValue {
             DeValue::Table(table) => FileValue::Table(
                 table
                     .iter()
-                    .map(|(key, value)| (key.get_ref().to_string(), FileValue::from_toml(value.get_ref())))
+                    .map(|(key, value)| {
+                        (
+                            key.get_ref().to_string(),
+                            FileValue::from_toml(value.get_ref()),
+                        )
+                    })
                     .collect(),
             ),
         }

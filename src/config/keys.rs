@@ -12,9 +12,9 @@ use super::Config;
 use super::error::ConfigError;
 use super::resolve::{Flag, Resolver};
 use super::values::{
-    agent_kind, boolean, command, dollars, duration, glob_list, http_url, keep_cycles, log_file_count,
-    log_format, log_level, max_iterations, nonzero_duration, nonzero_u32, on_corrupt, optional,
-    permission_mode, signature_part, string_list, text, whole_number,
+    agent_kind, boolean, command, dollars, duration, glob_list, http_url, keep_cycles,
+    log_file_count, log_format, log_level, max_iterations, nonzero_duration, nonzero_u32,
+    on_corrupt, optional, permission_mode, signature_part, string_list, text, whole_number,
 };
 use crate::cli::RunArgs;
 use crate::phase::Phase;

@@ -916,9 +916,7 @@ max_attempts = 2
 "#,
     ));
     // The variable header_env names is not an unknown RALPH_* variable.
-    let config = fixture
-        .load(&[("RALPH_WEBHOOK_AUTH", "Bearer x")])
-        .unwrap();
+    let config = fixture.load(&[("RALPH_WEBHOOK_AUTH", "Bearer x")]).unwrap();
     let notify = &config.notify;
     assert_eq!(
         notify.heartbeat_url.as_deref(),
@@ -953,20 +951,30 @@ fn a_bad_hook_or_webhook_is_refused_naming_the_entry_the_key_and_the_fix() {
     let table: &[(&str, &[&str])] = &[
         (
             "[[hooks]]\non = [\"cycle_done\"]\ncommand = [\"x\"]\n",
-            &["[[hooks]] #1.on", "\"cycle_done\" is not one", "cycle_finished"],
+            &[
+                "[[hooks]] #1.on",
+                "\"cycle_done\" is not one",
+                "cycle_finished",
+            ],
         ),
         (
             "[[hooks]]\ncommand = []\n",
             &["[[hooks]] #1.command", "the program, then its arguments"],
         ),
-        ("[[hooks]]\non = [\"*\"]\n", &["[[hooks]] #1", "has no 'command'"]),
+        (
+            "[[hooks]]\non = [\"*\"]\n",
+            &["[[hooks]] #1", "has no 'command'"],
+        ),
         (
             "[[webhooks]]\nurl = \"https://a.example\"\n[[webhooks]]\nurl = \"ftp://x\"\n",
             &["[[webhooks]] #2.url", "http:// or https:// URL"],
         ),
         (
             "[[webhooks]]\nurl = \"https://a.example\"\nformat = \"teams\"\n",
-            &["[[webhooks]] #1.format", "\"json\", \"slack\", \"ntfy\", \"discord\""],
+            &[
+                "[[webhooks]] #1.format",
+                "\"json\", \"slack\", \"ntfy\", \"discord\"",
+            ],
         ),
         (
             "[[webhooks]]\nurl = \"https://a.example\"\nheaders = { A = \"b\" }\n",
@@ -974,7 +982,10 @@ fn a_bad_hook_or_webhook_is_refused_naming_the_entry_the_key_and_the_fix() {
         ),
         (
             "[[webhooks]]\nurl = \"https://a.example\"\nheader_env = { Authorization = \"Bearer abc\" }\n",
-            &["[[webhooks]] #1.header_env", "not an environment variable name"],
+            &[
+                "[[webhooks]] #1.header_env",
+                "not an environment variable name",
+            ],
         ),
         ("hooks = 3\n", &["'hooks'", "[[hooks]]"]),
         (

@@ -410,7 +410,9 @@ pub(super) fn header_env(input: &Input<'_>) -> Result<Vec<(String, String)>, Str
                 return Err(EXPECTED.to_owned());
             };
             if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(format!("{EXPECTED} ({header:?} is not a valid header name)"));
+                return Err(format!(
+                    "{EXPECTED} ({header:?} is not a valid header name)"
+                ));
             }
             let is_variable_name = !variable.is_empty()
                 && variable

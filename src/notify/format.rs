@@ -154,7 +154,11 @@ pub(crate) fn message(event: &Event, context: &Context) -> Message {
             duration_ms,
         } => {
             let landed = matches!(outcome, Outcome::Committed | Outcome::Complete);
-            message.tags = if landed { &["white_check_mark"] } else { &["x"] };
+            message.tags = if landed {
+                &["white_check_mark"]
+            } else {
+                &["x"]
+            };
             message.priority = if landed { 3 } else { 2 };
             details.extend(reason.iter().map(|reason| one_line(reason, 300)));
             if let Some(commit) = commit {
@@ -304,13 +308,14 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let word = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |word, (index, byte)| word | u32::from(*byte) << (16 - 8 * index));
+        let word = chunk.iter().enumerate().fold(0u32, |word, (index, byte)| {
+            word | u32::from(*byte) << (16 - 8 * index)
+        });
         for index in 0..4 {
             if index <= chunk.len() {
-                out.push(char::from(ALPHABET[(word >> (18 - 6 * index) & 63) as usize]));
+                out.push(char::from(
+                    ALPHABET[(word >> (18 - 6 * index) & 63) as usize],
+                ));
             } else {
                 out.push('=');
             }
@@ -321,7 +326,10 @@ fn base64(bytes: &[u8]) -> String {
 
 /// The first line of `text`, cut to `max` characters.
 fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("");
     head_chars_with_ellipsis(line.trim(), max)
 }
 
@@ -366,7 +374,10 @@ mod tests {
     fn a_committed_cycle_reads_as_what_happened_its_title_commit_cost_and_dashboard() {
         let message = message(&committed(), &context());
         assert_eq!(message.title, "ralphd · parser");
-        assert_eq!(message.headline, "cycle 12 committed: Parse <dates> & times");
+        assert_eq!(
+            message.headline,
+            "cycle 12 committed: Parse <dates> & times"
+        );
         assert_eq!(
             message.details,
             [
@@ -375,13 +386,21 @@ mod tests {
                 "cost $0.42 · took 3m 12s"
             ]
         );
-        assert_eq!(message.dashboard.as_deref(), Some("http://127.0.0.1:41234/"));
+        assert_eq!(
+            message.dashboard.as_deref(),
+            Some("http://127.0.0.1:41234/")
+        );
     }
 
     #[test]
     fn the_json_format_is_the_event_line_as_is() {
         let line = r#"{"id":7,"type":"paused"}"#;
-        let body = body(WebhookFormat::Json, &event(EventKind::Paused {}), line, &context());
+        let body = body(
+            WebhookFormat::Json,
+            &event(EventKind::Paused {}),
+            line,
+            &context(),
+        );
         assert_eq!(body.bytes, line);
         assert_eq!(body.content_type, "application/json");
     }
@@ -398,7 +417,10 @@ mod tests {
         assert_eq!(blocks[0]["type"], "section");
         assert_eq!(blocks[0]["text"]["type"], "mrkdwn");
         let section = blocks[0]["text"]["text"].as_str().unwrap();
-        assert!(section.starts_with("*ralphd · parser*\ncycle 12 committed"), "{section}");
+        assert!(
+            section.starts_with("*ralphd · parser*\ncycle 12 committed"),
+            "{section}"
+        );
         assert!(section.contains("cost $0.42"), "{section}");
         assert_eq!(blocks[1]["type"], "context");
         assert_eq!(
@@ -417,7 +439,12 @@ mod tests {
         );
         let embed = &value["embeds"][0];
         assert_eq!(embed["title"], "cycle 12 committed: Parse <dates> & times");
-        assert!(embed["description"].as_str().unwrap().contains("commit 0123456789ab"));
+        assert!(
+            embed["description"]
+                .as_str()
+                .unwrap()
+                .contains("commit 0123456789ab")
+        );
         assert_eq!(embed["url"], "http://127.0.0.1:41234/");
         assert!(embed["color"].is_u64());
         assert_eq!(value["allowed_mentions"]["parse"], json!([]));
@@ -442,7 +469,10 @@ mod tests {
                 .map(|(_, value)| value.as_str())
         };
         // "ralphd · parser" is not ASCII: an RFC 2047 encoded word.
-        assert_eq!(header("Title"), Some("=?UTF-8?B?cmFscGhkIMK3IHBhcnNlcg==?="));
+        assert_eq!(
+            header("Title"),
+            Some("=?UTF-8?B?cmFscGhkIMK3IHBhcnNlcg==?=")
+        );
         assert_eq!(header("Priority"), Some("4"));
         assert_eq!(header("Tags"), Some("rotating_light"));
         assert_eq!(header("Click"), Some("http://127.0.0.1:41234/"));

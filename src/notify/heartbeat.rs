@@ -36,7 +36,10 @@ impl Liveness {
 
     /// The loop made a step.
     pub(crate) fn beat(&self) {
-        *self.last.lock().unwrap_or_else(|poison| poison.into_inner()) = Instant::now();
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Instant::now();
     }
 
     /// An interval for a wait's own select loop: stamp on each tick.
@@ -47,7 +50,10 @@ impl Liveness {
     }
 
     fn last(&self) -> Instant {
-        *self.last.lock().unwrap_or_else(|poison| poison.into_inner())
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Awaits `future`, stamping while it runs. Only for futures that end by

@@ -70,7 +70,10 @@ pub(crate) async fn run(
             finished.exit_code(),
             match finished.stderr_tail.trim() {
                 "" => String::new(),
-                tail => format!(": {}", crate::redact::redact(crate::text::tail_chars(tail, 300))),
+                tail => format!(
+                    ": {}",
+                    crate::redact::redact(crate::text::tail_chars(tail, 300))
+                ),
             }
         )),
     }

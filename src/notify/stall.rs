@@ -56,8 +56,8 @@ impl StallWatch {
             return None;
         }
         let elapsed = now.saturating_duration_since(self.since);
-        let windows = u32::try_from(elapsed.as_nanos() / self.stall_after.as_nanos())
-            .unwrap_or(u32::MAX);
+        let windows =
+            u32::try_from(elapsed.as_nanos() / self.stall_after.as_nanos()).unwrap_or(u32::MAX);
         if windows <= self.windows_told {
             return None;
         }

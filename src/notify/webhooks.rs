@@ -30,7 +30,9 @@ impl Webhook {
     pub(crate) fn new(settings: WebhookSettings, client: reqwest::Client) -> Webhook {
         let mut headers = Vec::new();
         for (header, variable) in &settings.header_env {
-            let value = std::env::var(variable).ok().filter(|value| !value.is_empty());
+            let value = std::env::var(variable)
+                .ok()
+                .filter(|value| !value.is_empty());
             let parsed = value.and_then(|value| {
                 let mut value = reqwest::header::HeaderValue::from_str(&value).ok()?;
                 value.set_sensitive(true);

@@ -118,7 +118,10 @@ fn events(world: &World) -> Vec<Value> {
 }
 
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|event| event["type"] == kind).collect()
+    events
+        .iter()
+        .filter(|event| event["type"] == kind)
+        .collect()
 }
 
 /// Milliseconds between two events' `at`.
@@ -249,7 +252,11 @@ header_env = {{ X-Missing = "NOTIFY_TEST_UNSET" }}
         "{}",
         ntfy.body
     );
-    assert!(ntfy.headers["title"].starts_with("=?UTF-8?B?"), "{:?}", ntfy.headers);
+    assert!(
+        ntfy.headers["title"].starts_with("=?UTF-8?B?"),
+        "{:?}",
+        ntfy.headers
+    );
     assert_eq!(ntfy.headers["priority"], "3");
     assert_eq!(ntfy.headers["tags"], "white_check_mark");
 
@@ -262,7 +269,10 @@ header_env = {{ X-Missing = "NOTIFY_TEST_UNSET" }}
             .contains("cycle 1 committed"),
         "{body}"
     );
-    assert_eq!(body["embeds"][0]["title"], "cycle 1 committed: Add a line to work.txt");
+    assert_eq!(
+        body["embeds"][0]["title"],
+        "cycle 1 committed: Add a line to work.txt"
+    );
     assert_eq!(body["allowed_mentions"]["parse"], serde_json::json!([]));
     assert!(!discord.headers.contains_key("x-missing"));
 
@@ -279,7 +289,10 @@ header_env = {{ X-Missing = "NOTIFY_TEST_UNSET" }}
         })
         .unwrap_or_default();
     for text in [&outcome.stderr, &outcome.stdout, &home_logs] {
-        assert!(!text.contains("s3cret"), "a header value was logged: {text}");
+        assert!(
+            !text.contains("s3cret"),
+            "a header value was logged: {text}"
+        );
     }
 }
 
@@ -349,7 +362,11 @@ max_attempts = 3
     // max_attempts = 3 against a receiver that always fails.
     let failed = receiver.to("/fail/x");
     assert_eq!(failed.len(), 3, "{failed:?}");
-    assert!(failed.iter().all(|request| request.json()["type"] == "daemon_started"));
+    assert!(
+        failed
+            .iter()
+            .all(|request| request.json()["type"] == "daemon_started")
+    );
     assert!(failed[1].at > failed[0].at && failed[2].at > failed[1].at);
     assert!(
         outcome.stderr.contains("notification failed"),
@@ -418,8 +435,16 @@ fn the_heartbeat_pings_start_while_running_and_the_exit_code() {
         .into_iter()
         .map(|request| request.path)
         .collect();
-    assert_eq!(paths.first().map(String::as_str), Some("/ping/abc/start"), "{paths:?}");
-    assert_eq!(paths.last().map(String::as_str), Some("/ping/abc/1"), "{paths:?}");
+    assert_eq!(
+        paths.first().map(String::as_str),
+        Some("/ping/abc/start"),
+        "{paths:?}"
+    );
+    assert_eq!(
+        paths.last().map(String::as_str),
+        Some("/ping/abc/1"),
+        "{paths:?}"
+    );
     let alive = paths.iter().filter(|path| *path == "/ping/abc").count();
     assert!(alive >= 3, "pings while running: {paths:?}");
 }
@@ -511,7 +536,10 @@ command = ["sh", "-c", "cat >> \"$0\"", "{}"]
         .iter()
         .map(|stall| stall["cycles_without_commit"].as_u64().unwrap())
         .collect();
-    assert!(counts.windows(2).all(|pair| pair[0] < pair[1]), "{counts:?}");
+    assert!(
+        counts.windows(2).all(|pair| pair[0] < pair[1]),
+        "{counts:?}"
+    );
     // The hook heard each of them.
     let told = std::fs::read_to_string(&out).unwrap();
     assert_eq!(told.lines().count(), stalls.len(), "{told}");

@@ -22,6 +22,8 @@ struct Request {
     headers: BTreeMap<String, String>,
     body: String,
     at: Instant,
+    /// Wall clock, to compare with times a fake phase wrote.
+    wall: std::time::SystemTime,
 }
 
 impl Request {
@@ -99,6 +101,7 @@ async fn record(
             .collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
         at: Instant::now(),
+        wall: std::time::SystemTime::now(),
     });
     if path.starts_with("/hang/") {
         std::future::pending::<()>().await;
@@ -427,9 +430,18 @@ fn the_heartbeat_pings_start_while_running_and_the_exit_code() {
         "[notify]\nheartbeat_url = \"{}/ping/abc\"\nheartbeat_every = \"200ms\"\n",
         receiver.url
     ));
-    // A phase long enough for a few pings while it runs.
-    world.script("code-edit", None, "sleep 1\n");
-    world.run(&["--max-iterations", "2"]).assert_code(1);
+    // A phase long enough for a few pings while it runs; it notes when it
+    // slept (nanoseconds since the epoch).
+    let window = world.root.join("phase-window");
+    world.script(
+        "code-edit",
+        None,
+        &format!(
+            "date +%s%N >> '{0}'; sleep 1.5; date +%s%N >> '{0}'\n",
+            window.display()
+        ),
+    );
+    world.run(&["--max-iterations", "1"]).assert_code(1);
     let paths: Vec<String> = receiver
         .requests()
         .into_iter()
@@ -445,8 +457,28 @@ fn the_heartbeat_pings_start_while_running_and_the_exit_code() {
         Some("/ping/abc/1"),
         "{paths:?}"
     );
-    let alive = paths.iter().filter(|path| *path == "/ping/abc").count();
-    assert!(alive >= 3, "pings while running: {paths:?}");
+    // While the agent's phase ran, the loop (waiting on it) stayed alive.
+    let times: Vec<u128> = std::fs::read_to_string(&window)
+        .unwrap()
+        .lines()
+        .map(|line| line.trim().parse().unwrap())
+        .collect();
+    let during_phase = receiver
+        .to("/ping/abc")
+        .iter()
+        .filter(|ping| {
+            let at = ping
+                .wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            times[0] < at && at < times[1]
+        })
+        .count();
+    assert!(
+        during_phase >= 3,
+        "{during_phase} pings during a 1.5 s phase: {paths:?}"
+    );
 }
 
 #[test]

@@ -300,14 +300,13 @@ impl Notifier {
                 }
                 self.cancel_hooks.cancel();
                 task.abort();
+                // The queue is closed: a sender still at work holds one more.
                 let left = queue.take_all();
-                if !left.is_empty() {
-                    let types: Vec<&str> =
-                        left.iter().map(|event| event.event.kind.name()).collect();
-                    self.stats.count_dropped(left.len() as u64);
-                    tracing::warn!(destination = %label, count = left.len(), events = %types.join(", "),
-                        "notifications not sent before the daemon stopped");
-                }
+                let types: Vec<&str> = left.iter().map(|event| event.event.kind.name()).collect();
+                let count = left.len() + 1;
+                self.stats.count_dropped(count as u64);
+                tracing::warn!(destination = %label, count, waiting = %types.join(", "),
+                    "notifications not sent before the daemon stopped (one was being sent, the rest waiting)");
             }
         };
         tokio::join!(exit_ping, drained);

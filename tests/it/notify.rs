@@ -512,6 +512,26 @@ fn a_daemon_killed_with_sigkill_stops_pinging() {
             .all(|request| !request.path.ends_with("/0") && !request.path.ends_with("/1")),
         "a dead daemon sends no exit ping"
     );
+    // The fake agent's sleep outlived the daemon (its shell died with it).
+    for left in processes_under(&world.root) {
+        // SAFETY: kill(2) takes plain integers; the pid is a process this test started.
+        unsafe { libc::kill(left.pid, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn a_bad_webhook_stops_the_start_with_exit_2_naming_the_entry_and_the_fix() {
+    let world = World::new();
+    world.config("[[webhooks]]\nurl = \"https://ntfy.sh/t\"\non = [\"cycle_ended\"]\n");
+    let outcome = world.run(&["--max-iterations", "1"]);
+    outcome.assert_code(2);
+    assert!(
+        outcome.stderr.contains("[[webhooks]] #1.on")
+            && outcome.stderr.contains("\"cycle_ended\" is not one")
+            && outcome.stderr.contains("cycle_finished"),
+        "{}",
+        outcome.stderr
+    );
 }
 
 #[test]

@@ -368,7 +368,6 @@ pub(crate) fn processes_running(needle: &str) -> Vec<ProcInfo> {
 }
 
 /// Live processes whose working directory lies under `dir`.
-#[cfg_attr(not(real_claude), allow(dead_code))] // Used by real_loop.rs only.
 pub(crate) fn processes_under(dir: &Path) -> Vec<ProcInfo> {
     processes()
         .into_iter()

@@ -13,6 +13,7 @@
 //! - `phase`, `prompt`, `blocks`: phase list, prompt rendering, agent text rules.
 //! - `agent` (+ `claude`, `offline`, `stream`, `classify`): one phase run.
 //! - `supervise`, `checks`, `reaper`: child processes.
+//! - `notify`: hooks, webhooks, the heartbeat and `stalled`, fed by the events.
 //! - `git`, `watch`, `archive`: the repository and the branch archive.
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::digest::{CycleRange, Format, Span};
 use crate::logging::LogFormat;
 use crate::service::ServiceKind;
 
@@ -70,6 +71,20 @@ pub(crate) enum Command {
     ///   ralphd status --home ~/ralph/app --json | jq .breaker
     #[command(verbatim_doc_comment)]
     Status(StatusArgs),
+
+    /// Print the morning digest: what landed, what was tried and why it was not kept,
+    /// where the time went, what it cost, and why the run stopped
+    ///
+    /// Without a range it covers the last run. Every run also leaves its digest
+    /// in <home>/state/digests/ (the newest 100 runs are kept).
+    ///
+    /// Examples:
+    ///   ralphd report
+    ///   ralphd report --home ~/ralph/app --since 12h
+    ///   ralphd report --cycles 3..17
+    ///   ralphd report --format json | jq '.attempts[] | .look'
+    #[command(verbatim_doc_comment)]
+    Report(ReportArgs),
 
     /// Scaffold a home: a commented ralph.toml, prompts/ to edit, example files
     ///
@@ -214,6 +229,56 @@ pub(crate) struct StatusArgs {
     /// Print one JSON object instead of text, for scripts
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    /// Cover the cycles that started in this last span, e.g. 12h, "1h 30m", 2days
+    /// [default: the last run]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        allow_hyphen_values = true,
+        conflicts_with = "cycles"
+    )]
+    pub(crate) since: Option<Duration>,
+
+    /// Cover these cycles: A..B (both included), A.. (to the newest) or N
+    #[arg(long, value_name = "A..B", value_parser = CycleRange::parse)]
+    pub(crate) cycles: Option<CycleRange>,
+
+    /// md for people, json for scripts (the fields are listed in the README)
+    #[arg(long, value_name = "FORMAT", default_value = "md")]
+    pub(crate) format: Format,
+}
+
+impl ReportArgs {
+    /// The part of the home's history the flags ask for.
+    pub(crate) fn span(&self) -> Span {
+        match (self.since, self.cycles) {
+            (Some(since), _) => Span::Since(since),
+            (None, Some(cycles)) => Span::Cycles(cycles),
+            (None, None) => Span::LastRun,
+        }
+    }
+}
+
+/// `--format` parses into the digest's own type.
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Markdown, Format::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Format::Markdown => PossibleValue::new("md").help("Markdown, to read"),
+            Format::Json => PossibleValue::new("json").help("One JSON document, for scripts"),
+        })
+    }
 }
 
 #[derive(Args, Clone, Debug, PartialEq)]

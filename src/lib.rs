@@ -17,6 +17,7 @@
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
 //!   and which old cycles are compressed or deleted.
+//! - `digest`: `ralphd report`, the morning digest, and `state/digests/`.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
 //! - `text`: cutting a text to a size, on character boundaries.
@@ -34,6 +35,7 @@ mod cycle;
 mod cycle_page;
 mod daemon;
 mod demo;
+mod digest;
 mod gates;
 mod git;
 mod git_rules;
@@ -138,6 +140,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", status::render_text(&value));
+            }
+            Ok(0)
+        }
+        Command::Report(args) => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            let digest = digest::collect(&home, args.span())?;
+            match args.format {
+                digest::Format::Json => println!("{}", serde_json::to_string_pretty(&digest)?),
+                digest::Format::Markdown => {
+                    print!("{}", digest::render(&digest, &jiff::tz::TimeZone::system()))
+                }
             }
             Ok(0)
         }

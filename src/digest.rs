@@ -372,8 +372,8 @@ pub(crate) fn build(sources: &Sources, span: Span, now: Timestamp) -> Digest {
         usd += record.cost_usd;
         if let Some(cycle_tokens) = sources.tokens.get(&record.cycle) {
             let sum = tokens.get_or_insert_with(Tokens::default);
-            sum.input += cycle_tokens.input;
-            sum.output += cycle_tokens.output;
+            sum.input = sum.input.saturating_add(cycle_tokens.input);
+            sum.output = sum.output.saturating_add(cycle_tokens.output);
         }
         let reason = || {
             record
@@ -632,12 +632,17 @@ fn time_facts(
             (Some(waits), Some(start), Some(end)) => waits.seconds_within(start, end),
             _ => 0,
         };
-        working += length.saturating_sub(inside);
+        working = working.saturating_add(length.saturating_sub(inside));
     }
     TimeFacts {
         span_seconds,
         working_seconds: working,
-        waiting_seconds: waits.map(|waits| waits.by_reason.values().sum()),
+        waiting_seconds: waits.map(|waits| {
+            waits
+                .by_reason
+                .values()
+                .fold(0u64, |sum, seconds| sum.saturating_add(*seconds))
+        }),
         waiting_by_reason: waits.map(|waits| waits.by_reason.clone()),
     }
 }

@@ -78,7 +78,7 @@ impl Waits {
         self.intervals
             .iter()
             .map(|(_, from, to)| overlap_seconds(*from, *to, start, end))
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 }
 
@@ -106,8 +106,8 @@ pub(crate) fn waits(events: &[LoggedEvent], from: Option<Timestamp>, to: Timesta
             continue;
         }
         let reason = event.reason.clone().unwrap_or_else(|| "other".to_owned());
-        *found.by_reason.entry(reason.clone()).or_insert(0) +=
-            overlap_seconds(start, end, start, end);
+        let seconds = found.by_reason.entry(reason.clone()).or_insert(0);
+        *seconds = seconds.saturating_add(overlap_seconds(start, end, start, end));
         found.intervals.push((reason, start, end));
     }
     found

@@ -180,8 +180,8 @@ fn read_tokens(progress: &Path) -> BTreeMap<u64, Tokens> {
                 continue;
             }
             let sum: &mut Tokens = tokens.entry(cycle.cycle).or_default();
-            sum.input += phase.input_tokens.unwrap_or(0);
-            sum.output += phase.output_tokens.unwrap_or(0);
+            sum.input = sum.input.saturating_add(phase.input_tokens.unwrap_or(0));
+            sum.output = sum.output.saturating_add(phase.output_tokens.unwrap_or(0));
         }
     }
     tokens

@@ -139,3 +139,22 @@ fn bad_report_flags_exit_2_with_one_line_naming_the_cause() {
     outcome.assert_code(2);
     assert_contains(&outcome.stderr, "no-such-home");
 }
+
+#[test]
+fn a_digest_that_cannot_be_written_is_a_warning_and_the_exit_code_stays() {
+    let world = World::new();
+    std::fs::create_dir_all(world.home.join("state")).unwrap();
+    std::fs::write(world.home.join("state/digests"), "a file in the way").unwrap();
+    let outcome = world.run(&["--max-iterations", "1"]);
+    outcome.assert_code(1);
+    let warning = outcome
+        .stderr
+        .lines()
+        .find(|line| line.contains("cannot write the run's digest"))
+        .unwrap_or_else(|| panic!("no warning in:\n{}", outcome.stderr));
+    assert_contains(warning, "WARN");
+    assert_contains(warning, "digests");
+    // The exit's own last line still comes last.
+    let last = outcome.stderr.trim_end().lines().last().unwrap_or_default();
+    assert_contains(last, "exit 1");
+}

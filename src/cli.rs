@@ -72,9 +72,11 @@ pub(crate) enum Command {
     #[command(verbatim_doc_comment)]
     Status(StatusArgs),
 
-    /// Print the morning digest: what landed, what was tried and why it was not kept,
-    /// where the time went, what it cost, and why the run stopped
+    /// Print the morning digest: what landed, what was rejected and why, waits, cost
     ///
+    /// One page: why the run stopped (and its exit code), time spent working and
+    /// waiting (by reason), cycles by outcome, each commit, each saved attempt with
+    /// why it was not kept and the `git` command to look at it, cost, learnings.
     /// Without a range it covers the last run. Every run also leaves its digest
     /// in <home>/state/digests/ (the newest 100 runs are kept).
     ///
@@ -383,6 +385,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::{Cli, Command, RunArgs};
+    use crate::digest::{CycleRange, Format, Span};
     use crate::logging::LogFormat;
     use crate::service::ServiceKind;
 
@@ -484,6 +487,10 @@ mod tests {
             &["run", "-v", "-q"],
             &["run", "--bogus"],
             &["service", "upstart"],
+            &["report", "--since", "1h", "--cycles", "2"],
+            &["report", "--cycles", "9..2"],
+            &["report", "--since", "-1h"],
+            &["report", "--format", "html"],
             &["frobnicate"],
         ] {
             let error = parse(args).expect_err(&format!("{args:?}"));
@@ -560,6 +567,34 @@ mod tests {
                 assert_eq!(args.run_args().repo, Some(PathBuf::from("r")));
                 assert_eq!(args.run_args().home, None);
             }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "report", "--home", "h", "--cycles", "3..", "--format", "json",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Report(args) => {
+                assert_eq!(args.home.home, Some(PathBuf::from("h")));
+                let range = CycleRange {
+                    first: 3,
+                    last: None,
+                };
+                assert_eq!(args.span(), Span::Cycles(range));
+                assert_eq!(args.format, Format::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["report", "--since", "12h"]).unwrap().command {
+            Command::Report(args) => {
+                assert_eq!(args.span(), Span::Since(Duration::from_secs(12 * 3600)));
+                assert_eq!(args.format, Format::Markdown);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["report"]).unwrap().command {
+            Command::Report(args) => assert_eq!(args.span(), Span::LastRun),
             other => panic!("{other:?}"),
         }
         match parse(&["reset-breaker", "--home", "h"]).unwrap().command {

@@ -287,12 +287,16 @@ pub(crate) fn build(sources: &Sources, span: Span, now: Timestamp) -> Digest {
 
     let (from, cycles): (Option<Timestamp>, Vec<&CycleRecord>) = match span {
         Span::LastRun => {
-            // The event log numbers the run's cycles; without it, the
-            // records' start times (whole seconds) decide.
+            // The event log numbers the run's cycles, when it holds the
+            // run's start; else the records' start times (whole seconds)
+            // decide.
             let first_of_run = events.and_then(|events| {
                 let start = events
                     .iter()
                     .rposition(|event| event.kind == "daemon_started")?;
+                if !run_start.is_some_and(|run_start| same_run(events[start].at, run_start)) {
+                    return None;
+                }
                 Some(
                     events[start..]
                         .iter()

@@ -147,12 +147,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let home =
                 config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
             let digest = digest::collect(&home, args.span())?;
-            match args.format {
-                digest::Format::Json => println!("{}", serde_json::to_string_pretty(&digest)?),
-                digest::Format::Markdown => {
-                    print!("{}", digest::render(&digest, &jiff::tz::TimeZone::system()))
-                }
-            }
+            let text = match args.format {
+                digest::Format::Json => serde_json::to_string_pretty(&digest)? + "\n",
+                digest::Format::Markdown => digest::render(&digest, &jiff::tz::TimeZone::system()),
+            };
+            print_to_stdout(&text)?;
             Ok(0)
         }
         Command::Init(args) => {
@@ -200,6 +199,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", daemon::reset_breaker(&home)?);
             Ok(0)
         }
+    }
+}
+
+/// Prints `text` to stdout; a reader that went away (`ralphd report | head`)
+/// is no error.
+fn print_to_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -226,6 +226,12 @@ fn the_event_log_says_which_cycles_are_the_last_runs_even_within_one_second() {
     progress.cycles[0].started_at = "2026-03-10T22:00:00Z".to_owned();
     let digest = build(&sources, Span::LastRun, at(MORNING));
     assert_eq!(digest.range.first_cycle, Some(2));
+    // A log that missed the last run's start (a failed write) is not
+    // trusted for it: the start times decide.
+    let mut stale = sources.clone();
+    stale.status.as_mut().unwrap().started_at = "2026-03-10T23:05:10Z".to_owned();
+    let digest = build(&stale, Span::LastRun, at(MORNING));
+    assert_eq!(digest.range.first_cycle, Some(5));
     // Without the log, the start times decide: same second, same run.
     sources.events = None;
     let digest = build(&sources, Span::LastRun, at(MORNING));

@@ -158,3 +158,22 @@ fn a_digest_that_cannot_be_written_is_a_warning_and_the_exit_code_stays() {
     let last = outcome.stderr.trim_end().lines().last().unwrap_or_default();
     assert_contains(last, "exit 1");
 }
+
+#[test]
+fn a_reader_that_stops_early_is_no_error() {
+    let world = World::new();
+    world.run(&["--max-iterations", "3"]).assert_code(1);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ralphd"))
+        .args(["report", "--format", "json", "--home"])
+        .arg(&world.home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the pipe before ralphd writes, like `| head -0` would.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -78,7 +78,7 @@ pub(crate) enum Command {
     /// waiting (by reason), cycles by outcome, each commit, each saved attempt with
     /// why it was not kept and the `git` command to look at it, cost, learnings.
     /// Without a range it covers the last run. Every run also leaves its digest
-    /// in <home>/state/digests/ (the newest 100 runs are kept).
+    /// in state/digests/ of the home (the newest 100 runs are kept).
     ///
     /// Examples:
     ///   ralphd report

@@ -119,7 +119,7 @@ pub(crate) struct RunStop {
     pub(crate) reason: String,
 }
 
-/// Everything of the home a digest is built from; read by [`read_sources`].
+/// Everything of the home a digest is built from; read by `home::read_sources`.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Sources {
     /// progress.json; `None` when no cycle was ever recorded.

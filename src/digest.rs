@@ -451,7 +451,11 @@ pub(crate) fn build(sources: &Sources, span: Span, now: Timestamp) -> Digest {
         commits,
         attempts,
         failures,
-        cost: CostFacts { usd, tokens },
+        // Whole micro-dollars: a sum of floats is not printed as 0.11000000000000001.
+        cost: CostFacts {
+            usd: (usd * 1e6).round() / 1e6,
+            tokens,
+        },
         learnings,
     }
 }

@@ -68,7 +68,7 @@ pub(crate) fn render(digest: &Digest, tz: &TimeZone) -> String {
                 "- cycle {}, {}: {}\n  look: `{}`\n",
                 attempt.cycle,
                 title(attempt.title.as_deref()),
-                attempt.reason,
+                one_line(&attempt.reason),
                 attempt.look
             ));
         }
@@ -85,11 +85,12 @@ pub(crate) fn render(digest: &Digest, tz: &TimeZone) -> String {
             let titled = failure
                 .title
                 .as_deref()
-                .map(|title| format!(", \"{title}\""))
+                .map(|title| format!(", \"{}\"", one_line(title)))
                 .unwrap_or_default();
             page.push_str(&format!(
                 "- cycle {}{titled}: {}\n",
-                failure.cycle, failure.reason
+                failure.cycle,
+                one_line(&failure.reason)
             ));
         }
     }
@@ -109,7 +110,8 @@ pub(crate) fn render(digest: &Digest, tz: &TimeZone) -> String {
         for (text, cycles) in newest(&grouped, LEARNINGS_SHOWN) {
             let numbers: Vec<String> = cycles.iter().map(u64::to_string).collect();
             page.push_str(&format!(
-                "- {text} (cycle{} {})\n",
+                "- {} (cycle{} {})\n",
+                one_line(text),
                 if cycles.len() == 1 { "" } else { "s" },
                 numbers.join(", ")
             ));
@@ -242,7 +244,15 @@ fn count(n: usize, what: &str) -> String {
 }
 
 fn title(title: Option<&str>) -> String {
-    title.map_or_else(|| "(no title)".to_owned(), |title| format!("\"{title}\""))
+    title.map_or_else(
+        || "(no title)".to_owned(),
+        |title| format!("\"{}\"", one_line(title)),
+    )
+}
+
+/// Agent text on one line, so that a list item stays one item.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The last `shown` of `items`.

@@ -213,7 +213,14 @@ fn the_last_run_adds_up_its_time_waits_cycles_and_cost() {
     );
     assert_eq!(digest.cycles.total, 6);
     assert_eq!(digest.cycles.by_outcome["rolled_back"], 3);
-    assert!((digest.cost.usd - 1.25).abs() < 1e-9, "{}", digest.cost.usd);
+    assert_eq!(digest.cost.usd, 1.25);
+    // A sum of floats is printed as people write it.
+    let mut sources = night();
+    for record in &mut sources.progress.as_mut().unwrap().cycles {
+        record.cost_usd = 0.01;
+    }
+    let json = serde_json::to_string(&build(&sources, Span::LastRun, at(MORNING))).unwrap();
+    assert!(json.contains(r#""usd":0.06"#), "{json}");
     assert_eq!(digest.attempts[2].decided_by.as_deref(), Some("gate"));
     assert_eq!(digest.failures.len(), 1);
 }
@@ -466,6 +473,21 @@ fn long_lists_show_the_newest_and_say_where_the_rest_is() {
     );
     assert!(page.contains("refs/ralph/attempts/30"), "{page}");
     assert!(!page.contains("refs/ralph/attempts/20`"), "{page}");
+}
+
+#[test]
+fn agent_text_with_line_breaks_stays_one_list_item() {
+    let mut sources = night();
+    let progress = sources.progress.as_mut().unwrap();
+    progress.cycles[2].reason =
+        Some("the backtest agent's verdict: fail —\nbreaks\n\nthe API".to_owned());
+    progress.cycles[6].learnings = vec!["two\nlines".to_owned()];
+    let page = render(&build(&sources, Span::LastRun, at(MORNING)), &TimeZone::UTC);
+    assert!(
+        page.contains(": the backtest agent's verdict: fail — breaks the API\n  look:"),
+        "{page}"
+    );
+    assert!(page.contains("- two lines (cycle 7)\n"), "{page}");
 }
 
 #[test]

@@ -35,3 +35,5 @@ mod real_cli_skipped;
 mod record;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;
+// The morning digest: `ralphd report` and state/digests/.
+mod report;

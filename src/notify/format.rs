@@ -189,12 +189,17 @@ pub(crate) fn message(event: &Event, context: &Context) -> Message {
         EventKind::Paused {} => "paused".to_owned(),
         EventKind::Resumed {} => "resumed".to_owned(),
         EventKind::StopRequested {} => "stop requested: stopping after this cycle".to_owned(),
-        EventKind::DaemonStopped { exit_code, reason } => {
+        EventKind::DaemonStopped {
+            exit_code,
+            reason,
+            digest,
+        } => {
             (message.priority, message.tags) = match exit_code {
                 0 => (3, &["white_check_mark"][..]),
                 1 => (3, &["stop_sign"][..]),
                 _ => (4, &["rotating_light"][..]),
             };
+            details.extend(digest.as_ref().and_then(digest_line));
             format!("stopped: {}", one_line(reason, 400))
         }
         EventKind::Stalled {
@@ -322,6 +327,34 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The run in one line from its digest (`ralphd report --format json`):
+/// `6 cycles: 2 committed, 3 rolled back, 1 failed · cost $1.25`.
+fn digest_line(digest: &Value) -> Option<String> {
+    let total = digest.pointer("/cycles/total")?.as_u64()?;
+    let outcomes: Vec<String> = digest
+        .pointer("/cycles/by_outcome")
+        .and_then(Value::as_object)
+        .map(|by_outcome| {
+            by_outcome
+                .iter()
+                .filter_map(|(outcome, count)| {
+                    Some(format!("{} {}", count.as_u64()?, outcome.replace('_', " ")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut line = match (total, outcomes.is_empty()) {
+        (1, true) => "1 cycle".to_owned(),
+        (_, true) => format!("{total} cycles"),
+        (1, false) => format!("1 cycle: {}", outcomes.join(", ")),
+        (_, false) => format!("{total} cycles: {}", outcomes.join(", ")),
+    };
+    if let Some(usd) = digest.pointer("/cost/usd").and_then(Value::as_f64) {
+        line.push_str(&format!(" · cost ${usd:.2}"));
+    }
+    Some(line)
 }
 
 /// The first line of `text`, cut to `max` characters.
@@ -455,12 +488,18 @@ mod tests {
         let stopped = event(EventKind::DaemonStopped {
             exit_code: 3,
             reason: "halted by a guard (budget or circuit breaker) (exit 3)".to_owned(),
+            digest: Some(json!({
+                "cycles": {"total": 6, "by_outcome": {"committed": 2, "rolled_back": 3, "failed": 1}},
+                "cost": {"usd": 1.25},
+            })),
         });
         let body = body(WebhookFormat::Ntfy, &stopped, "", &context());
         assert_eq!(body.content_type, "text/plain; charset=utf-8");
         assert_eq!(
             body.bytes,
-            "stopped: halted by a guard (budget or circuit breaker) (exit 3)\nhttp://127.0.0.1:41234/"
+            "stopped: halted by a guard (budget or circuit breaker) (exit 3)\n\
+             6 cycles: 2 committed, 3 rolled back, 1 failed · cost $1.25\n\
+             http://127.0.0.1:41234/"
         );
         let header = |name: &str| {
             body.headers

@@ -37,3 +37,5 @@ mod record;
 mod home_disk;
 // Getting told: hooks, webhooks, the heartbeat and `stalled`.
 mod notify;
+// The morning digest: `ralphd report` and state/digests/.
+mod report;

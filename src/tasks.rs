@@ -324,6 +324,14 @@ impl Store {
         self.edit(|prd| import::apply(prd, items))
     }
 
+    /// Waits until no edit is under way and keeps others from starting until
+    /// the returned guard is dropped. The daemon holds it while it deletes
+    /// the temp files a crash left in `state/`, so that it never deletes the
+    /// one a `ralphd task` running at that moment is about to rename.
+    pub(crate) fn hold_edits(&self) -> Result<EditLock, TaskError> {
+        self.lock().map(|file| EditLock { _file: file })
+    }
+
     /// Reads prd.json without the lock (a write is an atomic rename);
     /// `None` when there is none yet.
     fn read(&self) -> Result<Option<Value>, TaskError> {
@@ -408,6 +416,12 @@ impl Store {
             "userStories": [],
         })
     }
+}
+
+/// Held while no one may edit prd.json (see [`Store::hold_edits`]).
+#[derive(Debug)]
+pub(crate) struct EditLock {
+    _file: File,
 }
 
 /// The fields of a story to insert.

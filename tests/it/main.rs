@@ -33,3 +33,5 @@ mod real_cli_skipped;
 mod record;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;
+// `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
+mod tasks;

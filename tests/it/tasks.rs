@@ -318,7 +318,7 @@ fn a_daemon_marking_stories_and_a_user_editing_tasks_lose_nothing() {
         let story = format!("US-{cycle}");
         task(&world, &["add", &format!("story {cycle}"), "--id", &story]).assert_code(0);
         world.reply("report", Some(cycle), &answer(&report_naming(&story)));
-        if cycle % 4 == 0 {
+        if cycle.is_multiple_of(4) {
             world.reply("backtest", Some(cycle), &answer(&verdict(false, "broken")));
         }
     }
@@ -347,12 +347,12 @@ fn a_daemon_marking_stories_and_a_user_editing_tasks_lose_nothing() {
         let title = format!("edited in step {step}");
         task(&world, &["edit", &renamed, "--title", &title]).assert_code(0);
         expected.get_mut(&renamed).unwrap().title = title;
-        if step % 3 == 0 {
+        if step.is_multiple_of(3) {
             let finished = pick(step * 5);
             task(&world, &["done", &finished]).assert_code(0);
             expected.get_mut(&finished).unwrap().passes = true;
         }
-        if step % 4 == 0 {
+        if step.is_multiple_of(4) {
             let gone = pick(step * 3);
             task(&world, &["rm", &gone]).assert_code(0);
             expected.remove(&gone);
@@ -378,7 +378,11 @@ fn a_daemon_marking_stories_and_a_user_editing_tasks_lose_nothing() {
     for cycle in 1..=CYCLES {
         let story = find(&format!("US-{cycle}")).expect("the daemon's story is kept");
         let committed = outcomes[cycle as usize - 1] == "committed";
-        assert_eq!(committed, cycle % 4 != 0, "cycle {cycle}: {outcomes:?}");
+        assert_eq!(
+            committed,
+            !cycle.is_multiple_of(4),
+            "cycle {cycle}: {outcomes:?}"
+        );
         assert_eq!(
             story["passes"], committed,
             "US-{cycle} is marked done exactly when its cycle was committed"

@@ -174,7 +174,7 @@ pub(crate) enum TaskError {
     #[error("cannot import {}: {reason}", path.display())]
     Import { path: PathBuf, reason: String },
     /// Reading or writing a file failed (the message names it).
-    #[error("{}", crate::one_line(.0))]
+    #[error("{0:#}")]
     Io(anyhow::Error),
 }
 

@@ -545,3 +545,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn huge_task_numbers_in_a_hand_edited_file_neither_panic_nor_collide() {
+    let dir = home();
+    write_prd(
+        dir.path(),
+        r#"{"nextTaskNumber": 18446744073709551615, "userStories": [
+            {"id": "T-18446744073709551615", "title": "a", "passes": false},
+            {"id": "T-99999999999999999999999", "title": "b", "passes": false}]}"#,
+    );
+    let store = store(dir.path());
+    let first = store.add(new("c")).unwrap();
+    let second = store.add(new("d")).unwrap();
+    store.remove(&first.id).unwrap();
+    store.remove("T-18446744073709551615").unwrap();
+    let third = store.add(new("e")).unwrap();
+    let mut all = ids(&store.list(Filter::All).unwrap())
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_ne!(first.id, second.id);
+    assert_ne!(third.id, first.id);
+}

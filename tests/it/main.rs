@@ -37,3 +37,5 @@ mod record;
 mod home_disk;
 // The morning digest: `ralphd report` and state/digests/.
 mod report;
+// `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
+mod tasks;

@@ -127,6 +127,21 @@ pub(crate) enum Command {
     ///   ralphd reset-breaker --home ~/ralph/app
     #[command(verbatim_doc_comment)]
     ResetBreaker(HomeArgs),
+
+    /// Queue work for the daemon: add, list, show, edit, done, reopen, rm, import
+    ///
+    /// Tasks are the stories of state/prd.json in the home. Every edit is safe while
+    /// the daemon runs: nothing either side writes is lost, and the daemon sees
+    /// new tasks when its next cycle starts.
+    ///
+    /// Examples:
+    ///   ralphd task add "Fix the login page" --priority 1 --criteria "returns 200"
+    ///   ralphd task list --open
+    ///   ralphd task done T-3
+    ///   gh issue list --json number,title,body,labels > issues.json
+    ///   ralphd task import issues.json
+    #[command(verbatim_doc_comment)]
+    Task(TaskArgs),
 }
 
 /// The flags of `ralphd run`. Each has a `ralph.toml` key and a `RALPH_*`
@@ -281,6 +296,169 @@ impl ValueEnum for Format {
             Format::Json => PossibleValue::new("json").help("One JSON document, for scripts"),
         })
     }
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct TaskArgs {
+    #[command(subcommand)]
+    pub(crate) command: TaskCommand,
+}
+
+#[derive(Clone, Debug, PartialEq, Subcommand)]
+pub(crate) enum TaskCommand {
+    /// Add a task (it gets the next id, T-1, T-2, …, unless --id is given)
+    ///
+    /// Without --priority it queues after every task already there.
+    ///
+    /// Examples:
+    ///   ralphd task add "Fix the login page"
+    ///   ralphd task add "Speed up the build" --priority 1 \
+    ///       --criteria "cargo build under 60 s" --criteria "no test removed"
+    #[command(verbatim_doc_comment)]
+    Add(TaskAddArgs),
+
+    /// List tasks: open ones in the order the daemon takes them, then done ones
+    List(TaskListArgs),
+
+    /// Show every field of one task
+    Show(TaskIdArgs),
+
+    /// Change the title, description, priority or criteria of a task
+    Edit(TaskEditArgs),
+
+    /// Mark a task done (the daemon also does this when a cycle for it is committed)
+    Done(TaskIdArgs),
+
+    /// Mark a done task open again
+    Reopen(TaskIdArgs),
+
+    /// Remove a task (its id is not given out again)
+    Rm(TaskIdArgs),
+
+    /// Import a Markdown checklist or `gh issue list --json number,title,body,labels` output
+    ///
+    /// Markdown: `- [ ] title` is an open task, `- [x] title` a done one, and
+    /// list items indented under it are its acceptance criteria. GitHub JSON:
+    /// the body is the description, a label such as `priority:1` or `P1` the
+    /// priority. Importing the same file again adds nothing twice: an item
+    /// already imported is left as it is, except that one now checked (or
+    /// closed) marks its task done.
+    ///
+    /// Examples:
+    ///   ralphd task import TODO.md
+    ///   gh issue list --json number,title,body,labels > issues.json
+    ///   ralphd task import issues.json
+    #[command(verbatim_doc_comment)]
+    Import(TaskImportArgs),
+}
+
+/// `--json`, for the task commands that print tasks.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub(crate) struct JsonArg {
+    /// Print JSON instead of text, for scripts
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct TaskAddArgs {
+    /// A short title, e.g. "Fix the login page"
+    #[arg(value_name = "TITLE")]
+    pub(crate) title: String,
+
+    /// What to do and why, in a few sentences
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) description: Option<String>,
+
+    /// 0 (most urgent) to 999 [default: after every task already queued]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub(crate) priority: Option<i64>,
+
+    /// What must hold for the task to be done (repeat for several)
+    #[arg(long = "criteria", value_name = "TEXT")]
+    pub(crate) criteria: Vec<String>,
+
+    /// Use this id instead of the next T-n (it must be unique)
+    #[arg(long, value_name = "ID")]
+    pub(crate) id: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct TaskListArgs {
+    /// Only the tasks not done yet
+    #[arg(long, conflicts_with = "done")]
+    pub(crate) open: bool,
+
+    /// Only the tasks done
+    #[arg(long)]
+    pub(crate) done: bool,
+
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct TaskIdArgs {
+    /// The task's id, as `ralphd task list` shows it (e.g. T-3)
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct TaskEditArgs {
+    /// The task's id, as `ralphd task list` shows it (e.g. T-3)
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+
+    /// The new title
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) title: Option<String>,
+
+    /// The new description
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) description: Option<String>,
+
+    /// The new priority, 0 (most urgent) to 999
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub(crate) priority: Option<i64>,
+
+    /// Replace the acceptance criteria (repeat for several)
+    #[arg(long = "criteria", value_name = "TEXT")]
+    pub(crate) criteria: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct TaskImportArgs {
+    /// A Markdown checklist, or the JSON of `gh issue list --json number,title,body,labels`
+    #[arg(value_name = "FILE")]
+    pub(crate) file: PathBuf,
+
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    #[command(flatten)]
+    pub(crate) json: JsonArg,
 }
 
 #[derive(Args, Clone, Debug, PartialEq)]

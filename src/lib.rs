@@ -19,6 +19,8 @@
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
 //!   and which old cycles are compressed or deleted.
 //! - `digest`: `ralphd report`, the morning digest, and `state/digests/`.
+//! - `tasks`: the task queue in prd.json (`ralphd task`, the MCP tools, the
+//!   daemon's `passes` updates), every edit under one lock.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
 //! - `text`: cutting a text to a size, on character boundaries.
@@ -61,6 +63,7 @@ mod service;
 mod state;
 mod status;
 mod supervise;
+mod tasks;
 mod text;
 mod watch;
 
@@ -205,6 +208,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             println!("{}", daemon::reset_breaker(&home)?);
             Ok(0)
         }
+        Command::Task(args) => tasks::command::run(args.command),
     }
 }
 

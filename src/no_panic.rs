@@ -274,11 +274,28 @@ fn read_progress(home: &Path) {
 
 fn read_prd(home: &Path) {
     let path = HomePaths::new(home).prd();
-    if let Ok(Some(mut prd)) = crate::prd::load(&path) {
+    if let Ok(Some(prd)) = crate::prd::load(&path) {
         let stories = crate::prd::open_stories(&prd);
+        let Ok(store) = crate::tasks::Store::open(home) else {
+            return;
+        };
+        let _ = store.list(crate::tasks::Filter::All);
         if let Some(story) = stories.first() {
-            let _ = crate::prd::mark_passed(&path, &mut prd, &story.id);
+            let _ = store.show(&story.id);
+            let _ = store.set_done(&story.id, true);
+            let _ = store.update(
+                &story.id,
+                crate::tasks::TaskPatch {
+                    priority: Some(1),
+                    ..crate::tasks::TaskPatch::default()
+                },
+            );
+            let _ = store.remove(&story.id);
         }
+        let _ = store.add(crate::tasks::NewTask {
+            title: "t".to_owned(),
+            ..crate::tasks::NewTask::default()
+        });
     }
 }
 

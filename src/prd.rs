@@ -1,10 +1,11 @@
-//! The optional task list `state/prd.json` (user stories with `passes`).
-//! Kept as a JSON value so fields ralphd does not know survive every write;
-//! a corrupt file is refused, never overwritten.
+//! Reading the optional task list `state/prd.json` (user stories with
+//! `passes`) for the daemon. Kept as a JSON value so fields ralphd does not
+//! know survive every write; a corrupt file is refused, never overwritten.
+//! Every edit of the file goes through `tasks::Store`.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use crate::state;
@@ -71,23 +72,6 @@ pub(crate) fn open_stories(prd: &Value) -> Vec<OpenStory> {
     stories
 }
 
-/// Marks story `id` as passing and saves the file atomically. Returns false
-/// when no story has that id.
-pub(crate) fn mark_passed(path: &Path, prd: &mut Value, id: &str) -> Result<bool> {
-    let Some(story) = prd
-        .get_mut("userStories")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-        .find(|story| story.get("id").and_then(Value::as_str) == Some(id))
-    else {
-        return Ok(false);
-    };
-    story["passes"] = Value::Bool(true);
-    state::save_json(path, prd).context("cannot update prd.json")?;
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,18 +89,6 @@ mod tests {
     fn open_stories_sorted_by_priority_without_passing_ones() {
         let ids: Vec<String> = open_stories(&sample()).into_iter().map(|s| s.id).collect();
         assert_eq!(ids, ["US-001", "US-002"]);
-    }
-
-    #[test]
-    fn marking_a_story_keeps_unknown_fields() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("prd.json");
-        let mut prd = sample();
-        assert!(mark_passed(&path, &mut prd, "US-001").unwrap());
-        let saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(saved["userStories"][1]["passes"], json!(true));
-        assert_eq!(saved["userStories"][1]["notes"], json!("keep me"));
-        assert!(!mark_passed(&path, &mut prd, "US-404").unwrap());
     }
 
     #[test]

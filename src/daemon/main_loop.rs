@@ -13,6 +13,7 @@ use crate::prd;
 use crate::prompt::StoryBrief;
 use crate::retention::{self, Retention};
 use crate::state::{self, CycleRecord, DaemonState, InFlight, Outcome, Progress, VERSION, Waiting};
+use crate::tasks;
 
 use super::branch::head_moved;
 use super::records::{recent_learnings, redact_report};
@@ -262,24 +263,23 @@ impl Daemon {
 
     /// Marks `story` as passing in prd.json, for the committed `cycle` whose
     /// report named it. Failures are logged: the commit stands either way.
+    /// The edit goes through the task store: under its lock, on the file as
+    /// it is now, so a task the user added or edited meanwhile is kept.
     pub(super) fn mark_story_passed(&mut self, cycle: u64, story: &str) {
-        // Re-read first: the user may have edited prd.json during the cycle.
-        let readable = self.reload_prd();
-        let marked = match self.records.prd.as_mut() {
-            Some(prd) if readable => prd::mark_passed(&self.paths.prd(), prd, story),
-            _ => Ok(false),
-        };
+        let marked =
+            tasks::Store::open(&self.paths.home).and_then(|store| store.set_done(story, true));
         match marked {
-            Ok(true) => {
+            Ok(_) => {
                 tracing::info!(cycle, story = %story, "story marked as passing in prd.json")
             }
-            Ok(false) => {
+            Err(tasks::TaskError::UnknownId { .. }) => {
                 tracing::warn!(cycle, story = %story, "the report names a story that prd.json does not have")
             }
             Err(error) => {
-                tracing::error!(cycle, error = %format!("{error:#}"), "cannot update prd.json")
+                tracing::error!(cycle, story = %story, error = %error, "cannot mark the story as passing in prd.json; it is left as it is")
             }
         }
+        self.reload_prd();
     }
 
     /// Deletes and compresses the directories of old cycles (`[state]

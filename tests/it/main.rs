@@ -39,3 +39,5 @@ mod home_disk;
 mod notify;
 // The morning digest: `ralphd report` and state/digests/.
 mod report;
+// `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
+mod tasks;

@@ -34,6 +34,7 @@ use crate::control::{Control, Requests};
 use crate::events::{EventKind, Events};
 use crate::git::{GitError, GitRepo};
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
 use crate::state::{self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock};
 use crate::watch::HeadWatcher;
 
@@ -121,6 +122,8 @@ pub(crate) struct Daemon {
     checkout: Checkout,
     /// The event stream watchers see (docs/design.md §11).
     events: Events,
+    /// The Prometheus metrics, fed from `events` by their own task.
+    metrics: Metrics,
     /// Requests from outside (pause, resume, stop, breaker reset): the
     /// handle given to the HTTP server, and the loop's side.
     control: (Control, watch::Receiver<Requests>),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::agent::stream::TokenUsage;
 use crate::state::Outcome;
 
 /// How much of an assistant text block an `agent_text` event keeps.
@@ -78,6 +79,9 @@ pub(crate) enum EventKind {
         status: String,
         duration_ms: u64,
         cost_usd: f64,
+        /// Tokens used, by kind (absent in events older than this field).
+        #[serde(default)]
+        tokens: TokenUsage,
         error: Option<String>,
     },
     CheckFinished {

@@ -19,6 +19,8 @@
 //!   and which old cycles are compressed or deleted.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
+//! - `events`, `metrics`: the event stream watchers see, and the Prometheus
+//!   metrics it feeds.
 //! - `text`: cutting a text to a size, on character boundaries.
 //! - `no_panic` (tests only): no state file content makes a reader panic.
 
@@ -44,6 +46,8 @@ mod git_rules;
 mod init;
 mod limiter;
 mod logging;
+#[allow(dead_code)] // GET /metrics serves it once the HTTP server lands (issue 14)
+mod metrics;
 #[cfg(test)]
 mod no_panic;
 pub mod phase;

@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::agent::stream::TokenUsage;
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -367,6 +368,9 @@ pub(crate) struct PhaseRecord {
     pub(crate) duration_ms: u64,
     #[serde(default)]
     pub(crate) cost_usd: f64,
+    /// Tokens the run used (zeros in records older than this field).
+    #[serde(default, skip_serializing_if = "TokenUsage::is_zero")]
+    pub(crate) tokens: TokenUsage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) session_id: Option<String>,
     #[serde(default)]

@@ -15,6 +15,7 @@ use crate::events::{EventKind, Events};
 use crate::git::GitRepo;
 use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
+use crate::metrics::Metrics;
 use crate::prd;
 use crate::state::{
     self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock, StatusFile, VERSION,
@@ -62,6 +63,7 @@ impl Daemon {
             repo,
             checkout,
             events,
+            metrics: Metrics::new(VERSION_TEXT, SystemTime::now()),
             control: Control::new(),
             breaker_published: "closed",
             breaker_resets_handled: 0,
@@ -73,6 +75,7 @@ impl Daemon {
         daemon.record_interrupted_cycle(interrupted, recovered)?;
         daemon.check_branch().await?;
         daemon.give_a_fresh_progress_the_branch();
+        daemon.start_metrics();
         daemon.save_guards()?;
         daemon.spawn_heartbeat();
         daemon.announce_ready();
@@ -86,6 +89,19 @@ impl Daemon {
     fn give_a_fresh_progress_the_branch(&mut self) {
         if self.records.progress.cycles.is_empty() {
             self.records.progress.branch = self.checkout.branch.clone();
+        }
+    }
+
+    /// Starts the metrics from progress.json and the breaker as they stand
+    /// now, then feeds them from the event stream (docs/design.md §11): the
+    /// counters go on from where the last run left them on this branch.
+    fn start_metrics(&mut self) {
+        self.metrics.seed(
+            &self.records.progress,
+            breaker_state_name(&self.guards.breaker),
+        );
+        if let Some(events) = self.events.subscribe() {
+            tokio::spawn(crate::metrics::follow(self.metrics.clone(), events));
         }
     }
 
@@ -112,6 +128,9 @@ impl Daemon {
         self.breaker_published = breaker_state_name(&self.guards.breaker);
     }
 }
+
+/// The version `ralphd_build_info` names.
+const VERSION_TEXT: &str = env!("CARGO_PKG_VERSION");
 
 /// Creates the home's directories and takes its lock: one daemon per home.
 fn take_the_home(config: &Config) -> Result<(HomePaths, InstanceLock)> {

@@ -127,6 +127,8 @@ pub(crate) struct Daemon {
     /// Requests from outside (pause, resume, stop, breaker reset): the
     /// handle given to the HTTP server, and the loop's side.
     control: (Control, watch::Receiver<Requests>),
+    /// The HTTP server (docs/design.md §11); `None` with `[http] listen = ""`.
+    http: Option<crate::http::Server>,
     /// How many breaker reset requests the loop has acted on.
     breaker_resets_handled: u64,
     /// The breaker's state as last published (`closed`, `open`, `half_open`).
@@ -201,6 +203,7 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
     let exit = daemon.main_loop().await.map_err(name_full_disk);
     daemon.set_status(|status| {
         status.state = DaemonState::Stopped;
+        status.dashboard = None;
         status.phase = None;
         status.waiting = None;
         status.exit = Some(match &exit {
@@ -219,6 +222,10 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
     daemon
         .events
         .publish(EventKind::DaemonStopped { exit_code, reason });
+    // After `daemon_stopped`, which the event streams still send.
+    if let Some(server) = daemon.http.take() {
+        server.stop().await;
+    }
     // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit

@@ -433,6 +433,29 @@ pub(crate) fn read_after(log: &Path, after: u64, limit: usize) -> anyhow::Result
     Ok(found.into())
 }
 
+/// The logged event lines with an id above `after`, oldest first, at most
+/// `limit` of them (the oldest): one page of an SSE replay. Each line is
+/// returned as logged (redacted JSON) with its id.
+pub(crate) fn lines_after(
+    log: &Path,
+    after: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut found = Vec::new();
+    for path in [rotated(log), log.to_owned()] {
+        for_each_line(&path, |id, line| {
+            if id > after {
+                found.push((id, line.to_owned()));
+            }
+            found.len() < limit
+        })?;
+        if found.len() >= limit {
+            break;
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,21 +32,19 @@ mod breaker;
 mod checks;
 mod cli;
 mod config;
-#[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
 mod control;
 mod cycle;
 mod cycle_page;
 mod daemon;
 mod demo;
-#[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
 mod events;
 mod gates;
 mod git;
 mod git_rules;
+mod http;
 mod init;
 mod limiter;
 mod logging;
-#[allow(dead_code)] // GET /metrics serves it once the HTTP server lands (issue 14)
 mod metrics;
 #[cfg(test)]
 mod no_panic;

@@ -461,6 +461,10 @@ pub(crate) struct StatusFile {
     pub(crate) last_error: Option<String>,
     #[serde(default)]
     pub(crate) exit: Option<String>,
+    /// The live page's URL (`http://127.0.0.1:41234/`) while the HTTP
+    /// server runs.
+    #[serde(default)]
+    pub(crate) dashboard: Option<String>,
 }
 
 /// Where the daemon is in its life, as status.json's `state` says it.

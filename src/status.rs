@@ -171,6 +171,9 @@ pub(crate) fn render_text(report: &StatusReport) -> String {
                 "repo:    {} (branch {})\n",
                 status.repo, status.branch
             ));
+            if running && let Some(url) = &status.dashboard {
+                out.push_str(&format!("dashboard: {url}\n"));
+            }
             if running {
                 if let Some(cycle) = status.cycle {
                     let phase = status.phase.as_deref().unwrap_or("between phases");

@@ -64,6 +64,9 @@
 //! | `RALPH_STATE_KEEP_CYCLES` | `state.keep_cycles` | whole number ≥ 1 |
 //! | `RALPH_STATE_COMPRESS_AFTER` | `state.compress_after` | whole number ≥ 0 (0 = never) |
 //! | `RALPH_STATE_MAX_TRANSCRIPT_MB` | `state.max_transcript_mb` | whole number ≥ 1 (MiB) |
+//! | `RALPH_HTTP_LISTEN` | `http.listen` | `IP:port`, or empty for no server |
+//! | `RALPH_HTTP_TOKEN_FILE` | `http.token_file` | file (mode 0600), optional |
+//! | `RALPH_HTTP_ALLOWED_HOSTS` | `http.allowed_hosts` | list of host names |
 //!
 //! `<PHASE>` is `SCAN`, `IDEA`, `CODE_EDIT`, `BACKTEST` or `REPORT`.
 

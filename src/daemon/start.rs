@@ -49,6 +49,16 @@ impl Daemon {
         let checkout = Checkout::watch_head(&repo, branch);
         let (records, interrupted) = HomeRecords::from_saved(saved, &checkout.branch);
         let events = Events::open(&paths.events())?;
+        let control = Control::new();
+        let metrics = Metrics::new(VERSION_TEXT, SystemTime::now());
+        let http = crate::http::serve(
+            &config.http,
+            &paths,
+            events.clone(),
+            control.0.clone(),
+            metrics.clone(),
+        )
+        .await?;
         let mut daemon = Daemon {
             config,
             paths,
@@ -63,8 +73,9 @@ impl Daemon {
             repo,
             checkout,
             events,
-            metrics: Metrics::new(VERSION_TEXT, SystemTime::now()),
-            control: Control::new(),
+            metrics,
+            control,
+            http,
             breaker_published: "closed",
             breaker_resets_handled: 0,
             rng: fastrand::Rng::new(),
@@ -109,21 +120,25 @@ impl Daemon {
     /// and tells systemd the daemon is ready.
     fn announce_ready(&mut self) {
         let spent = self.records.progress.total_cost_usd;
+        let dashboard = self.http.as_ref().map(|server| server.url().to_owned());
         self.set_status(|status| {
             status.spent_usd = spent;
             status.state = DaemonState::Running;
+            status.dashboard = dashboard.clone();
         });
         self.publish_status();
         // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let shown = dashboard.as_deref().unwrap_or("off ([http] listen = \"\")");
         tracing::info!(repo = %self.config.repo.display(), home = %self.config.home.display(),
-            branch = %self.checkout.branch, agent = %self.config.agent.kind.name(), "ralphd started");
+            branch = %self.checkout.branch, agent = %self.config.agent.kind.name(),
+            "ralphd started; dashboard: {shown}");
         self.events.publish(EventKind::DaemonStarted {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             repo: self.config.repo.display().to_string(),
             branch: self.checkout.branch.clone(),
-            dashboard: None,
+            dashboard,
         });
         self.breaker_published = breaker_state_name(&self.guards.breaker);
     }

@@ -860,4 +860,66 @@ mod tests {
             Some(1.0)
         );
     }
+
+    /// Every `ralphd_…` name in `text`.
+    fn metric_names(text: &str) -> std::collections::BTreeSet<&str> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("ralphd_") {
+            let tail = &rest[start..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(&tail[..end]);
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_the_alert_rules_only_query_metrics_a_scrape_has() {
+        let dashboard = include_str!("../contrib/grafana/ralphd.json");
+        let alerts = include_str!("../contrib/prometheus/alerts.yml");
+        let metrics = Metrics::new("0", at(0));
+        metrics.observe(&event(1, phase_finished("scan", "succeeded", 1000, 0.1)));
+        let scrape = metrics.render(Format::Text, at(2));
+        let served: std::collections::BTreeSet<&str> = scrape
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .collect();
+        for (file, text) in [("ralphd.json", dashboard), ("alerts.yml", alerts)] {
+            let queried = metric_names(text);
+            assert!(queried.len() >= 4, "{file}: {queried:?}");
+            for name in queried {
+                assert!(
+                    served.contains(name),
+                    "{file} queries {name}, which no scrape has"
+                );
+            }
+        }
+        // The dashboard asks for its data source: no uid of someone's Grafana.
+        let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let mut uids = Vec::new();
+        fn datasource_uids(value: &serde_json::Value, uids: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(uid) = map.get("datasource").and_then(|ds| ds.get("uid")) {
+                        uids.push(uid.to_string());
+                    }
+                    map.values().for_each(|v| datasource_uids(v, uids));
+                }
+                serde_json::Value::Array(items) => {
+                    items.iter().for_each(|v| datasource_uids(v, uids))
+                }
+                _ => {}
+            }
+        }
+        datasource_uids(&json, &mut uids);
+        assert!(uids.len() > 10, "{uids:?}");
+        assert!(
+            uids.iter().all(|uid| uid == "\"${datasource}\""),
+            "{uids:?}"
+        );
+    }
 }

@@ -231,6 +231,7 @@ pub(crate) fn event_line(event: &Event, tz: &TimeZone) -> String {
             duration_ms,
             cost_usd,
             error,
+            ..
         } => {
             let error = error
                 .as_deref()
@@ -408,6 +409,7 @@ mod tests {
                 status: "succeeded".to_owned(),
                 duration_ms: 41_300,
                 cost_usd: 0.1234,
+                tokens: Default::default(),
                 error: None,
             },
             EventKind::PhaseFinished {
@@ -416,6 +418,7 @@ mod tests {
                 status: "failed".to_owned(),
                 duration_ms: 950,
                 cost_usd: 0.0,
+                tokens: Default::default(),
                 error: Some("API error 529: overloaded".to_owned()),
             },
             EventKind::CheckFinished {

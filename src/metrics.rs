@@ -328,20 +328,27 @@ impl Metrics {
 
     /// Takes one event into account, at the time the event says.
     pub(crate) fn observe(&self, event: &Event) {
-        let at = event
-            .at
-            .parse::<jiff::Timestamp>()
-            .map(SystemTime::from)
-            .unwrap_or_else(|_| SystemTime::now());
+        let at = || {
+            event
+                .at
+                .parse::<jiff::Timestamp>()
+                .map(SystemTime::from)
+                .unwrap_or_else(|_| SystemTime::now())
+        };
         let inner = &self.inner;
         match &event.kind {
-            EventKind::Waiting { reason, .. } => self.start_wait(*reason, at),
-            EventKind::Paused {} => self.start_wait(WaitReason::Paused, at),
+            EventKind::Waiting { reason, .. } => self.start_wait(*reason, at()),
+            EventKind::Paused {} => self.start_wait(WaitReason::Paused, at()),
             // A change of the breaker or a stop request does not end a wait.
             EventKind::BreakerChanged { state, .. } => self.set_breaker(state),
-            EventKind::StopRequested {} => {}
+            // The agent's text and tool calls (most events) count nowhere.
+            EventKind::StopRequested {}
+            | EventKind::AgentText { .. }
+            | EventKind::ToolUse { .. } => {}
             other => {
-                self.end_wait(at);
+                if self.wait().is_some() {
+                    self.end_wait(at());
+                }
                 match other {
                     EventKind::PhaseFinished {
                         phase,
@@ -365,7 +372,7 @@ impl Metrics {
                         inner.cycles.get_or_create(&outcome_label(*outcome)).inc();
                         if commit.is_some() {
                             inner.commits.inc();
-                            inner.last_commit.set(unix_seconds(at));
+                            inner.last_commit.set(unix_seconds(at()));
                         }
                         if attempt_ref.is_some() {
                             inner.attempts_saved.inc();

@@ -164,6 +164,32 @@ fn a_scrape_passes_promtool_and_a_restart_goes_on_from_the_last_runs_counts() {
 }
 
 #[test]
+fn a_wait_between_cycles_shows_while_it_lasts_and_its_seconds_count_up() {
+    let world = World::new();
+    let mut daemon = world.start(&["--max-iterations", "2", "--sleep", "1h"]);
+    let addr = dashboard_addr(&world.home, LIMIT);
+    let sleeping = r#"ralphd_waiting{reason="sleep"}"#;
+    let waited = r#"ralphd_wait_seconds_total{reason="sleep"}"#;
+    let first = scrape_until(&addr, "Accept: */*", |scrape| {
+        value(scrape, sleeping) == Some(1.0)
+    });
+    assert_eq!(
+        value(&first.body, r#"ralphd_waiting{reason="limiter"}"#),
+        Some(0.0)
+    );
+    let before = value(&first.body, waited).unwrap();
+    let later = scrape_until(&addr, "Accept: */*", |scrape| {
+        value(scrape, waited).is_some_and(|seconds| seconds > before)
+    });
+    assert_eq!(value(&later.body, sleeping), Some(1.0));
+    daemon.signal(libc::SIGTERM);
+    daemon
+        .wait_for_exit(LIMIT)
+        .expect("ralphd exits after SIGTERM")
+        .assert_code(130);
+}
+
+#[test]
 fn the_alert_rules_load_and_pass_their_unit_tests() {
     let Some(promtool) = tool("promtool") else {
         return;

@@ -1,4 +1,4 @@
-//! The Prometheus metrics of docs/design.md §11: one registry
+//! The Prometheus metrics of docs/design.md §11.6: one registry
 //! (prometheus-client, no global state) whose counters start from
 //! progress.json and move with the event stream, rendered for a scrape.
 //!

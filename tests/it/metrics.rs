@@ -233,16 +233,18 @@ impl Drop for PrometheusServer {
 }
 
 impl PrometheusServer {
-    /// Starts Prometheus scraping `target` every second, with the alert
-    /// rules of contrib/ loaded, and waits until it is ready.
-    fn start(binary: &Path, target: &str) -> PrometheusServer {
+    /// Starts Prometheus scraping `target` every second with the bearer
+    /// token in `token_file` (as README says to), with the alert rules of
+    /// contrib/ loaded, and waits until it is ready.
+    fn start(binary: &Path, target: &str, token_file: &Path) -> PrometheusServer {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: ralphd\n    static_configs:\n      - targets: ['{target}']\n",
-                contrib("contrib/prometheus/alerts.yml").display()
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: ralphd\n    static_configs:\n      - targets: ['{target}']\n    authorization:\n      credentials_file: {}\n",
+                contrib("contrib/prometheus/alerts.yml").display(),
+                token_file.display()
             ),
         )
         .unwrap();
@@ -296,15 +298,28 @@ impl PrometheusServer {
 }
 
 #[test]
-fn a_real_prometheus_scrapes_the_daemon_and_sees_its_cycles() {
+fn a_real_prometheus_scrapes_the_daemon_with_its_token_and_sees_its_cycles() {
     let Some(binary) = tool("prometheus") else {
         return;
     };
     // Cycle 1 commits; cycle 2 is held in its scan, so the daemon stays up.
     let world = world_blocking_in_scan(2);
+    let token_file = world.root.join("token");
+    std::fs::write(&token_file, "metrics-token-0123456789abcdef\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    world.config(&format!(
+        "\n[http]\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
     let mut daemon = world.start(&["--max-iterations", "2"]);
     let addr = dashboard_addr(&world.home, LIMIT);
-    let prometheus = PrometheusServer::start(&binary, &addr);
+    assert_eq!(
+        http(&addr, "GET", "/metrics", &[], "").status,
+        401,
+        "with a token file, a scrape needs the bearer token"
+    );
+    let prometheus = PrometheusServer::start(&binary, &addr, &token_file);
 
     // ralphd_cycles_total{outcome="committed"}
     let query = "ralphd_cycles_total%7Boutcome%3D%22committed%22%7D";

@@ -123,19 +123,33 @@ pub(crate) struct RunResult {
 }
 
 /// Tokens a run used, by kind, as the result line's `usage` counts them.
+/// Saved under the CLI's own names (`input_tokens`, …), a zero count left
+/// out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub(crate) struct TokenUsage {
+    #[serde(rename = "input_tokens", default, skip_serializing_if = "is_zero")]
     pub(crate) input: u64,
+    #[serde(rename = "output_tokens", default, skip_serializing_if = "is_zero")]
     pub(crate) output: u64,
+    #[serde(
+        rename = "cache_read_input_tokens",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
     pub(crate) cache_read: u64,
+    #[serde(
+        rename = "cache_creation_input_tokens",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
     pub(crate) cache_creation: u64,
 }
 
-impl TokenUsage {
-    pub(crate) fn is_zero(&self) -> bool {
-        *self == TokenUsage::default()
-    }
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
 
+impl TokenUsage {
     /// Both runs' tokens (a retried phase run counts every attempt).
     pub(crate) fn plus(self, other: TokenUsage) -> TokenUsage {
         TokenUsage {

@@ -84,6 +84,7 @@ pub(crate) struct Config {
     pub(crate) logging: LoggingSettings,
     pub(crate) state: StateSettings,
     pub(crate) notify: NotifySettings,
+    pub(crate) http: HttpSettings,
     /// What this config was resolved from, kept so that `reload` resolves the
     /// file again with the same flags and environment.
     inputs: LoadInputs,
@@ -477,6 +478,29 @@ impl WebhookFormat {
     }
 }
 
+/// `[http]`: the dashboard and API server (docs/design.md §11).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HttpSettings {
+    /// Where the server listens; `None` (`listen = ""`) turns it off. Port 0
+    /// picks a free port.
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// The bearer token's file; required for a non-loopback `listen`.
+    pub(crate) token_file: Option<PathBuf>,
+    /// Host names (with or without a port) accepted besides the bound
+    /// address, `localhost` and `127.0.0.1` (a reverse proxy's name, say).
+    pub(crate) allowed_hosts: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            token_file: None,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
 impl StateSettings {
     /// [`StateSettings::max_transcript_mb`] in bytes.
     pub(crate) fn max_transcript_bytes(&self) -> u64 {
@@ -525,6 +549,7 @@ impl Config {
             logging: LoggingSettings::default(),
             state: StateSettings::default(),
             notify: NotifySettings::default(),
+            http: HttpSettings::default(),
             inputs: LoadInputs {
                 run_args: RunArgs {
                     home: Some(home.to_path_buf()),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::agent::stream::TokenUsage;
 use crate::state::Outcome;
 
 /// How much of an assistant text block an `agent_text` event keeps.
@@ -78,6 +79,9 @@ pub(crate) enum EventKind {
         status: String,
         duration_ms: u64,
         cost_usd: f64,
+        /// Tokens used, by kind (absent in events older than this field).
+        #[serde(default)]
+        tokens: TokenUsage,
         error: Option<String>,
     },
     CheckFinished {
@@ -201,6 +205,7 @@ impl EventKind {
     }
 
     /// The cycle the event belongs to, if any.
+    #[allow(dead_code)] // for the metrics and hooks of issues 14–15
     pub(crate) fn cycle(&self) -> Option<u64> {
         match self {
             EventKind::CycleStarted { cycle }
@@ -282,6 +287,7 @@ impl Events {
     }
 
     /// A bus that drops every event.
+    #[allow(dead_code)] // for tests and benchmarks of issues 14–15
     pub(crate) fn off() -> Events {
         Events { inner: None }
     }
@@ -310,6 +316,7 @@ impl Events {
     }
 
     /// The id of the last event published (or found in the log at start).
+    #[allow(dead_code)] // for the metrics and hooks of issues 14–15
     pub(crate) fn last_id(&self) -> u64 {
         self.inner.as_ref().map_or(0, |bus| {
             bus.log
@@ -460,6 +467,29 @@ pub(crate) fn read_after(log: &Path, after: u64, limit: usize) -> anyhow::Result
         })?;
     }
     Ok(found.into())
+}
+
+/// The logged event lines with an id above `after`, oldest first, at most
+/// `limit` of them (the oldest): one page of an SSE replay. Each line is
+/// returned as logged (redacted JSON) with its id.
+pub(crate) fn lines_after(
+    log: &Path,
+    after: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut found = Vec::new();
+    for path in [rotated(log), log.to_owned()] {
+        for_each_line(&path, |id, line| {
+            if id > after {
+                found.push((id, line.to_owned()));
+            }
+            found.len() < limit
+        })?;
+        if found.len() >= limit {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -206,6 +206,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(10),
             max_attempts: 5,
         }];
+        expected.http.token_file = Some(PathBuf::from("/home/me/.config/ralphd/token"));
         assert_eq!(loaded, expected);
     }
 

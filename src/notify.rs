@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, HookSettings};
 use crate::events::{EventKind, Events, Published};
+use crate::metrics::NotificationCounters;
 use crate::state::Outcome;
 
 pub(crate) use heartbeat::Liveness;
@@ -47,13 +48,14 @@ use self::webhooks::Webhook;
 /// How long the queues get to drain when the daemon stops.
 pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(5);
 
-/// Notifications sent, failed and dropped since start (the coordinator's
-/// `ralphd_notifications_*_total` metrics read these).
-#[derive(Debug, Default)]
+/// Notifications sent, failed and dropped since start, for the exit's
+/// totals line and the `ralphd_notifications_*_total` metrics.
+#[derive(Default)]
 pub(crate) struct NotifyStats {
     sent: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    metrics: NotificationCounters,
 }
 
 impl NotifyStats {
@@ -66,14 +68,20 @@ impl NotifyStats {
     pub(crate) fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
-    fn count_sent(&self) {
+    /// `target`: `hook`, `webhook` or `heartbeat`.
+    fn count_sent(&self, target: &str) {
         self.sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sent(target);
     }
-    fn count_failed(&self) {
+    fn count_failed(&self, target: &str) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        self.metrics.failed(target);
     }
     fn count_dropped(&self, count: u64) {
         self.dropped.fetch_add(count, Ordering::Relaxed);
+        for _ in 0..count {
+            self.metrics.dropped();
+        }
     }
 }
 
@@ -164,9 +172,17 @@ pub(crate) struct Notifier {
 impl Notifier {
     /// Subscribes to `events` and starts the senders and the heartbeat on
     /// the current runtime. Call it before the first event to be told.
-    pub(crate) fn start(config: &Config, events: &Events, status_file: PathBuf) -> Notifier {
+    pub(crate) fn start(
+        config: &Config,
+        events: &Events,
+        status_file: PathBuf,
+        metrics: NotificationCounters,
+    ) -> Notifier {
         let settings = &config.notify;
-        let stats = Arc::new(NotifyStats::default());
+        let stats = Arc::new(NotifyStats {
+            metrics,
+            ..NotifyStats::default()
+        });
         let liveness = Liveness::new(settings.heartbeat_every);
         let stop = CancellationToken::new();
         let cancel_hooks = CancellationToken::new();
@@ -255,15 +271,6 @@ impl Notifier {
     /// The loop's proof of life for the heartbeat.
     pub(crate) fn liveness(&self) -> Liveness {
         self.liveness.clone()
-    }
-
-    /// The counters, for the metrics.
-    #[allow(
-        dead_code,
-        reason = "read by the /metrics endpoint once it is wired in"
-    )]
-    pub(crate) fn stats(&self) -> Arc<NotifyStats> {
-        self.stats.clone()
     }
 
     /// At exit, after the last event (`daemon_stopped`) is published: the
@@ -422,10 +429,14 @@ async fn send_all(
             }
             Destination::Webhook(webhook) => webhook.send(&event, &place.context(), &mut rng).await,
         };
+        let target = match destination.as_ref() {
+            Destination::Hook(_) => "hook",
+            Destination::Webhook(_) => "webhook",
+        };
         match result {
-            Ok(()) => stats.count_sent(),
+            Ok(()) => stats.count_sent(target),
             Err(error) => {
-                stats.count_failed();
+                stats.count_failed(target);
                 tracing::warn!(destination = %destination.label(), event = event.event.kind.name(), id = event.event.id,
                     %error, "notification failed");
             }

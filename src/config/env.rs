@@ -71,6 +71,9 @@
 //!
 //! `[[hooks]]` and `[[webhooks]]` are read from the file only. A `RALPH_*`
 //! variable a webhook's `header_env` names is not an unknown variable.
+//! | `RALPH_HTTP_LISTEN` | `http.listen` | `IP:port`, or empty for no server |
+//! | `RALPH_HTTP_TOKEN_FILE` | `http.token_file` | file (mode 0600), optional |
+//! | `RALPH_HTTP_ALLOWED_HOSTS` | `http.allowed_hosts` | list of host names |
 //!
 //! `<PHASE>` is `SCAN`, `IDEA`, `CODE_EDIT`, `BACKTEST` or `REPORT`.
 

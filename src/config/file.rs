@@ -11,7 +11,7 @@ use super::error::ConfigError;
 use crate::phase::Phase;
 
 /// The top-level tables of `ralph.toml`.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "loop",
     "agent",
     "phases",
@@ -24,6 +24,7 @@ const SECTIONS: [&str; 12] = [
     "logging",
     "state",
     "notify",
+    "http",
 ];
 
 /// The arrays of tables of `ralph.toml`, any number of each (docs/design.md §12).

@@ -13,8 +13,9 @@ use super::error::ConfigError;
 use super::resolve::{Flag, Resolver};
 use super::values::{
     agent_kind, boolean, command, dollars, duration, glob_list, http_url, keep_cycles,
-    log_file_count, log_format, log_level, max_iterations, nonzero_duration, nonzero_u32,
-    on_corrupt, optional, permission_mode, signature_part, string_list, text, whole_number,
+    listen_address, log_file_count, log_format, log_level, max_iterations, nonzero_duration,
+    nonzero_u32, on_corrupt, optional, path_value, permission_mode, signature_part, string_list,
+    text, whole_number,
 };
 use crate::cli::RunArgs;
 use crate::phase::Phase;
@@ -129,5 +130,8 @@ pub(super) fn read_keys(
     key!(r, config.notify.heartbeat_every, nonzero_duration);
     key!(r, config.notify.stall_after, duration);
     key!(r, config.notify.queue_size, whole_number(1));
+    key!(r, config.http.listen, listen_address);
+    key!(r, config.http.token_file, optional(path_value));
+    key!(r, config.http.allowed_hosts, string_list);
     Ok(())
 }

@@ -427,3 +427,14 @@ pub(super) fn header_env(input: &Input<'_>) -> Result<Vec<(String, String)>, Str
         })
         .collect()
 }
+
+/// `http.listen`: an IP address and port (`"127.0.0.1:0"`, `"[::1]:8080"`),
+/// or `""` for no server.
+pub(super) fn listen_address(input: &Input<'_>) -> Result<Option<std::net::SocketAddr>, String> {
+    const EXPECTED: &str = "an IP address and port like \"127.0.0.1:0\" (port 0 picks a free one), or \"\" for no server";
+    let text = input.text().ok_or_else(|| EXPECTED.to_owned())?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| EXPECTED.to_owned())
+}

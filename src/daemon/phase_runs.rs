@@ -349,6 +349,7 @@ impl PhaseExecutor for Daemon {
             status: status.to_owned(),
             duration_ms: run.duration.as_millis().try_into().unwrap_or(u64::MAX),
             cost_usd: run.cost_usd,
+            tokens: run.tokens,
             error,
         });
         Ok(run)
@@ -370,6 +371,7 @@ impl Daemon {
             .join(format!("{}.jsonl", phase.name()));
         let mut attempt: u32 = 0;
         let mut total_cost = 0.0;
+        let mut total_tokens = crate::agent::stream::TokenUsage::default();
         loop {
             if let Some(reason) = self.budget_exhausted() {
                 return Err(Stop::Halt(format!(
@@ -419,6 +421,8 @@ impl Daemon {
             let spent = self.records.progress.total_cost_usd + self.records.unrecorded_cost_usd;
             self.set_status(|status| status.spent_usd = spent);
             run.cost_usd = total_cost;
+            total_tokens = total_tokens.plus(run.tokens);
+            run.tokens = total_tokens;
             run.attempts = attempt;
             if run.cancelled || self.signals.shutdown.is_cancelled() {
                 tracing::warn!(cycle, %phase, "phase interrupted by a stop signal");
@@ -493,6 +497,7 @@ pub(super) fn failed_run(message: String, attempts: u32) -> PhaseRun {
         outcome: PhaseOutcome::could_not_run(message),
         session_id: None,
         cost_usd: 0.0,
+        tokens: Default::default(),
         turns: 0,
         permission_denials: Vec::new(),
         duration: Duration::ZERO,

@@ -120,6 +120,7 @@ pub(crate) fn message(event: &Event, context: &Context) -> Message {
             duration_ms,
             cost_usd,
             error,
+            ..
         } => {
             details.push(format!(
                 "took {} · cost ${cost_usd:.2}",

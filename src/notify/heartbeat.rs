@@ -148,14 +148,15 @@ impl Heartbeat {
         let host = self.url.host_str().unwrap_or("?");
         match result.map(|response| response.status()) {
             Ok(status) if status.is_success() => {
+                self.stats.count_sent("heartbeat");
                 tracing::debug!(?ping, host, "heartbeat sent");
             }
             Ok(status) => {
-                self.stats.count_failed();
+                self.stats.count_failed("heartbeat");
                 tracing::warn!(?ping, host, %status, "the heartbeat ping was refused");
             }
             Err(error) => {
-                self.stats.count_failed();
+                self.stats.count_failed("heartbeat");
                 tracing::warn!(?ping, host, error = %super::webhooks::describe_error(&error), "cannot send the heartbeat ping");
             }
         }

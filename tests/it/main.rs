@@ -17,6 +17,8 @@ mod commands;
 mod daemon_ops;
 // The event stream of a run: state/events.jsonl.
 mod events;
+// The HTTP server: routes, live events, control, security.
+mod http_api;
 // The guards through the binary: usage limits, retries, breaker, budget, limiter.
 mod guards;
 // The scripted fake Messages API the real `claude` CLI talks to.
@@ -41,3 +43,5 @@ mod notify;
 mod report;
 // `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
 mod tasks;
+// Prometheus metrics: promtool on a scrape, the alert rules, a real Prometheus.
+mod metrics;

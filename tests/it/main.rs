@@ -37,3 +37,5 @@ mod real_cli_skipped;
 mod record;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;
+// The web page in a real browser (chromium + playwright-core).
+mod browser;

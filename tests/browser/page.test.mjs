@@ -1,0 +1,141 @@
+// The web page in a real browser: Debian's chromium, headless, driven by
+// playwright-core. Started by tests/it/browser.rs with a running ralphd
+// whose fake agent waits in each phase for a gate file this script creates:
+//   RALPHD_URL   the page's URL (http://127.0.0.1:PORT/)
+//   FAKE_DIR     where the fake agent looks for `gate.<phase>.<call>` and `open`
+//   SHOTS_DIR    where the screenshots go (target/)
+//   CHROMIUM     the browser binary (default /usr/bin/chromium)
+// It prints one line per step and exits non-zero on the first failure.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const url = required('RALPHD_URL');
+const fakeDir = required('FAKE_DIR');
+const shotsDir = required('SHOTS_DIR');
+const TIMEOUT = 20_000;
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} must be set`);
+  return value;
+}
+
+function step(words) { console.log(`step: ${words}`); }
+
+/** Lets the fake agent's `<phase>` call `n` finish (all of them when phase is 'open'). */
+function release(phase, n) {
+  writeFileSync(join(fakeDir, phase === 'open' ? 'open' : `gate.${phase}.${n}`), '');
+}
+
+async function expectText(page, selector, pattern, what) {
+  try {
+    await page.waitForFunction(([sel, source]) => {
+      const node = document.querySelector(sel);
+      return !!node && new RegExp(source).test(node.textContent);
+    }, [selector, pattern.source], { timeout: TIMEOUT });
+  } catch (error) {
+    const seen = await page.locator(selector).first().textContent().catch(() => '(missing)');
+    const also = problems.length ? `\nthe page also said:\n${problems.join('\n')}` : '';
+    throw new Error(`${what}: ${selector} never matched ${pattern} (it shows: ${JSON.stringify(seen)})${also}`);
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox'],
+});
+const problems = [];
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  // A script error or a Content-Security-Policy refusal is a failure of the page.
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !/Failed to load resource/.test(message.text())) {
+      problems.push(`console error: ${message.text()}`);
+    }
+  });
+
+  step('the page loads during the run, live, in the scan of cycle 1');
+  const response = await page.goto(url);
+  if (!response.ok()) throw new Error(`GET ${url}: HTTP ${response.status()}`);
+  const policy = response.headers()['content-security-policy'] || '';
+  if (!policy.includes("script-src 'self'")) throw new Error(`no strict CSP: ${policy}`);
+  await page.evaluate(() => { window.sameDocument = true; });
+  await expectText(page, '#link', /^live$/, 'the event stream connects');
+  await expectText(page, '#state', /Cycle 1 · scan/, 'the state names the cycle and phase');
+
+  step('the phase changes live when scan ends');
+  release('scan', 1);
+  await expectText(page, '#state', /Cycle 1 · idea/, 'the page follows the phase change');
+  const scanState = await page.locator('#phases li', { hasText: 'scan' }).getAttribute('data-state');
+  if (scanState !== 'ok') throw new Error(`scan in the phase strip: ${scanState}`);
+
+  step('agent text shows as text: its HTML is not run');
+  release('idea', 1);
+  await expectText(page, '#activity', /<img src=x onerror=/, 'the agent text is in the activity');
+  const injected = await page.evaluate(() => ({
+    images: document.querySelectorAll('#activity img, #activity b').length,
+    pwned: window.pwned === true,
+  }));
+  if (injected.images || injected.pwned) throw new Error(`agent HTML was parsed: ${JSON.stringify(injected)}`);
+  await expectText(page, '#activity', /Read.*README\.md/s, 'the tool use is in the activity');
+
+  step('a new cycle row appears live when cycle 1 and cycle 2 end');
+  for (const phase of ['code-edit', 'backtest', 'report']) release(phase, 1);
+  for (const phase of ['scan', 'idea', 'code-edit', 'backtest', 'report']) release(phase, 2);
+  await page.waitForSelector('#cycles tr[data-cycle="2"]', { timeout: TIMEOUT });
+  await expectText(page, '#cycles tr[data-cycle="1"]', /committed.*Add a line to work\.txt/s, 'cycle 1 row');
+  await expectText(page, '#cycles tr[data-cycle="2"]', /rolled back/, 'cycle 2 row');
+  await expectText(page, '#state', /Cycle 3 · scan/, 'cycle 3 starts');
+  if (!(await page.evaluate(() => window.sameDocument === true))) throw new Error('the page reloaded');
+
+  step("a click on cycle 1 opens its report");
+  await page.click('#cycles tr[data-cycle="1"]');
+  await expectText(page, '#detail-body .md', /Cycle 1 — Add a line to work\.txt/, 'the report heading');
+  await expectText(page, '#detail-body', /Transcripts.*scan/s, 'the transcript links');
+  const reportTags = await page.locator('#detail-body .md h2, #detail-body .md li').count();
+  if (reportTags < 3) throw new Error(`the report is not rendered as headings and lists (${reportTags})`);
+  const transcript = await page.locator('#detail-body a', { hasText: 'scan' }).getAttribute('href');
+  const lines = await page.evaluate(async (href) => (await (await fetch(href)).text()).trim().split('\n').length, transcript);
+  if (lines < 2) throw new Error(`the scan transcript has ${lines} lines`);
+  await page.screenshot({ path: join(shotsDir, 'page-cycle.png') });
+  await page.click('#detail-close');
+
+  step('Pause: the daemon answers, finishes the scan, and the page shows it paused');
+  await page.click('#pause');
+  await expectText(page, '#answer', /paus/i, "the daemon's answer");
+  release('scan', 3);
+  await expectText(page, '#state', /^Paused/, 'the page shows paused');
+  await page.waitForFunction(() => document.querySelector('#resume').disabled === false, null, { timeout: TIMEOUT });
+
+  step('screenshots: wide, phone, dark');
+  const shot = { fullPage: true, animations: 'disabled' };
+  await page.screenshot({ ...shot, path: join(shotsDir, 'page.png') });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ ...shot, path: join(shotsDir, 'page-phone.png') });
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ ...shot, path: join(shotsDir, 'page-dark.png') });
+  await page.emulateMedia({ colorScheme: 'light' });
+
+  await expectText(page, '#link', /^live$/, 'the page is still live');
+  await expectText(page, '#budget', /spent|of/, 'the guards show the budget');
+  if (problems.length) throw new Error(problems.join('\n'));
+
+  step('Resume and Stop: the run goes on and ends after cycle 3');
+  await page.click('#resume');
+  await expectText(page, '#answer', /resumed/i, "the daemon's answer to Resume");
+  await page.click('#stop');
+  await expectText(page, '#stop', /Stop after this cycle\?/, 'Stop asks first');
+  await page.click('#stop');
+  await expectText(page, '#answer', /stop/i, "the daemon's answer to Stop");
+  release('open');
+  await expectText(page, '#state', /^Stopped/, 'the page shows the daemon stopped');
+  await page.waitForSelector('#cycles tr[data-cycle="3"]', { timeout: TIMEOUT });
+
+  step('done');
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,222 @@
+//! The web page in a real browser (docs/design.md §11): Debian's `chromium`,
+//! headless, driven by `tests/browser/page.test.mjs` (playwright-core)
+//! against the built daemon with the fake agent. The agent waits in each
+//! phase for a gate file the script creates, so the page is seen following
+//! the run step by step; the daemon's own record then shows what the
+//! buttons did. Without chromium or `npm ci --prefix tests/browser` the test
+//! says so and passes, except under `CI=true`, where it fails.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    World, answer, fake_claude_path, init_line, poll_until, result_line, verdict,
+};
+
+/// The browser the script drives: `RALPHD_CHROMIUM`, else Debian's.
+fn chromium() -> PathBuf {
+    std::env::var_os("RALPHD_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// Why the browser test cannot run here, if it cannot.
+fn missing_tools() -> Option<String> {
+    if !chromium().exists() {
+        return Some(format!(
+            "{} is missing (apt-get install chromium)",
+            chromium().display()
+        ));
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        return Some("node is missing".to_owned());
+    }
+    if !browser_dir().join("node_modules/playwright-core").exists() {
+        return Some("playwright-core is not installed (npm ci --prefix tests/browser)".to_owned());
+    }
+    None
+}
+
+/// Shell for the fake agent: wait until the browser script lets this phase
+/// call end (`gate.<phase>.<call>`) or opened every gate (`open`).
+const GATE: &str = r#"while [ ! -e "$dir/open" ] && [ ! -e "$dir/gate.$phase.$n" ]; do sleep 0.05; done
+"#;
+
+fn tool_use(name: &str, input: Value) -> String {
+    json!({"type": "assistant", "session_id": "s-1", "message": {"content": [
+        {"type": "tool_use", "id": "t1", "name": name, "input": input}]}})
+    .to_string()
+}
+
+fn text(words: &str) -> String {
+    json!({"type": "assistant", "session_id": "s-1", "message": {"content": [
+        {"type": "text", "text": words}]}})
+    .to_string()
+}
+
+fn events(world: &World) -> Vec<Value> {
+    std::fs::read_to_string(world.home.join("state/events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+#[test]
+fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_stop_the_daemon() {
+    if let Some(missing) = missing_tools() {
+        let hint = format!(
+            "the browser test (tests/it/browser.rs) did NOT run: {missing}. \
+             .ci/run installs what it needs"
+        );
+        if std::env::var("CI").is_ok_and(|value| value == "true") {
+            panic!("the browser test cannot be skipped under CI=true: {hint}");
+        }
+        let _ = writeln!(std::io::stderr(), "\nNOTE: {hint}\n");
+        return;
+    }
+    let world = World::new();
+    // Phases wait for the browser, not the clock: generous agent timeouts.
+    // The HTTP server is on by default, on a free loopback port.
+    std::fs::write(
+        world.home.join("ralph.toml"),
+        format!(
+            "[loop]\nsleep_between_iterations = \"0s\"\n\n[agent]\ncommand = \"{}\"\n\
+             phase_timeout = \"10m\"\nidle_timeout = \"10m\"\nstop_grace = \"300ms\"\n",
+            fake_claude_path().display()
+        ),
+    )
+    .unwrap();
+    for phase in ["scan", "idea", "code-edit", "backtest", "report"] {
+        let edit = if phase == "code-edit" {
+            "echo \"cycle $RALPH_CYCLE\" >> work.txt\n"
+        } else {
+            ""
+        };
+        world.script(phase, None, &format!("{GATE}{edit}"));
+    }
+    world.reply(
+        "scan",
+        None,
+        &[
+            init_line(),
+            tool_use("Glob", json!({"pattern": "**/*.md"})),
+            result_line("scan: a small project"),
+        ],
+    );
+    // Agent text is untrusted: the page must show this as text.
+    world.reply(
+        "idea",
+        None,
+        &[
+            init_line(),
+            tool_use("Read", json!({"file_path": "README.md"})),
+            text("Try <b>this</b> <img src=x onerror=\"window.pwned=true\"> next."),
+            result_line("TITLE: Add a line to work.txt\n\nThe idea."),
+        ],
+    );
+    world.reply(
+        "code-edit",
+        None,
+        &[
+            init_line(),
+            tool_use(
+                "Edit",
+                json!({"file_path": "work.txt", "old_string": "", "new_string": "x"}),
+            ),
+            result_line("edited work.txt"),
+        ],
+    );
+    world.reply("backtest", None, &answer(&verdict(true, "fine")));
+    // Cycle 2 is rolled back, so the table shows two outcomes.
+    world.reply(
+        "backtest",
+        Some(2),
+        &answer(&verdict(false, "the line is wrong")),
+    );
+    world.reply(
+        "report",
+        None,
+        &answer("Done.\n\n```json\n{\"summary\":\"added a line\",\"learnings\":[\"work.txt grows\"],\"patterns\":[]}\n```"),
+    );
+
+    let mut daemon = world.start(&["--max-iterations", "5"]);
+    let mut url = None;
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            url = events(&world)
+                .iter()
+                .find_map(|event| event["dashboard"].as_str().map(str::to_owned));
+            url.is_some()
+        }),
+        "the daemon never published its dashboard URL: {}",
+        daemon.kill().stderr
+    );
+    let url = url.unwrap();
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    let script = Command::new("node")
+        .arg(browser_dir().join("page.test.mjs"))
+        .env("RALPHD_URL", &url)
+        .env("FAKE_DIR", &world.fake)
+        .env("SHOTS_DIR", &shots)
+        .env("CHROMIUM", chromium())
+        .output()
+        .expect("node runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&script.stdout),
+        String::from_utf8_lossy(&script.stderr)
+    );
+    // Whatever the script saw, the daemon must not outlive the test.
+    std::fs::write(world.fake.join("open"), "").unwrap();
+    let exit = daemon.wait_for_exit(Duration::from_secs(30));
+    assert!(
+        script.status.success(),
+        "the browser script failed:\n{said}"
+    );
+    let exit = exit.expect("the daemon ends after the cycle Stop asked for");
+    exit.assert_code(1);
+
+    // The daemon's own record of what the buttons did.
+    let all = events(&world);
+    let position = |kind: &str| {
+        all.iter()
+            .position(|event| event["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event: {all:?}"))
+    };
+    let (paused, resumed) = (position("paused"), position("resumed"));
+    assert!(paused < resumed);
+    assert!(
+        !all[paused..resumed]
+            .iter()
+            .any(|event| event["type"] == "phase_started"),
+        "no phase run started while paused"
+    );
+    assert_eq!(
+        all[paused - 1]["type"],
+        "phase_finished",
+        "the pause waited for the running phase: {:?}",
+        all[paused - 1]
+    );
+    let stopped = all.last().unwrap();
+    assert_eq!(stopped["type"], "daemon_stopped");
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped on request"),
+        "{stopped}"
+    );
+    assert_eq!(world.outcomes(), ["committed", "rolled_back", "committed"]);
+    for shot in ["page.png", "page-phone.png", "page-dark.png"] {
+        assert!(shots.join(shot).exists(), "{shot} was not saved");
+    }
+}

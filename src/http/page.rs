@@ -19,6 +19,9 @@ const STYLE_CSS: &str = include_str!("page/style.css");
 
 /// Where the HTML takes the CSRF token.
 const TOKEN_SLOT: &str = "{{csrf_token}}";
+/// Where the HTML takes the id of the last event published, from which the
+/// page replays the recent activity.
+const LAST_ID_SLOT: &str = "{{last_event_id}}";
 
 /// Only the page's own files, its own API, and the `data:` favicon; no
 /// inline script or style, no plugin, no framing by another site.
@@ -72,17 +75,20 @@ pub(super) fn routes(_state: &AppState) -> Router<AppState> {
 }
 
 async fn page(State(state): State<AppState>) -> Response {
-    index(&state.csrf_token)
+    index(&state.csrf_token, state.events.last_id())
 }
 
 async fn file(Path(name): Path<String>, headers: HeaderMap) -> Response {
     asset(&name, &headers)
 }
 
-/// `GET /`: the page, with `csrf_token` in its `<meta name="csrf-token">`.
-/// Never cached: the token belongs to this daemon's run.
-fn index(csrf_token: &str) -> Response {
-    let html = INDEX_HTML.replacen(TOKEN_SLOT, &escape_html(csrf_token), 1);
+/// `GET /`: the page, with `csrf_token` in its `<meta name="csrf-token">`
+/// and the last event's id in `<meta name="last-event-id">`. Never cached:
+/// the token belongs to this daemon's run.
+fn index(csrf_token: &str, last_event_id: u64) -> Response {
+    let html = INDEX_HTML
+        .replacen(TOKEN_SLOT, &escape_html(csrf_token), 1)
+        .replacen(LAST_ID_SLOT, &last_event_id.to_string(), 1);
     let mut response = (StatusCode::OK, html).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -172,7 +178,7 @@ mod tests {
 
     #[test]
     fn the_page_carries_its_csrf_token_escaped_is_never_cached_and_allows_only_its_own_files() {
-        let response = index("abc\"><script>x</script>");
+        let response = index("abc\"><script>x</script>", 42);
         assert_eq!(response.status(), StatusCode::OK);
         let headers = response.headers().clone();
         assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
@@ -189,7 +195,11 @@ mod tests {
             ),
             "{html}"
         );
-        assert!(!html.contains(TOKEN_SLOT));
+        assert!(
+            html.contains(r#"<meta name="last-event-id" content="42">"#),
+            "{html}"
+        );
+        assert!(!html.contains("{{"), "every slot is filled");
     }
 
     #[test]

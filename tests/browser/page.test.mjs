@@ -120,6 +120,14 @@ try {
   await page.screenshot({ ...shot, path: join(shotsDir, 'page-dark.png') });
   await page.emulateMedia({ colorScheme: 'light' });
 
+  step('a reload shows the same: paused, and the activity replayed once');
+  await page.reload();
+  await expectText(page, '#link', /^live$/, 'the reloaded page is live');
+  await expectText(page, '#state', /^Paused/, 'the reloaded page shows paused');
+  await expectText(page, '#activity', /Paused on request.*Glob/s, 'the activity is replayed');
+  const pausedLines = await page.locator('#activity li', { hasText: 'Paused on request' }).count();
+  if (pausedLines !== 1) throw new Error(`the paused event shows ${pausedLines} times after a reload`);
+  await expectText(page, '#cycles', /rolled back/, 'the reloaded table');
   await expectText(page, '#link', /^live$/, 'the page is still live');
   await expectText(page, '#budget', /spent|of/, 'the guards show the budget');
   if (problems.length) throw new Error(problems.join('\n'));

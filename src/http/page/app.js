@@ -16,8 +16,12 @@ const OUTCOMES = {
   interrupted: { words: 'interrupted', tone: '' },
 };
 const LAST_ID_KEY = 'ralphd.lastEventId';
+/** How many past events a newly opened page replays to fill its activity. */
+const REPLAY = 150;
 
 const csrfToken = (document.querySelector('meta[name="csrf-token"]') || {}).content || '';
+/** The id of the last event published when the daemon served this page. */
+const servedLastId = Number((document.querySelector('meta[name="last-event-id"]') || {}).content) || 0;
 
 /** What the page knows; events and /api/status change it, render() shows it. */
 const view = {
@@ -204,11 +208,17 @@ let retryTimer = null;
 
 function connect() {
   if (source) source.close();
-  const stored = Number(sessionStorage.getItem(LAST_ID_KEY)) || 0;
-  const after = Math.max(view.lastId, stored);
-  // EventSource sends Last-Event-ID by itself on a reconnect; after a page
-  // reload the query parameter carries the last id this tab saw.
-  source = new EventSource(after > 0 ? `/api/events?last_event_id=${after}` : '/api/events');
+  // EventSource sends Last-Event-ID by itself when it reconnects. A new
+  // EventSource (the page loaded, or the daemon came back) asks with the
+  // query parameter: from the last id this tab saw, or, to fill the
+  // activity of a newly loaded page, from a little before the newest event.
+  let after = view.lastId;
+  if (!after) {
+    const stored = Number(sessionStorage.getItem(LAST_ID_KEY)) || 0;
+    const recent = Math.max(0, servedLastId - REPLAY);
+    after = stored > 0 && stored <= servedLastId ? Math.min(stored, recent) : recent;
+  }
+  source = new EventSource(`/api/events?last_event_id=${after}`);
   source.onopen = () => setLink('live', 'live');
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) {
@@ -245,17 +255,17 @@ function apply(event) {
   switch (event.type) {
     case 'daemon_started':
       Object.assign(view, { stopped: null, paused: false, pauseRequested: false, stopRequested: false, waiting: null, phase: null });
-      activity(at, 'mark', 'started', `ralphd ${event.version || ''} started (pid ${event.pid})`, 'ok');
+      activity(at, 'note', 'started', `ralphd ${event.version || ''} started (pid ${event.pid})`, 'ok');
       refreshStatus(true);
       refreshCycles();
       break;
     case 'cycle_started':
       Object.assign(view, { cycle: event.cycle, cycleStartedAt: at, phase: null, phaseResults: {}, waiting: null });
-      activity(at, 'mark', `cycle ${event.cycle}`, 'Cycle started');
+      activity(at, 'cycle', `cycle ${event.cycle}`, 'Cycle started');
       break;
     case 'phase_started':
       Object.assign(view, { cycle: event.cycle, phase: event.phase, phaseStartedAt: at, phaseAttempt: event.attempt || 1, waiting: null });
-      activity(at, 'mark', event.phase, event.attempt > 1 ? `Phase started (try ${event.attempt})` : 'Phase started');
+      activity(at, 'phase', event.phase, event.attempt > 1 ? `started (try ${event.attempt})` : 'started');
       break;
     case 'agent_text':
       activity(at, 'text', event.phase, event.text);
@@ -267,8 +277,8 @@ function apply(event) {
       view.phaseResults[event.phase] = event.status === 'succeeded' ? 'ok' : event.status;
       if (view.phase === event.phase) view.phase = null;
       const tone = event.status === 'succeeded' ? 'ok' : event.status === 'failed' ? 'bad' : 'warn';
-      const words = `${event.status} in ${duration(event.duration_ms)}, ${money(event.cost_usd)}${event.error ? ` — ${event.error}` : ''}`;
-      activity(at, 'mark', event.phase, words, tone);
+      const words = `${event.status === 'succeeded' ? 'done' : event.status} in ${duration(event.duration_ms)} · ${money(event.cost_usd)}${event.error ? ` — ${event.error}` : ''}`;
+      activity(at, 'phase', event.phase, words, tone);
       break;
     }
     case 'check_finished':
@@ -281,11 +291,11 @@ function apply(event) {
       const record = {
         cycle: event.cycle, outcome: event.outcome, title: event.title, reason: event.reason,
         commit: event.commit, attempt_ref: event.attempt_ref, cost_usd: event.cost_usd,
-        duration_seconds: (event.duration_ms || 0) / 1000, ended_at: event.at, fresh: true,
+        duration_seconds: (event.duration_ms || 0) / 1000, ended_at: event.at, fresh: view.lastId > servedLastId,
       };
       view.cycles = [record, ...view.cycles.filter((c) => c.cycle !== event.cycle)];
       const known = OUTCOMES[event.outcome] || {};
-      activity(at, 'mark', `cycle ${event.cycle}`, `${known.words || event.outcome}${event.title ? `: ${event.title}` : ''}`,
+      activity(at, 'cycle', `cycle ${event.cycle}`, `${known.words || event.outcome}${event.title ? `: ${event.title}` : ''}`,
         known.tone === 'ok' || known.tone === 'info' ? 'ok' : known.tone);
       renderCycles();
       renderCharts();
@@ -295,34 +305,35 @@ function apply(event) {
     case 'waiting':
       view.waiting = { reason: event.reason, detail: event.detail, until: parseDate(event.until) };
       if (event.reason === 'paused') view.paused = true;
-      activity(at, 'mark', 'waiting', event.detail || event.reason, 'warn');
+      activity(at, 'note', 'waiting', event.detail || event.reason, 'warn');
       break;
     case 'breaker_changed':
-      activity(at, 'mark', 'breaker', event.detail || event.state, event.state === 'closed' ? 'ok' : 'warn');
+      activity(at, 'note', 'breaker', event.detail || event.state, event.state === 'closed' ? 'ok' : 'warn');
       refreshStatus();
       break;
     case 'paused':
       Object.assign(view, { paused: true, pauseRequested: false, phase: null });
       view.waiting = { reason: 'paused', detail: 'paused: no new phase run starts until resumed', until: null };
-      activity(at, 'mark', 'paused', 'Paused on request', 'warn');
+      activity(at, 'note', 'paused', 'Paused on request', 'warn');
       break;
     case 'resumed':
       Object.assign(view, { paused: false, pauseRequested: false, waiting: null });
-      activity(at, 'mark', 'resumed', 'Resumed', 'ok');
+      activity(at, 'note', 'resumed', 'Resumed', 'ok');
       break;
     case 'stop_requested':
       view.stopRequested = true;
-      activity(at, 'mark', 'stop', 'Stop requested: the run ends after this cycle', 'warn');
+      activity(at, 'note', 'stop', 'Stop requested: the run ends after this cycle', 'warn');
       break;
     case 'daemon_stopped':
       Object.assign(view, { stopped: { exit_code: event.exit_code, reason: event.reason }, phase: null, waiting: null });
-      activity(at, 'mark', 'stopped', `ralphd stopped (exit ${event.exit_code}): ${event.reason}`, event.exit_code === 0 ? 'ok' : 'warn');
+      activity(at, 'note', 'stopped', `ralphd stopped (exit ${event.exit_code}): ${event.reason}`, event.exit_code === 0 ? 'ok' : 'warn');
       refreshStatus();
       break;
     default:
       return;
   }
   renderNow();
+  renderRunning();
   renderControls();
 }
 
@@ -344,6 +355,7 @@ function render() {
   document.title = view.cycle ? `ralphd · cycle ${view.cycle}${view.phase ? ` · ${view.phase}` : ''}` : 'ralphd';
   renderNow();
   renderGuards();
+  renderRunning();
   renderControls();
 }
 
@@ -399,6 +411,8 @@ function renderNow() {
 
 /** Updates only the ticking numbers, once a second. */
 function tick() {
+  const runningTime = $('running-time');
+  if (runningTime && view.cycleStartedAt) runningTime.textContent = duration(Date.now() - view.cycleStartedAt);
   const elapsed = $('elapsed');
   if (!elapsed) return;
   if (view.phase && view.phaseStartedAt) elapsed.textContent = duration(Date.now() - view.phaseStartedAt);
@@ -479,6 +493,24 @@ function activity(at, kind, what, body, tone) {
   $('activity-empty').hidden = true;
 }
 
+/** The running cycle as the table's first row, until its record is in. */
+function renderRunning() {
+  const body = $('running');
+  body.textContent = '';
+  const cycle = view.cycle;
+  if (!cycle || view.stopped || view.cycles.some((c) => c.cycle === cycle)) return;
+  const doing = view.paused ? 'paused' : view.phase ? `${view.phase}…` : view.waiting ? 'waiting' : 'between phases';
+  const row = el('tr', { tabindex: 0, 'data-cycle': cycle, class: 'running' },
+    el('td', { class: 'n' }, String(cycle)),
+    el('td', {}, tag('running', 'info')),
+    el('td', { class: 'title' }, el('span', { class: 'muted' }, `in progress: ${doing}`)),
+    el('td', { class: 'num' }, ''),
+    el('td', { class: 'num wide', id: 'running-time' }, view.cycleStartedAt ? duration(Date.now() - view.cycleStartedAt) : ''),
+    el('td', { class: 'ref wide' }, ''));
+  row.addEventListener('click', () => openCycle(cycle));
+  body.append(row);
+}
+
 function renderCycles() {
   const body = $('cycles');
   body.textContent = '';
@@ -498,6 +530,7 @@ function renderCycles() {
     body.append(row);
   }
   $('cycles-empty').hidden = view.cycles.length > 0;
+  renderRunning();
 }
 
 function renderCharts() {
@@ -520,14 +553,17 @@ function renderCharts() {
   const innerW = width - pad.left - pad.right;
   const innerH = height - pad.top - pad.bottom;
   const max = Math.max(...cycles.map((c) => Number(c.cost_usd) || 0), 0.001);
-  const step = innerW / cycles.length;
+  // Slots of at most 26 px: a short run's bars stand together on the left.
+  const step = Math.min(26, innerW / cycles.length);
   const barW = Math.max(1.5, Math.min(18, step * 0.72));
   const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `Cost of the last ${cycles.length} cycles` },
     svg('line', { class: 'axis', x1: pad.left, x2: width - pad.right, y1: pad.top + innerH, y2: pad.top + innerH }),
     svg('text', { class: 'axis-label', x: pad.left - 4, y: pad.top + 8, 'text-anchor': 'end' }, money(max)),
     svg('text', { class: 'axis-label', x: pad.left - 4, y: pad.top + innerH, 'text-anchor': 'end' }, '$0'),
-    svg('text', { class: 'axis-label', x: pad.left, y: height - 2 }, `#${cycles[0].cycle}`),
-    svg('text', { class: 'axis-label', x: width - pad.right, y: height - 2, 'text-anchor': 'end' }, `#${cycles[cycles.length - 1].cycle}`));
+    svg('text', { class: 'axis-label', x: pad.left, y: height - 2 }, `#${cycles[0].cycle}`));
+  if (cycles.length > 2) {
+    chart.append(svg('text', { class: 'axis-label', x: pad.left + step * cycles.length, y: height - 2, 'text-anchor': 'end' }, `#${cycles[cycles.length - 1].cycle}`));
+  }
   cycles.forEach((c, index) => {
     const value = Number(c.cost_usd) || 0;
     const h = Math.max(1, (value / max) * innerH);
@@ -685,11 +721,15 @@ function inline(text) {
 
 // ---------- the buttons ----------
 
+let answerTimer = null;
+/** Shows the daemon's answer to a button for a while. */
 function showAnswer(words, ok) {
   const answer = $('answer');
   answer.hidden = false;
   answer.dataset.kind = ok ? 'ok' : 'error';
   answer.textContent = words;
+  clearTimeout(answerTimer);
+  answerTimer = setTimeout(() => { answer.hidden = true; }, ok ? 15000 : 60000);
 }
 
 async function press(path, button, after) {

@@ -17,6 +17,8 @@
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
 //!   and which old cycles are compressed or deleted.
+//! - `events`, `control`, `http`, `terminal`: watching and steering a run —
+//!   the event stream, requests to the loop, the HTTP server, `ralphd watch`.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
 //! - `text`: cutting a text to a size, on character boundaries.
@@ -56,6 +58,7 @@ mod service;
 mod state;
 mod status;
 mod supervise;
+mod terminal;
 mod text;
 mod watch;
 
@@ -184,12 +187,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Watch(args) => {
+            let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;
+            terminal::watch(&home)?;
+            Ok(0)
+        }
+        Command::Pause(args) => ask_daemon(args.home.as_deref(), control::Action::Pause),
+        Command::Resume(args) => ask_daemon(args.home.as_deref(), control::Action::Resume),
+        Command::Stop(args) if args.now => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            println!("{}", control::terminate(&home)?);
+            Ok(0)
+        }
+        Command::Stop(args) => ask_daemon(args.home.home.as_deref(), control::Action::Stop),
         Command::ResetBreaker(args) => {
             let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;
+            if state::InstanceLock::is_held(&state::HomePaths::new(&home)) {
+                // The running daemon keeps its breaker in memory: ask it.
+                return ask_daemon(Some(&home), control::Action::ResetBreaker);
+            }
             println!("{}", daemon::reset_breaker(&home)?);
             Ok(0)
         }
     }
+}
+
+/// `ralphd pause|resume|stop`: sends the request to the home's running
+/// daemon and prints its answer.
+fn ask_daemon(home: Option<&std::path::Path>, action: control::Action) -> anyhow::Result<u8> {
+    let home = config::resolve_home(home, &config::Env::from_process())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!("{}", runtime.block_on(control::send(&home, action))?);
+    Ok(0)
 }
 
 /// Installs logging, the runtime and the signal handlers, then runs the daemon.

@@ -11,7 +11,7 @@ use super::error::ConfigError;
 use crate::phase::Phase;
 
 /// The top-level tables of `ralph.toml`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "loop",
     "agent",
     "phases",
@@ -23,6 +23,7 @@ const SECTIONS: [&str; 11] = [
     "budget",
     "logging",
     "state",
+    "http",
 ];
 
 /// The parsed config file: every key of every known table, in file order.

@@ -513,7 +513,7 @@ fn durations() {
 fn unknown_key_in_each_table_names_key_table_and_file() {
     let tables: Vec<String> = ["loop", "agent", "backtest", "gates", "git", "rate_limit"]
         .into_iter()
-        .chain(["breaker", "budget", "logging", "state"])
+        .chain(["breaker", "budget", "logging", "state", "http"])
         .map(str::to_owned)
         .chain(Phase::ALL.map(|phase| format!("phases.{phase}")))
         .collect();
@@ -887,5 +887,27 @@ fn nonzero_defaults_are_nonzero() {
     assert_eq!(
         config.rate_limit.requests_per_minute,
         NonZeroU32::new(60).unwrap()
+    );
+}
+
+#[test]
+fn the_http_server_listens_on_loopback_by_default_and_empty_turns_it_off() {
+    let fixture = Fixture::new(None);
+    let config = fixture.load(&[]).unwrap();
+    assert_eq!(config.http.listen, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(config.http.token_file, None);
+    let off = fixture.load(&[("RALPH_HTTP_LISTEN", "")]).unwrap();
+    assert_eq!(off.http.listen, None);
+    let fixture = Fixture::new(Some(
+        "[http]\nlisten = \"[::1]:8080\"\ntoken_file = \"token\"\nallowed_hosts = [\"ralph.lan\"]\n",
+    ));
+    let config = fixture.load(&[]).unwrap();
+    assert_eq!(config.http.listen, Some("[::1]:8080".parse().unwrap()));
+    assert_eq!(config.http.token_file, Some(fixture.path().join("token")));
+    assert_eq!(config.http.allowed_hosts, ["ralph.lan"]);
+    let message = error_of("[http]\nlisten = \"localhost\"\n");
+    assert!(
+        message.contains("http.listen") && message.contains("IP address and port"),
+        "{message}"
     );
 }

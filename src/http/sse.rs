@@ -166,3 +166,70 @@ impl Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{EventKind, Events, LIVE_BUFFER};
+
+    fn feed(events: &Events, log: &std::path::Path, last_id: Option<u64>) -> Feed {
+        Feed {
+            live: events.subscribe(),
+            log: log.to_owned(),
+            sent: last_id.unwrap_or(0),
+            replaying: last_id.is_some(),
+            pending: VecDeque::new(),
+            shutdown: CancellationToken::new(),
+            finished: false,
+        }
+    }
+
+    fn shown(event: &SseEvent) -> String {
+        format!("{event:?}")
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_a_lagged_comment_and_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("events.jsonl");
+        let events = Events::open(&log).unwrap();
+        let mut slow = feed(&events, &log, None);
+        for cycle in 0..LIVE_BUFFER as u64 + 10 {
+            events.publish(EventKind::CycleStarted { cycle });
+        }
+        let last = slow.next().await.expect("a final comment");
+        assert!(shown(&last).contains("lagged"), "{}", shown(&last));
+        assert!(slow.next().await.is_none(), "then the stream ends");
+    }
+
+    #[tokio::test]
+    async fn a_replay_joins_the_live_events_without_a_gap_or_a_repeat_and_ends_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("events.jsonl");
+        let events = Events::open(&log).unwrap();
+        for cycle in 1..=(REPLAY_PAGE as u64 + 5) {
+            events.publish(EventKind::CycleStarted { cycle });
+        }
+        let mut client = feed(&events, &log, Some(2));
+        // Published after the subscription: in the log and live.
+        events.publish(EventKind::Paused {});
+        events.publish(EventKind::Resumed {});
+        let mut ids = Vec::new();
+        while ids.len() < REPLAY_PAGE + 5 {
+            let event = client.next().await.unwrap();
+            let text = shown(&event);
+            ids.push(client.sent);
+            assert!(text.contains("id:"), "{text}");
+        }
+        let expected: Vec<u64> = (3..=(REPLAY_PAGE as u64 + 7)).collect();
+        assert_eq!(ids, expected);
+        client.shutdown.cancel();
+        events.publish(EventKind::StopRequested {});
+        let last = client
+            .next()
+            .await
+            .expect("what was published before the stop");
+        assert!(shown(&last).contains("stop_requested"), "{}", shown(&last));
+        assert!(client.next().await.is_none());
+    }
+}

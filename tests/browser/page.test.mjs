@@ -82,13 +82,16 @@ try {
   if (injected.images || injected.pwned) throw new Error(`agent HTML was parsed: ${JSON.stringify(injected)}`);
   await expectText(page, '#activity', /Read.*README\.md/s, 'the tool use is in the activity');
 
-  step('a new cycle row appears live when cycle 1 and cycle 2 end');
+  step('new cycle rows appear live as cycles 1 to 5 end');
   for (const phase of ['code-edit', 'backtest', 'report']) release(phase, 1);
-  for (const phase of ['scan', 'idea', 'code-edit', 'backtest', 'report']) release(phase, 2);
-  await page.waitForSelector('#cycles tr[data-cycle="2"]', { timeout: TIMEOUT });
+  await page.waitForSelector('#cycles tr[data-cycle="1"]', { timeout: TIMEOUT });
   await expectText(page, '#cycles tr[data-cycle="1"]', /committed.*Add a line to work\.txt/s, 'cycle 1 row');
-  await expectText(page, '#cycles tr[data-cycle="2"]', /rolled back/, 'cycle 2 row');
-  await expectText(page, '#state', /Cycle 3 · scan/, 'cycle 3 starts');
+  for (let n = 2; n <= 5; n += 1) {
+    for (const phase of ['scan', 'idea', 'code-edit', 'backtest', 'report']) release(phase, n);
+  }
+  await page.waitForSelector('#cycles tr[data-cycle="5"]', { timeout: TIMEOUT });
+  await expectText(page, '#cycles tr[data-cycle="2"]', /rolled back.*Count the lines/s, 'cycle 2 row');
+  await expectText(page, '#state', /Cycle 6 · scan/, 'cycle 6 starts');
   if (!(await page.evaluate(() => window.sameDocument === true))) throw new Error('the page reloaded');
 
   step("a click on cycle 1 opens its report");
@@ -106,7 +109,7 @@ try {
   step('Pause: the daemon answers, finishes the scan, and the page shows it paused');
   await page.click('#pause');
   await expectText(page, '#answer', /paus/i, "the daemon's answer");
-  release('scan', 3);
+  release('scan', 6);
   await expectText(page, '#state', /^Paused/, 'the page shows paused');
   await page.waitForFunction(() => document.querySelector('#resume').disabled === false, null, { timeout: TIMEOUT });
 
@@ -132,7 +135,7 @@ try {
   await expectText(page, '#budget', /spent|of/, 'the guards show the budget');
   if (problems.length) throw new Error(problems.join('\n'));
 
-  step('Resume and Stop: the run goes on and ends after cycle 3');
+  step('Resume and Stop: the run goes on and ends after cycle 6');
   await page.click('#resume');
   await expectText(page, '#answer', /resumed/i, "the daemon's answer to Resume");
   await page.click('#stop');
@@ -141,7 +144,7 @@ try {
   await expectText(page, '#answer', /stop/i, "the daemon's answer to Stop");
   release('open');
   await expectText(page, '#state', /^Stopped/, 'the page shows the daemon stopped');
-  await page.waitForSelector('#cycles tr[data-cycle="3"]', { timeout: TIMEOUT });
+  await page.waitForSelector('#cycles tr[data-cycle="6"]', { timeout: TIMEOUT });
 
   step('done');
 } finally {

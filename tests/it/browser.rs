@@ -111,43 +111,61 @@ fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_s
             result_line("scan: a small project"),
         ],
     );
-    // Agent text is untrusted: the page must show this as text.
-    world.reply(
-        "idea",
-        None,
-        &[
+    // Five cycles run before the pause, with their own titles and costs,
+    // two of them rolled back, so the table and the charts have a story.
+    let titles = [
+        "Add a line to work.txt",
+        "Count the lines of work.txt",
+        "Explain work.txt in the README",
+        "Sort the lines of work.txt",
+        "Number the lines of work.txt",
+        "Trim trailing spaces in work.txt",
+    ];
+    let costs = [0.21, 0.34, 0.12, 0.27, 0.41, 0.18];
+    for (index, (title, cost)) in titles.iter().zip(costs).enumerate() {
+        let call = Some(index as u32 + 1);
+        let mut idea = vec![
             init_line(),
             tool_use("Read", json!({"file_path": "README.md"})),
-            text("Try <b>this</b> <img src=x onerror=\"window.pwned=true\"> next."),
-            result_line("TITLE: Add a line to work.txt\n\nThe idea."),
-        ],
-    );
-    world.reply(
-        "code-edit",
-        None,
-        &[
-            init_line(),
-            tool_use(
-                "Edit",
-                json!({"file_path": "work.txt", "old_string": "", "new_string": "x"}),
-            ),
-            result_line("edited work.txt"),
-        ],
-    );
+        ];
+        if index == 0 {
+            // Agent text is untrusted: the page must show this as text.
+            idea.push(text(
+                "Try <b>this</b> <img src=x onerror=\"window.pwned=true\"> next.",
+            ));
+        }
+        idea.push(result_line(&format!("TITLE: {title}\n\nThe idea.")));
+        world.reply("idea", call, &idea);
+        let mut edited: Value = serde_json::from_str(&result_line("edited work.txt")).unwrap();
+        edited["total_cost_usd"] = json!(cost);
+        world.reply(
+            "code-edit",
+            call,
+            &[
+                init_line(),
+                tool_use(
+                    "Edit",
+                    json!({"file_path": "work.txt", "old_string": "", "new_string": "x"}),
+                ),
+                edited.to_string(),
+            ],
+        );
+    }
     world.reply("backtest", None, &answer(&verdict(true, "fine")));
-    // Cycle 2 is rolled back, so the table shows two outcomes.
-    world.reply(
-        "backtest",
-        Some(2),
-        &answer(&verdict(false, "the line is wrong")),
-    );
+    for call in [2, 5] {
+        world.reply(
+            "backtest",
+            Some(call),
+            &answer(&verdict(false, "the line is wrong")),
+        );
+    }
     world.reply(
         "report",
         None,
         &answer("Done.\n\n```json\n{\"summary\":\"added a line\",\"learnings\":[\"work.txt grows\"],\"patterns\":[]}\n```"),
     );
 
-    let mut daemon = world.start(&["--max-iterations", "5"]);
+    let mut daemon = world.start(&["--max-iterations", "9"]);
     let mut url = None;
     assert!(
         poll_until(Duration::from_secs(20), || {
@@ -215,7 +233,17 @@ fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_s
             .contains("stopped on request"),
         "{stopped}"
     );
-    assert_eq!(world.outcomes(), ["committed", "rolled_back", "committed"]);
+    assert_eq!(
+        world.outcomes(),
+        [
+            "committed",
+            "rolled_back",
+            "committed",
+            "committed",
+            "rolled_back",
+            "committed"
+        ]
+    );
     for shot in ["page.png", "page-phone.png", "page-dark.png"] {
         assert!(shots.join(shot).exists(), "{shot} was not saved");
     }

@@ -352,7 +352,6 @@ function render() {
   setText('repo', repo ? repo.split('/').filter(Boolean).pop() : 'ralphd');
   $('repo').title = repo;
   setText('branch', file.branch || status.branch || '—');
-  document.title = view.cycle ? `ralphd · cycle ${view.cycle}${view.phase ? ` · ${view.phase}` : ''}` : 'ralphd';
   renderNow();
   renderGuards();
   renderRunning();
@@ -400,6 +399,9 @@ function renderNow() {
   if (view.stopRequested && !view.stopped) words = `${words ? `${words} ` : ''}Stop requested: the run ends after this cycle.`;
   state.dataset.kind = kind;
   detail.textContent = words;
+  document.title = view.stopped ? 'ralphd · stopped' : view.paused ? 'ralphd · paused'
+    : view.cycle ? `ralphd · cycle ${view.cycle}${view.phase ? ` · ${view.phase}` : ''}` : 'ralphd';
+  renderSince();
 
   const list = $('phases');
   list.textContent = '';
@@ -407,6 +409,22 @@ function renderNow() {
     const result = view.phase === phase ? 'running' : view.phaseResults[phase] || 'pending';
     list.append(el('li', { 'data-state': result, title: `${phase}: ${result}` }, phase));
   }
+}
+
+/** What this daemon did since it started: the morning's summary. */
+function renderSince() {
+  const since = $('since');
+  since.textContent = '';
+  const file = (view.status && view.status.status) || {};
+  const started = parseDate(file.started_at);
+  if (!started) return;
+  const mine = view.cycles.filter((c) => (parseDate(c.ended_at) || 0) >= started);
+  const committed = mine.filter((c) => c.outcome === 'committed' || c.outcome === 'complete').length;
+  const cost = mine.reduce((sum, c) => sum + (Number(c.cost_usd) || 0), 0);
+  since.append(view.stopped ? 'Ran from ' : 'Running since ', el('b', {}, when(started)),
+    view.stopped ? '' : ` (${duration(Date.now() - started)})`, ' · ',
+    el('b', {}, `${mine.length} cycle${mine.length === 1 ? '' : 's'}`), ', ',
+    el('b', {}, `${committed} committed`), ', ', el('b', {}, money(cost)));
 }
 
 /** Updates only the ticking numbers, once a second. */
@@ -531,6 +549,7 @@ function renderCycles() {
   }
   $('cycles-empty').hidden = view.cycles.length > 0;
   renderRunning();
+  renderSince();
 }
 
 function renderCharts() {

@@ -1,67 +1,25 @@
 // The web page in a real browser: Debian's chromium, headless, driven by
 // playwright-core. Started by tests/it/browser.rs with a running ralphd
 // whose fake agent waits in each phase for a gate file this script creates:
-//   RALPHD_URL   the page's URL (http://127.0.0.1:PORT/)
 //   FAKE_DIR     where the fake agent looks for `gate.<phase>.<call>` and `open`
-//   SHOTS_DIR    where the screenshots go (target/)
-//   CHROMIUM     the browser binary (default /usr/bin/chromium)
+// and RALPHD_URL, SHOTS_DIR, CHROMIUM as lib.mjs says.
 // It prints one line per step and exits non-zero on the first failure.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { TIMEOUT, expectNoProblems, expectText, open, required, step } from './lib.mjs';
 
 const url = required('RALPHD_URL');
 const fakeDir = required('FAKE_DIR');
 const shotsDir = required('SHOTS_DIR');
-const TIMEOUT = 20_000;
-
-function required(name) {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} must be set`);
-  return value;
-}
-
-function step(words) { console.log(`step: ${words}`); }
 
 /** Lets the fake agent's `<phase>` call `n` finish (all of them when phase is 'open'). */
 function release(phase, n) {
   writeFileSync(join(fakeDir, phase === 'open' ? 'open' : `gate.${phase}.${n}`), '');
 }
 
-async function expectText(page, selector, pattern, what) {
-  try {
-    await page.waitForFunction(([sel, source]) => {
-      const node = document.querySelector(sel);
-      return !!node && new RegExp(source).test(node.textContent);
-    }, [selector, pattern.source], { timeout: TIMEOUT });
-  } catch (error) {
-    const seen = await page.locator(selector).first().textContent().catch(() => '(missing)');
-    const also = problems.length ? `\nthe page also said:\n${problems.join('\n')}` : '';
-    throw new Error(`${what}: ${selector} never matched ${pattern} (it shows: ${JSON.stringify(seen)})${also}`);
-  }
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox'],
-});
-const problems = [];
+step('the page loads during the run, live, in the scan of cycle 1');
+const { browser, page } = await open(url);
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  // A script error or a Content-Security-Policy refusal is a failure of the page.
-  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-  page.on('console', (message) => {
-    if (message.type() === 'error' && !/Failed to load resource/.test(message.text())) {
-      problems.push(`console error: ${message.text()}`);
-    }
-  });
-
-  step('the page loads during the run, live, in the scan of cycle 1');
-  const response = await page.goto(url);
-  if (!response.ok()) throw new Error(`GET ${url}: HTTP ${response.status()}`);
-  const policy = response.headers()['content-security-policy'] || '';
-  if (!policy.includes("script-src 'self'")) throw new Error(`no strict CSP: ${policy}`);
   await page.evaluate(() => { window.sameDocument = true; });
   await expectText(page, '#link', /^live$/, 'the event stream connects');
   await expectText(page, '#state', /Cycle 1 · scan/, 'the state names the cycle and phase');
@@ -133,7 +91,7 @@ try {
   await expectText(page, '#cycles', /rolled back/, 'the reloaded table');
   await expectText(page, '#link', /^live$/, 'the page is still live');
   await expectText(page, '#budget', /spent|of/, 'the guards show the budget');
-  if (problems.length) throw new Error(problems.join('\n'));
+  expectNoProblems(page);
 
   step('Resume and Stop: the run goes on and ends after cycle 6');
   await page.click('#resume');

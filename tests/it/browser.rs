@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    World, answer, fake_claude_path, init_line, poll_until, result_line, verdict,
+    Running, World, answer, fake_claude_path, init_line, poll_until, result_line, verdict,
 };
 
 /// The browser the script drives: `RALPHD_CHROMIUM`, else Debian's.
@@ -69,17 +69,69 @@ fn events(world: &World) -> Vec<Value> {
         .collect()
 }
 
+/// Whether the browser tests cannot run here: says so on stderr, and fails
+/// under `CI=true`, where they must run.
+fn skipped() -> bool {
+    let Some(missing) = missing_tools() else {
+        return false;
+    };
+    let hint = format!(
+        "the browser tests (tests/it/browser.rs) did NOT run: {missing}. \
+         .ci/run installs what they need"
+    );
+    if std::env::var("CI").is_ok_and(|value| value == "true") {
+        panic!("the browser tests cannot be skipped under CI=true: {hint}");
+    }
+    let _ = writeln!(std::io::stderr(), "\nNOTE: {hint}\n");
+    true
+}
+
+/// The dashboard URL of the daemon started on `world`, from its
+/// `daemon_started` event.
+fn dashboard(world: &World, daemon: &mut Running) -> String {
+    let mut url = None;
+    assert!(
+        poll_until(Duration::from_secs(20), || {
+            url = events(world)
+                .iter()
+                .find_map(|event| event["dashboard"].as_str().map(str::to_owned));
+            url.is_some()
+        }),
+        "the daemon never published its dashboard URL: {}",
+        daemon.kill().stderr
+    );
+    url.unwrap()
+}
+
+/// Runs `tests/browser/<script>` against `url` with `env`: whether it
+/// passed, and what it printed.
+fn run_script(script: &str, url: &str, env: &[(&str, &Path)]) -> (bool, String) {
+    let mut command = Command::new("node");
+    command
+        .arg(browser_dir().join(script))
+        .env("RALPHD_URL", url)
+        .env("SHOTS_DIR", shots_dir())
+        .env("CHROMIUM", chromium());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("node runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+/// Where the screenshots go: `target/`.
+fn shots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
+}
+
 #[test]
 fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_stop_the_daemon() {
-    if let Some(missing) = missing_tools() {
-        let hint = format!(
-            "the browser test (tests/it/browser.rs) did NOT run: {missing}. \
-             .ci/run installs what it needs"
-        );
-        if std::env::var("CI").is_ok_and(|value| value == "true") {
-            panic!("the browser test cannot be skipped under CI=true: {hint}");
-        }
-        let _ = writeln!(std::io::stderr(), "\nNOTE: {hint}\n");
+    if skipped() {
         return;
     }
     let world = World::new();
@@ -166,40 +218,12 @@ fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_s
     );
 
     let mut daemon = world.start(&["--max-iterations", "9"]);
-    let mut url = None;
-    assert!(
-        poll_until(Duration::from_secs(20), || {
-            url = events(&world)
-                .iter()
-                .find_map(|event| event["dashboard"].as_str().map(str::to_owned));
-            url.is_some()
-        }),
-        "the daemon never published its dashboard URL: {}",
-        daemon.kill().stderr
-    );
-    let url = url.unwrap();
-
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
-    let script = Command::new("node")
-        .arg(browser_dir().join("page.test.mjs"))
-        .env("RALPHD_URL", &url)
-        .env("FAKE_DIR", &world.fake)
-        .env("SHOTS_DIR", &shots)
-        .env("CHROMIUM", chromium())
-        .output()
-        .expect("node runs");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&script.stdout),
-        String::from_utf8_lossy(&script.stderr)
-    );
+    let url = dashboard(&world, &mut daemon);
+    let (passed, said) = run_script("page.test.mjs", &url, &[("FAKE_DIR", &world.fake)]);
     // Whatever the script saw, the daemon must not outlive the test.
     std::fs::write(world.fake.join("open"), "").unwrap();
     let exit = daemon.wait_for_exit(Duration::from_secs(30));
-    assert!(
-        script.status.success(),
-        "the browser script failed:\n{said}"
-    );
+    assert!(passed, "the browser script failed:\n{said}");
     let exit = exit.expect("the daemon ends after the cycle Stop asked for");
     exit.assert_code(1);
 
@@ -245,6 +269,31 @@ fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_s
         ]
     );
     for shot in ["page.png", "page-phone.png", "page-dark.png"] {
-        assert!(shots.join(shot).exists(), "{shot} was not saved");
+        assert!(shots_dir().join(shot).exists(), "{shot} was not saved");
     }
+}
+
+#[test]
+fn the_page_says_why_the_loop_waits_and_until_when() {
+    if skipped() {
+        return;
+    }
+    let world = World::new();
+    // Two phase runs an hour: scan and idea run, code-edit waits 30 min.
+    world.config("\n[rate_limit]\nrequests_per_hour = 2\n");
+    let mut daemon = world.start(&["--max-iterations", "1"]);
+    let url = dashboard(&world, &mut daemon);
+    assert!(
+        poll_until(Duration::from_secs(20), || events(&world)
+            .iter()
+            .any(|event| event["type"] == "waiting")),
+        "the limiter never held the loop: {}",
+        daemon.kill().stderr
+    );
+    let (passed, said) = run_script("wait.test.mjs", &url, &[]);
+    daemon.signal(libc::SIGTERM);
+    daemon
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("the daemon stops on SIGTERM");
+    assert!(passed, "the browser script failed:\n{said}");
 }

@@ -15,6 +15,15 @@ const OUTCOMES = {
   failed: { words: 'failed', tone: 'bad' },
   interrupted: { words: 'interrupted', tone: '' },
 };
+/** Why the loop waits, in words (the `reason` of a `waiting` event). */
+const WAITS = {
+  limiter: 'rate limiter',
+  usage_limit: 'usage limit',
+  breaker: 'circuit breaker open',
+  backoff: 'retry backoff',
+  sleep: 'sleep between cycles',
+  paused: 'paused',
+};
 const LAST_ID_KEY = 'ralphd.lastEventId';
 /** How many past events a newly opened page replays to fill its activity. */
 const REPLAY = 150;
@@ -147,6 +156,17 @@ async function control(path) {
   return { ok: response.ok, words: String(words || `HTTP ${response.status}`).trim() };
 }
 
+/** The reason of a wait from status.json's words for it. */
+function waitReasonOf(words) {
+  if (/^throttled/.test(words)) return 'limiter';
+  if (/^usage limit/.test(words)) return 'usage_limit';
+  if (/^circuit breaker/.test(words)) return 'breaker';
+  if (/backoff/.test(words)) return 'backoff';
+  if (/^sleep/.test(words)) return 'sleep';
+  if (/^paused/.test(words)) return 'paused';
+  return words;
+}
+
 function cyclesOf(body) {
   if (Array.isArray(body)) return body;
   if (body && Array.isArray(body.cycles)) return body.cycles;
@@ -172,18 +192,15 @@ async function refreshStatus(takeNow) {
     }
     if (takeNow === true) {
       view.cycle = file.cycle || view.cycle;
-      view.phase = file.phase || null;
+      // status.json keeps the last phase's name through a wait before the next.
+      view.phase = file.waiting ? null : file.phase || null;
       view.phaseStartedAt = parseDate(file.phase_started_at);
       view.waiting = null;
       view.paused = false;
       if (file.waiting) {
-        const paused = /^paused/.test(file.waiting.reason || '');
-        view.paused = paused;
-        view.waiting = {
-          reason: paused ? 'paused' : file.waiting.reason,
-          detail: file.waiting.reason,
-          until: parseDate(file.waiting.until),
-        };
+        const reason = waitReasonOf(file.waiting.reason || '');
+        view.paused = reason === 'paused';
+        view.waiting = { reason, detail: file.waiting.reason, until: parseDate(file.waiting.until) };
       }
     }
     render();
@@ -383,7 +400,7 @@ function renderNow() {
     words = parts.join(' · ');
   } else if (view.waiting) {
     kind = 'waiting';
-    state.append(`Waiting · ${view.waiting.reason.replace('_', ' ')}`);
+    state.append(`Waiting · ${WAITS[view.waiting.reason] || view.waiting.reason}`);
     words = view.waiting.detail || '';
     if (view.waiting.until) {
       words += `${words ? ' — ' : ''}until ${when(view.waiting.until)} `;
@@ -423,7 +440,7 @@ function renderSince() {
   const cost = mine.reduce((sum, c) => sum + (Number(c.cost_usd) || 0), 0);
   since.append(view.stopped ? 'Ran from ' : 'Running since ', el('b', {}, when(started)),
     view.stopped ? '' : ` (${duration(Date.now() - started)})`, ' · ',
-    el('b', {}, `${mine.length} cycle${mine.length === 1 ? '' : 's'}`), ', ',
+    el('b', {}, `${mine.length} cycle${mine.length === 1 ? '' : 's'} done`), ', ',
     el('b', {}, `${committed} committed`), ', ', el('b', {}, money(cost)));
 }
 
@@ -560,9 +577,9 @@ function renderCharts() {
   outcomeBox.textContent = '';
   const total = view.cycles.reduce((sum, c) => sum + (Number(c.cost_usd) || 0), 0);
   setText('cost-total', view.cycles.length ? `· ${money(total)} over ${view.cycles.length} cycles` : '');
+  outcomeBox.parentElement.hidden = !cycles.length;
   if (!cycles.length) {
     costBox.append(el('p', { class: 'empty' }, 'The charts fill in as cycles finish.'));
-    setText('outcome-counts', '');
     return;
   }
   // Cost per cycle: one bar each, coloured by outcome, and the running total.

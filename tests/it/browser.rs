@@ -297,3 +297,39 @@ fn the_page_says_why_the_loop_waits_and_until_when() {
         .expect("the daemon stops on SIGTERM");
     assert!(passed, "the browser script failed:\n{said}");
 }
+
+#[test]
+fn the_page_comes_back_by_itself_after_a_daemon_restart_and_misses_nothing() {
+    if skipped() {
+        return;
+    }
+    let world = World::new();
+    // The same address across the restart: a port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    world.config(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    world.script("scan", None, GATE);
+    let mut first = world.start(&["--max-iterations", "9"]);
+    let url = dashboard(&world, &mut first);
+    let fake = world.fake.clone();
+    let script = std::thread::spawn(move || {
+        run_script("restart.test.mjs", &url, &[("FAKE_DIR", fake.as_path())])
+    });
+    // Whatever the script does, this test ends: it fails within its own timeouts.
+    let loaded = poll_until(Duration::from_secs(40), || {
+        world.fake.join("loaded").exists() || script.is_finished()
+    });
+    first.signal(libc::SIGTERM);
+    first
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("the first daemon stops on SIGTERM")
+        .assert_code(130);
+    let mut second = world.start(&["--max-iterations", "9"]);
+    let (passed, said) = script.join().expect("the script's thread");
+    second.signal(libc::SIGTERM);
+    second.wait_for_exit(Duration::from_secs(20));
+    assert!(loaded && passed, "the browser script failed:\n{said}");
+}

@@ -180,42 +180,51 @@ function cyclesOf(body) {
  * for what runs now, which afterwards the events keep up to date.
  */
 async function refreshStatus(takeNow) {
-  try {
-    const status = await getJson('/api/status');
-    view.status = status;
-    const file = status.status || {};
-    // The status file is the truth for what runs now, unless events were newer.
-    if (file.state === 'stopped' || (!status.running && file.state)) {
-      view.stopped = view.stopped || { exit_code: null, reason: file.exit || 'not running' };
-    } else {
-      view.stopped = null;
-    }
-    if (takeNow === true) {
-      view.cycle = file.cycle || view.cycle;
-      // status.json keeps the last phase's name through a wait before the next.
-      view.phase = file.waiting ? null : file.phase || null;
-      view.phaseStartedAt = parseDate(file.phase_started_at);
-      view.waiting = null;
-      view.paused = false;
-      if (file.waiting) {
-        const reason = waitReasonOf(file.waiting.reason || '');
-        view.paused = reason === 'paused';
-        view.waiting = { reason, detail: file.waiting.reason, until: parseDate(file.waiting.until) };
-      }
-    }
-    render();
-  } catch (error) {
-    console.error(`cannot show the status: ${error.message}`);
-    setLink('down', 'daemon unreachable');
+  const status = await fetchOrSay('/api/status');
+  if (!status) return;
+  view.status = status;
+  const file = status.status || {};
+  if (file.state === 'stopped' || (!status.running && file.state)) {
+    view.stopped = view.stopped || { exit_code: null, reason: file.exit || 'not running' };
+  } else if (takeNow === true) {
+    view.stopped = null;
   }
+  if (takeNow === true) {
+    view.cycle = file.cycle || view.cycle;
+    // status.json keeps the last phase's name through a wait before the next.
+    view.phase = file.waiting ? null : file.phase || null;
+    view.phaseStartedAt = parseDate(file.phase_started_at);
+    view.waiting = null;
+    view.paused = false;
+    if (file.waiting) {
+      const reason = waitReasonOf(file.waiting.reason || '');
+      view.paused = reason === 'paused';
+      view.waiting = { reason, detail: file.waiting.reason, until: parseDate(file.waiting.until) };
+    }
+  }
+  render();
 }
 
 async function refreshCycles() {
+  const body = await fetchOrSay('/api/cycles?limit=200');
+  if (!body) return;
+  view.cycles = cyclesOf(body);
+  renderCycles();
+  renderCharts();
+}
+
+/**
+ * GETs JSON; when the daemon cannot be reached or refuses, says so in the
+ * link indicator and returns null. (A bug in drawing what came back is not
+ * caught here: it shows as a script error.)
+ */
+async function fetchOrSay(path) {
   try {
-    view.cycles = cyclesOf(await getJson('/api/cycles?limit=200'));
-    renderCycles();
-    renderCharts();
-  } catch (_) { /* the link indicator tells */ }
+    return await getJson(path);
+  } catch (error) {
+    setLink('down', error instanceof TypeError ? 'daemon unreachable' : error.message);
+    return null;
+  }
 }
 
 // ---------- the live stream ----------
@@ -271,6 +280,13 @@ function apply(event) {
   const at = parseDate(event.at) || new Date();
   switch (event.type) {
     case 'daemon_started':
+      // A daemon started after this page was served: its CSRF token (and
+      // maybe its page) is new, so load the page again; it catches up from
+      // the last event it saw.
+      if (view.lastId > servedLastId) {
+        window.location.reload();
+        return;
+      }
       Object.assign(view, { stopped: null, paused: false, pauseRequested: false, stopRequested: false, waiting: null, phase: null });
       activity(at, 'note', 'started', `ralphd ${event.version || ''} started (pid ${event.pid})`, 'ok');
       refreshStatus(true);

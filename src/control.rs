@@ -135,8 +135,8 @@ impl Action {
 
 /// Sends `action` to the daemon running on `home` through its HTTP server
 /// (the URL and CSRF token of `state/http.json`) and returns its answer. No
-/// daemon on the home, or one running without its server, is a
-/// [`crate::daemon::UsageError`] saying so.
+/// daemon on the home, or one running without its server, is an error
+/// saying so (exit 2).
 pub(crate) async fn send(home: &std::path::Path, action: Action) -> anyhow::Result<String> {
     use anyhow::Context;
 
@@ -147,11 +147,11 @@ pub(crate) async fn send(home: &std::path::Path, action: Action) -> anyhow::Resu
         "",
     )? {
         Some(file) if file.pid == running => file,
-        _ => anyhow::bail!(crate::daemon::UsageError(format!(
+        _ => anyhow::bail!(
             "the daemon on {} (pid {running}) runs without its HTTP server ([http] listen = \"\"), \
              so it cannot be asked; stop it with `ralphd stop --now` or restart it with the server on",
             home.display()
-        ))),
+        ),
     };
     let mut request = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
@@ -181,16 +181,16 @@ pub(crate) async fn send(home: &std::path::Path, action: Action) -> anyhow::Resu
     Ok(body["answer"].as_str().unwrap_or("done").to_owned())
 }
 
-/// The pid of the daemon that holds `home`'s lock; a
-/// [`crate::daemon::UsageError`] when none does.
+/// The pid of the daemon that holds `home`'s lock; an error saying so when
+/// none does.
 pub(crate) fn running_daemon(home: &std::path::Path) -> anyhow::Result<u32> {
     let paths = crate::state::HomePaths::new(home);
     let none = || {
-        crate::daemon::UsageError(format!(
+        anyhow::anyhow!(
             "no ralphd runs on the home {} (start one with `ralphd run --home {}`)",
             home.display(),
             home.display()
-        ))
+        )
     };
     if !crate::state::InstanceLock::is_held(&paths) {
         anyhow::bail!(none());

@@ -18,7 +18,6 @@ mod routes;
 mod security;
 mod sse;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpSettings;
 use crate::control::Control;
-use crate::daemon::UsageError;
 use crate::events::Events;
 use crate::state::{self, Durability, HomePaths};
 
@@ -103,8 +101,8 @@ fn remove_http_file(path: &std::path::Path) {
 
 /// Starts the server of `[http]` on the current runtime, or returns `None`
 /// when `listen = ""`. A refused setting (non-loopback without a token file,
-/// a token file others can read) or an address that cannot be bound is a
-/// [`UsageError`] naming the key.
+/// a token file others can read) or an address that cannot be bound is an
+/// error naming the key (exit 2).
 pub(crate) async fn serve(
     settings: &HttpSettings,
     paths: &HomePaths,
@@ -120,13 +118,13 @@ pub(crate) async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|error| {
-            UsageError(format!(
+            anyhow::anyhow!(
                 "cannot listen on {listen} ([http] listen): {error}; choose another address or \
-             port (port 0 picks a free one), or set listen = \"\" to run without the server"
-            ))
+                 port (port 0 picks a free one), or set listen = \"\" to run without the server"
+            )
         })?;
     let bound = listener.local_addr()?;
-    let url = format!("http://{}/", display_addr(bound));
+    let url = format!("http://{bound}/");
     let stop = CancellationToken::new();
     let state = AppState::new(
         events,
@@ -160,9 +158,4 @@ pub(crate) async fn serve(
         task: Some(task),
         http_file,
     }))
-}
-
-/// `127.0.0.1:41234`, `[::1]:41234`.
-fn display_addr(addr: SocketAddr) -> String {
-    addr.to_string()
 }

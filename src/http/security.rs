@@ -11,10 +11,9 @@ use std::path::Path;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::routes::{AppState, error_response};
-use crate::daemon::UsageError;
 
 /// The header that carries the CSRF token.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
@@ -24,40 +23,40 @@ pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 pub(super) fn load_token(
     listen: SocketAddr,
     token_file: Option<&Path>,
-) -> Result<Option<String>, UsageError> {
+) -> anyhow::Result<Option<String>> {
     let Some(path) = token_file else {
         if listen.ip().is_loopback() {
             return Ok(None);
         }
-        return Err(UsageError(format!(
+        anyhow::bail!(
             "[http] listen = \"{listen}\" is not a loopback address, so it needs [http] \
              token_file: a file of mode 0600 holding the bearer token clients must send \
              (or listen on 127.0.0.1)"
-        )));
+        );
     };
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|error| {
-        UsageError(format!(
+        anyhow::anyhow!(
             "cannot read [http] token_file {shown}: {error}; create it with a long random \
              token and chmod 600"
-        ))
+        )
     })?;
     use std::os::unix::fs::PermissionsExt;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(UsageError(format!(
+        anyhow::bail!(
             "[http] token_file {shown} has mode {mode:04o}: others can read the token; \
              run chmod 600 {shown}"
-        )));
+        );
     }
     let token = std::fs::read_to_string(path)
-        .map_err(|error| UsageError(format!("cannot read [http] token_file {shown}: {error}")))?;
+        .map_err(|error| anyhow::anyhow!("cannot read [http] token_file {shown}: {error}"))?;
     let token = token.trim();
     if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(UsageError(format!(
+        anyhow::bail!(
             "[http] token_file {shown} must hold one token of at least 16 characters \
              without spaces (e.g. the output of `openssl rand -hex 32`)"
-        )));
+        );
     }
     Ok(Some(token.to_owned()))
 }
@@ -180,12 +179,6 @@ pub(super) fn random_token() -> String {
         rng.fill(&mut bytes);
     }
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-impl IntoResponse for UsageError {
-    fn into_response(self) -> Response {
-        error_response(StatusCode::BAD_REQUEST, self.0)
-    }
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ pub(super) async fn list(
         .into_iter()
         .filter(|record| record.cycle < before)
         .collect::<Vec<_>>();
-    older.sort_by(|a, b| b.cycle.cmp(&a.cycle));
+    older.sort_by_key(|record| std::cmp::Reverse(record.cycle));
     let more = older.len() > limit;
     older.truncate(limit);
     Ok(Json(json!({ "cycles": older, "more": more })).into_response())

@@ -86,7 +86,7 @@ pub(super) fn accepted_hosts(bound: SocketAddr, allowed: &[String]) -> Vec<Strin
 
 /// The guard in front of every route.
 pub(super) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if let Err(refusal) = check(
+    if let Some(refusal) = refusal(
         &state,
         request.method(),
         request.uri().path(),
@@ -97,13 +97,9 @@ pub(super) async fn guard(State(state): State<AppState>, request: Request, next:
     next.run(request).await
 }
 
-/// The checks of [`guard`], in order: Host, bearer, CSRF.
-fn check(
-    state: &AppState,
-    method: &Method,
-    path: &str,
-    headers: &HeaderMap,
-) -> Result<(), Response> {
+/// The checks of [`guard`], in order: Host, bearer, CSRF; the answer of
+/// the first that fails.
+fn refusal(state: &AppState, method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
     let host = headers
         .get(header::HOST)
         .and_then(|value| value.to_str().ok())
@@ -112,7 +108,7 @@ fn check(
         .as_deref()
         .is_some_and(|host| state.allowed_hosts.iter().any(|allowed| allowed == host));
     if !host_ok {
-        return Err(error_response(
+        return Some(error_response(
             StatusCode::MISDIRECTED_REQUEST,
             format!(
                 "Host {:?} is not this server's address; add it to [http] allowed_hosts if you \
@@ -138,7 +134,7 @@ fn check(
                 header::WWW_AUTHENTICATE,
                 "Bearer".parse().expect("static header"),
             );
-            return Err(response);
+            return Some(response);
         }
     }
     if !matches!(*method, Method::GET | Method::HEAD) {
@@ -146,14 +142,14 @@ fn check(
             .get(CSRF_HEADER)
             .and_then(|value| value.to_str().ok());
         if !sent.is_some_and(|sent| same_secret(sent, &state.csrf_token)) {
-            return Err(error_response(
+            return Some(error_response(
                 StatusCode::FORBIDDEN,
                 "missing or wrong X-CSRF-Token (the page and `ralphd pause|resume|stop` send it)"
                     .to_owned(),
             ));
         }
     }
-    Ok(())
+    None
 }
 
 /// Compares two secrets in time independent of where they differ.

@@ -185,6 +185,7 @@ mod tests {
         expected.repo = PathBuf::from("/srv/my-project");
         expected.budget.max_cost_usd = Some(20.0);
         expected.budget.max_cost_per_phase_usd = Some(2.0);
+        expected.http.token_file = Some(PathBuf::from("/home/me/.config/ralphd/token"));
         assert_eq!(loaded, expected);
     }
 

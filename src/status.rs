@@ -408,7 +408,8 @@ mod tests {
     "spent_usd": 1.25,
     "max_cost_usd": 20.0,
     "last_error": "an error",
-    "exit": "stopped"
+    "exit": "stopped",
+    "dashboard": null
   },
   "branch": "main",
   "total_cost_usd": 0.11,

@@ -462,6 +462,7 @@ function renderSince() {
 
 /** Updates only the ticking numbers, once a second. */
 function tick() {
+  renderSince();
   const runningTime = $('running-time');
   if (runningTime && view.cycleStartedAt) runningTime.textContent = duration(Date.now() - view.cycleStartedAt);
   const elapsed = $('elapsed');

@@ -58,6 +58,15 @@ try {
   await expectText(page, '#detail-body', /Transcripts.*scan/s, 'the transcript links');
   const reportTags = await page.locator('#detail-body .md h2, #detail-body .md li').count();
   if (reportTags < 3) throw new Error(`the report is not rendered as headings and lists (${reportTags})`);
+  await expectText(page, '#detail-body .md', /<img src=x onerror=.*<script>/, "the report's HTML as text");
+  if (!(await page.locator('#detail-body .md strong', { hasText: 'all good' }).count())) {
+    throw new Error("the report's **bold** is not rendered bold");
+  }
+  const reportInjected = await page.evaluate(() => ({
+    nodes: document.querySelectorAll('#detail-body img, #detail-body script').length,
+    pwned: window.pwned === true,
+  }));
+  if (reportInjected.nodes || reportInjected.pwned) throw new Error(`report HTML was parsed: ${JSON.stringify(reportInjected)}`);
   const transcript = await page.locator('#detail-body a', { hasText: 'scan' }).getAttribute('href');
   const lines = await page.evaluate(async (href) => (await (await fetch(href)).text()).trim().split('\n').length, transcript);
   if (lines < 2) throw new Error(`the scan transcript has ${lines} lines`);

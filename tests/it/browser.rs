@@ -214,7 +214,8 @@ fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_s
     world.reply(
         "report",
         None,
-        &answer("Done.\n\n```json\n{\"summary\":\"added a line\",\"learnings\":[\"work.txt grows\"],\"patterns\":[]}\n```"),
+        // The write-up in report.md is agent text too.
+        &answer("Done, **all good**. <img src=x onerror=\"window.pwned=true\"><script>window.pwned=true</script>\n\n```json\n{\"summary\":\"added a line\",\"learnings\":[\"work.txt grows\"],\"patterns\":[]}\n```"),
     );
 
     let mut daemon = world.start(&["--max-iterations", "9"]);

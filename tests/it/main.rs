@@ -45,3 +45,5 @@ mod report;
 mod tasks;
 // Prometheus metrics: promtool on a scrape, the alert rules, a real Prometheus.
 mod metrics;
+// The web page in a real browser (chromium + playwright-core).
+mod browser;

@@ -791,3 +791,35 @@ fn watch_shows_the_last_events_then_follows_a_new_run() {
         "lines start with the local time: {first}"
     );
 }
+
+#[test]
+fn a_compressed_cycle_still_shows_its_texts_and_transcripts() {
+    let world = World::new();
+    world.config("\n[state]\ncompress_after = 1\n");
+    gate(&world, "scan", Some(3));
+    let mut daemon = world.start(&["--max-iterations", "3"]);
+    let addr = dashboard_addr(&world.home, LIMIT);
+    let compressed = world.home.join("state/cycles/1/idea.jsonl.gz");
+    assert!(
+        poll_until(LIMIT, || compressed.exists()),
+        "retention compressed cycle 1"
+    );
+    let mut stored = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&compressed).unwrap()),
+        &mut stored,
+    )
+    .unwrap();
+    let transcript = http(&addr, "GET", "/api/cycles/1/idea/transcript", &[], "");
+    assert_eq!(transcript.status, 200);
+    assert_eq!(transcript.body, stored);
+    let one = http(&addr, "GET", "/api/cycles/1", &[], "").json();
+    assert!(
+        one["report"]
+            .as_str()
+            .is_some_and(|report| !report.is_empty()),
+        "{one:#}"
+    );
+    release(&world, "scan");
+    daemon.wait_for_exit(LIMIT).expect("exits").assert_code(1);
+}

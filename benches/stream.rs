@@ -303,9 +303,18 @@ fn connect_clients(world: &World, count: u64) -> Vec<std::thread::JoinHandle<u64
         .map(|_| {
             let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
             write!(stream, "GET /api/events HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("ask");
+            // Counts and drops what it reads: a growing buffer here would
+            // raise the next ralphd's ru_maxrss, which a fork inherits.
             std::thread::spawn(move || {
-                let mut sink = Vec::new();
-                std::io::Read::read_to_end(&mut stream, &mut sink).unwrap_or(0) as u64
+                let mut buffer = [0u8; 16 * 1024];
+                let mut total = 0u64;
+                while let Ok(read) = std::io::Read::read(&mut stream, &mut buffer) {
+                    if read == 0 {
+                        break;
+                    }
+                    total += read as u64;
+                }
+                total
             })
         })
         .collect()

@@ -316,7 +316,6 @@ impl Events {
     }
 
     /// The id of the last event published (or found in the log at start).
-    #[allow(dead_code)] // for the metrics and hooks of issues 14–15
     pub(crate) fn last_id(&self) -> u64 {
         self.inner.as_ref().map_or(0, |bus| {
             bus.log

@@ -48,8 +48,10 @@ pub(super) async fn events(
         .or(query.last_event_id);
     // Subscribe first: whatever is published from now on comes live, the
     // rest is in the log.
+    let live = state.events.subscribe();
+    let last_id = last_id.map(|id| replay_from(id, state.events.last_id()));
     let feed = Feed {
-        live: state.events.subscribe(),
+        live,
         log: state.paths.events(),
         sent: last_id.unwrap_or(0),
         replaying: last_id.is_some(),
@@ -62,6 +64,18 @@ pub(super) async fn events(
         Some((Ok(event), feed))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// Where a replay after `Last-Event-ID: requested` starts. An id beyond the
+/// last one published means the log was removed and its ids started over:
+/// the client gets the whole new log rather than nothing until the ids
+/// catch up.
+fn replay_from(requested: u64, last_published: u64) -> u64 {
+    if requested > last_published {
+        0
+    } else {
+        requested
+    }
 }
 
 /// One client's place in the stream.
@@ -182,6 +196,13 @@ mod tests {
             shutdown: CancellationToken::new(),
             finished: false,
         }
+    }
+
+    #[test]
+    fn an_id_from_before_a_removed_log_replays_the_new_log_whole() {
+        assert_eq!(replay_from(7, 10), 7);
+        assert_eq!(replay_from(10, 10), 10);
+        assert_eq!(replay_from(500, 10), 0);
     }
 
     fn shown(event: &SseEvent) -> String {

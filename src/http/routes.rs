@@ -149,8 +149,17 @@ async fn resume(State(state): State<AppState>, _body: Bytes) -> Json<serde_json:
     answer(state.control.resume())
 }
 
+/// The stop is told as `stop_requested` when it is asked for, not when the
+/// cycle ends: a watcher sees it waiting for the cycle.
 async fn stop(State(state): State<AppState>, _body: Bytes) -> Json<serde_json::Value> {
-    answer(state.control.stop_after_cycle())
+    let already = state.control.requests().stop_after_cycle;
+    let said = state.control.stop_after_cycle();
+    if !already {
+        state
+            .events
+            .publish(crate::events::EventKind::StopRequested {});
+    }
+    answer(said)
 }
 
 async fn reset_breaker(State(state): State<AppState>, _body: Bytes) -> Json<serde_json::Value> {

@@ -396,6 +396,17 @@ fn pause_resume_and_stop_reach_the_loop_between_phase_runs() {
     assert_eq!(outcome.code, 1, "{}", outcome.stderr);
     assert_eq!(world.outcomes(), ["committed"], "the cycle ran to its end");
     assert_eq!(world.calls("scan"), 1, "no second cycle");
+    let log = std::fs::read_to_string(world.home.join("state/events.jsonl")).unwrap();
+    let types: Vec<String> = log
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["type"].to_string())
+        .collect();
+    let asked = types.iter().position(|t| t == "\"stop_requested\"");
+    let finished = types.iter().position(|t| t == "\"cycle_finished\"");
+    assert!(
+        asked.is_some() && asked < finished,
+        "the stop is told when asked, before the cycle ends: {types:?}"
+    );
 }
 
 #[test]

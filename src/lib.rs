@@ -19,6 +19,7 @@
 //!   and which old cycles are compressed or deleted.
 //! - `tasks`: the task queue in prd.json (`ralphd task`, the MCP tools, the
 //!   daemon's `passes` updates), every edit under one lock.
+//! - `mcp`: `ralphd mcp`, the MCP server on stdio over the same code.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
 //! - `text`: cutting a text to a size, on character boundaries.
@@ -42,6 +43,7 @@ mod git_rules;
 mod init;
 mod limiter;
 mod logging;
+mod mcp;
 #[cfg(test)]
 mod no_panic;
 pub mod phase;
@@ -62,6 +64,7 @@ mod watch;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -183,6 +186,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 println!("  {command}");
             }
             Ok(0)
+        }
+        Command::Mcp(args) => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            if let Some(format) = args.print_config {
+                let binary = std::env::current_exe()
+                    .context("cannot find the path of this ralphd binary")?;
+                let config = mcp::client_config(&binary, &home, format);
+                println!("{}", serde_json::to_string_pretty(&config)?);
+                return Ok(0);
+            }
+            // Logs go to stderr only: stdout is the protocol.
+            let _log_guard = logging::init(logging::LogOptions {
+                // rmcp logs every error answer as a WARN; the client has it already.
+                level: "warn,rmcp=error".to_owned(),
+                verbosity: 0,
+                format: logging::LogFormat::Text,
+                dir: None,
+                max_files: 0,
+            })?;
+            mcp::serve(home)
         }
         Command::ResetBreaker(args) => {
             let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;

@@ -33,6 +33,7 @@ use rmcp::{
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::McpConfigFormat;
 use crate::state::{self, HomePaths, OnCorrupt, Progress};
@@ -40,6 +41,9 @@ use crate::tasks::{Filter, NewTask, Store, TaskPatch};
 
 /// The server's name in client configurations (`mcp__ralphd__add_task`).
 pub(crate) const SERVER_NAME: &str = "ralphd";
+
+/// How long a stopped server waits for the request it is answering.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many cycles `recent_cycles` returns when the caller does not say.
 const DEFAULT_RECENT_CYCLES: usize = 10;
@@ -56,24 +60,37 @@ cycle did with cycle_report, and pause, resume or stop the daemon with pause, re
 request_stop. Open tasks are picked up at the start of the next cycle; a task is marked done \
 only when a cycle that worked on it was committed.";
 
-/// Serves the MCP protocol on stdin/stdout for `home` until the client hangs up.
+/// Serves the MCP protocol on stdin/stdout for `home` until the client hangs
+/// up or stops the server with SIGINT or SIGTERM (Claude Code sends SIGINT
+/// when it exits). A request being answered then is finished first: its
+/// edit of prd.json is never cut short.
 pub(crate) fn serve(home: PathBuf) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         let server = RalphMcp::new(home);
         let running = server
             .serve(rmcp::transport::stdio_pipes())
             .await
             .context("the MCP client did not complete the handshake")?;
-        let reason = running
-            .waiting()
-            .await
-            .context("the MCP server task failed")?;
-        tracing::debug!(?reason, "MCP client disconnected");
+        let stop = running.cancellation_token();
+        tokio::select! {
+            reason = running.waiting() => {
+                let reason = reason.context("the MCP server task failed")?;
+                tracing::debug!(?reason, "MCP client disconnected");
+            }
+            _ = interrupt.recv() => stop.cancel(),
+            _ = terminate.recv() => stop.cancel(),
+        }
         Ok(0)
-    })
+    });
+    // Edits run on blocking threads, which the runtime waits for; a read of
+    // a stdin that is no pipe may block for good, so the wait is bounded.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    served
 }
 
 /// The client configuration that starts `binary mcp --home <home>`, in `format`.

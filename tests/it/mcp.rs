@@ -512,3 +512,57 @@ fn print_config_starts_this_binary_on_the_absolute_home() {
     missing.assert_code(2);
     assert!(missing.stderr.contains("nowhere"), "{}", missing.stderr);
 }
+
+/// Claude Code stops its MCP servers with SIGINT when it exits: the server
+/// ends with exit 0, and stdout never carried anything but JSON-RPC.
+#[test]
+fn sigint_as_claude_code_sends_it_at_exit_ends_the_server_cleanly() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+
+    let world = World::without_repo();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ralphd"))
+        .args(["mcp", "--home"])
+        .arg(&world.home)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ralphd mcp starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "0"}}});
+    writeln!(stdin, "{initialize}").unwrap();
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let answer: Value = serde_json::from_str(&line).expect("a JSON-RPC line");
+    assert_eq!(answer["result"]["serverInfo"]["name"], "ralphd", "{answer}");
+    writeln!(
+        stdin,
+        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+    )
+    .unwrap();
+
+    let pid = i32::try_from(child.id()).expect("pid fits i32");
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
+    let rc = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let mut status = None;
+    assert!(
+        crate::support::poll_until(std::time::Duration::from_secs(10), || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        }),
+        "ralphd mcp still runs 10 s after SIGINT"
+    );
+    assert_eq!(status.unwrap().code(), Some(0), "{status:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    for line in rest.lines() {
+        let message: Value = serde_json::from_str(line).expect("only JSON-RPC on stdout");
+        assert_eq!(message["jsonrpc"], "2.0", "{line}");
+    }
+    drop(stdin);
+}

@@ -20,6 +20,7 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AgentKind, Config};
+use crate::events::{EventKind, Events};
 use crate::phase::Phase;
 use crate::supervise::{self, StopCause, Supervised, TranscriptSpec};
 
@@ -35,6 +36,8 @@ pub(crate) struct PhaseRequest<'a> {
     /// line redacted, at most `[state] max_transcript_mb` per run.
     pub(crate) transcript: PathBuf,
     pub(crate) cancel: &'a CancellationToken,
+    /// Where the agent's text blocks and tool calls are published.
+    pub(crate) events: &'a Events,
 }
 
 /// How one phase run ended: either its output or why it failed, never both
@@ -116,8 +119,14 @@ impl PhaseRun {
     }
 }
 
-/// Feeds one stdout line to the summary and logs what deserves it.
-fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
+/// Feeds one stdout line to the summary, logs what deserves it and
+/// publishes the agent's text and tool calls as events.
+fn observe_line(
+    summary: &mut StreamSummary,
+    line: &str,
+    (cycle, phase): (u64, Phase),
+    events: &Events,
+) {
     let event = match stream::parse_line(line) {
         Ok(event) => event,
         Err(ParseError::Blank) => return,
@@ -154,9 +163,35 @@ fn observe_line(summary: &mut StreamSummary, line: &str, phase: Phase) {
         Event::Unknown(kind) => {
             tracing::debug!(%phase, event_type = %kind, "ignoring an unknown event type")
         }
+        Event::Assistant {
+            blocks,
+            error: None,
+        } if events.is_on() => publish_activity(events, cycle, phase, blocks),
         _ => tracing::trace!(%phase, ?event, "stream event"),
     }
     summary.record(event);
+}
+
+/// `agent_text` and `tool_use` events for the blocks of one assistant line.
+fn publish_activity(events: &Events, cycle: u64, phase: Phase, blocks: &[stream::ContentBlock]) {
+    for block in blocks {
+        let kind = match block {
+            stream::ContentBlock::Text(text) if !text.trim().is_empty() => EventKind::AgentText {
+                cycle,
+                phase: phase.name().to_owned(),
+                text: crate::text::head_bytes(text.trim(), crate::events::AGENT_TEXT_LIMIT)
+                    .to_owned(),
+            },
+            stream::ContentBlock::ToolUse { name, summary } => EventKind::ToolUse {
+                cycle,
+                phase: phase.name().to_owned(),
+                tool: name.clone(),
+                summary: summary.clone(),
+            },
+            _ => continue,
+        };
+        events.publish(kind);
+    }
 }
 
 /// Runs one phase with the configured agent.
@@ -186,7 +221,12 @@ fn run_offline(config: &Config, request: &PhaseRequest<'_>) -> Result<PhaseRun> 
     append(&request.transcript, transcript.as_bytes())?;
     let mut summary = StreamSummary::default();
     for line in &lines {
-        observe_line(&mut summary, line, request.phase);
+        observe_line(
+            &mut summary,
+            line,
+            (request.cycle, request.phase),
+            request.events,
+        );
     }
     let end = ProcessEnd {
         exit_code: Some(0),
@@ -228,8 +268,9 @@ async fn run_claude(config: &Config, request: PhaseRequest<'_>) -> Result<PhaseR
     };
     let mut summary = StreamSummary::default();
     let phase = request.phase;
+    let events = request.events;
     let finished = supervise::run(spec, request.cancel, |line| {
-        observe_line(&mut summary, line, phase)
+        observe_line(&mut summary, line, (request.cycle, phase), events)
     })
     .await
     .with_context(|| format!("cannot run the agent command `{}`", config.agent.command))?;

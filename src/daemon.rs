@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::breaker::{Breaker, BreakerSnapshot};
 use crate::config::Config;
+use crate::control::{Control, Requests};
+use crate::events::{EventKind, Events};
 use crate::git::{GitError, GitRepo};
 use crate::limiter::Limiter;
 use crate::state::{self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock};
@@ -48,6 +50,8 @@ pub(crate) enum RunExit {
     Halted,
     /// 130: stopped by SIGINT/SIGTERM after saving state.
     Interrupted,
+    /// 1: a stop after the cycle was asked for (`ralphd stop`, the page).
+    StopRequested,
 }
 
 impl RunExit {
@@ -58,6 +62,7 @@ impl RunExit {
             RunExit::MaxIterations => "reached --max-iterations",
             RunExit::Halted => "halted by a guard (budget or circuit breaker)",
             RunExit::Interrupted => "stopped by a signal",
+            RunExit::StopRequested => "stopped on request after the cycle",
         };
         format!("{why} (exit {})", self.code())
     }
@@ -65,7 +70,7 @@ impl RunExit {
     pub(crate) fn code(self) -> u8 {
         match self {
             RunExit::Complete => 0,
-            RunExit::MaxIterations => 1,
+            RunExit::MaxIterations | RunExit::StopRequested => 1,
             RunExit::Halted => 3,
             RunExit::Interrupted => 130,
         }
@@ -114,6 +119,15 @@ pub(crate) struct Daemon {
     /// The repository (paths only; each operation opens it on a blocking thread).
     repo: GitRepo,
     checkout: Checkout,
+    /// The event stream watchers see (docs/design.md §11).
+    events: Events,
+    /// Requests from outside (pause, resume, stop, breaker reset): the
+    /// handle given to the HTTP server, and the loop's side.
+    control: (Control, watch::Receiver<Requests>),
+    /// How many breaker reset requests the loop has acted on.
+    breaker_resets_handled: u64,
+    /// The breaker's state as last published (`closed`, `open`, `half_open`).
+    breaker_published: &'static str,
     /// The random source of the retries' backoff jitter.
     rng: fastrand::Rng,
     /// Set when a phase failed in a way no retry or later cycle can fix
@@ -195,6 +209,13 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
         });
     });
     daemon.publish_status();
+    let (exit_code, reason) = match &exit {
+        Ok(exit) => (exit.code(), exit.describe()),
+        Err(error) => (2, format!("stopped by an error: {error:#}")),
+    };
+    daemon
+        .events
+        .publish(EventKind::DaemonStopped { exit_code, reason });
     // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit

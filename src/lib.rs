@@ -33,10 +33,14 @@ mod breaker;
 mod checks;
 mod cli;
 mod config;
+#[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
+mod control;
 mod cycle;
 mod cycle_page;
 mod daemon;
 mod demo;
+#[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
+mod events;
 mod gates;
 mod git;
 mod git_rules;
@@ -288,10 +292,13 @@ fn log_final_line(exit: RunExit) {
             "halted by a guard (budget spent or circuit breaker open); see the line above"
         }
         RunExit::Interrupted => "stopped by SIGINT/SIGTERM; the cycle is recorded as interrupted",
+        RunExit::StopRequested => "stopped on request (`ralphd stop` or the page) after the cycle",
     };
     let code = exit.code();
     match exit {
-        RunExit::Complete | RunExit::MaxIterations => tracing::info!("exit {code}: {why}"),
+        RunExit::Complete | RunExit::MaxIterations | RunExit::StopRequested => {
+            tracing::info!("exit {code}: {why}")
+        }
         RunExit::Halted | RunExit::Interrupted => tracing::warn!("exit {code}: {why}"),
     }
 }

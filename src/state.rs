@@ -58,6 +58,11 @@ impl HomePaths {
     pub(crate) fn limiter(&self) -> PathBuf {
         self.state_dir().join("limiter.json")
     }
+    /// `state/events.jsonl`: the event log of docs/design.md §11.
+    pub(crate) fn events(&self) -> PathBuf {
+        self.state_dir().join("events.jsonl")
+    }
+
     pub(crate) fn status(&self) -> PathBuf {
         self.state_dir().join("status.json")
     }

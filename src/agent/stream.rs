@@ -70,6 +70,9 @@ pub(crate) enum ContentBlock {
     Text(String),
     ToolUse {
         name: String,
+        /// A one-line summary of the input (the command, path, pattern or
+        /// URL), empty when the input has none of them.
+        summary: String,
     },
     /// `thinking` and anything else.
     Other(String),
@@ -521,7 +524,8 @@ impl<'de> Deserialize<'de> for RawContent {
     }
 }
 
-/// A content block; `input` (tool_use) and `content` (tool_result) are skipped.
+/// A content block; of a tool_use's `input` only the fields a summary
+/// names are read, and a tool_result's `content` is skipped.
 #[derive(Deserialize)]
 struct RawBlock {
     #[serde(rename = "type", default, deserialize_with = "lenient")]
@@ -530,7 +534,55 @@ struct RawBlock {
     text: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     name: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    input: Option<RawToolInput>,
 }
+
+/// The input fields that say what a tool call is about, in the order a
+/// summary prefers them.
+#[derive(Deserialize)]
+struct RawToolInput {
+    #[serde(default, deserialize_with = "lenient")]
+    command: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    file_path: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    notebook_path: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pattern: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    url: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    query: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    description: Option<String>,
+}
+
+impl RawToolInput {
+    fn summary(self) -> String {
+        let first = [
+            self.command,
+            self.file_path,
+            self.notebook_path,
+            self.pattern,
+            self.path,
+            self.url,
+            self.query,
+            self.description,
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or_default();
+        let line = first.lines().next().unwrap_or_default();
+        crate::text::head_chars_with_ellipsis(line, TOOL_SUMMARY_CHARS)
+    }
+}
+
+/// How much of a tool's input its summary keeps.
+pub(crate) const TOOL_SUMMARY_CHARS: usize = 200;
 
 impl RawBlock {
     fn into_content_block(self) -> ContentBlock {
@@ -538,6 +590,7 @@ impl RawBlock {
             Some("text") => ContentBlock::Text(self.text.unwrap_or_default()),
             Some("tool_use") => ContentBlock::ToolUse {
                 name: self.name.unwrap_or_default(),
+                summary: self.input.map(RawToolInput::summary).unwrap_or_default(),
             },
             _ => ContentBlock::Other(self.block_type.unwrap_or_default()),
         }
@@ -732,6 +785,7 @@ mod tests {
             Event::Assistant {
                 blocks: vec![ContentBlock::ToolUse {
                     name: "Write".to_owned(),
+                    summary: "/w/fake_output.txt".to_owned(),
                 }],
                 error: None,
             },

@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use crate::breaker::Admission;
 use crate::cycle::{self, CycleEnd, CycleInput, CycleReport, Stop};
+use crate::events::{EventKind, WaitReason};
 use crate::prd;
 use crate::prompt::StoryBrief;
 use crate::retention::{self, Retention};
@@ -23,6 +24,14 @@ impl Daemon {
     pub(super) async fn main_loop(&mut self) -> Result<RunExit> {
         let mut cycles_run: u32 = 0;
         loop {
+            self.take_requests();
+            if self.control.0.requests().stop_after_cycle {
+                tracing::info!("stopping on request");
+                return Ok(RunExit::StopRequested);
+            }
+            if self.wait_while_paused().await.is_err() {
+                return Ok(RunExit::Interrupted);
+            }
             if let Some(max) = self.config.max_iterations
                 && cycles_run >= max
             {
@@ -49,7 +58,7 @@ impl Daemon {
                     }
                     tracing::warn!(until = %rfc3339(until), reasons = %breaker_reasons(&self.guards.breaker), "circuit breaker open: waiting");
                     if self
-                        .wait_until(until, "circuit breaker open")
+                        .wait_until(until, WaitReason::Breaker, "circuit breaker open")
                         .await
                         .is_err()
                     {
@@ -113,7 +122,11 @@ impl Daemon {
             let sleep = self.config.sleep_between_iterations;
             if !sleep.is_zero()
                 && self
-                    .wait_until(SystemTime::now() + sleep, "sleep between iterations")
+                    .wait_until(
+                        SystemTime::now() + sleep,
+                        WaitReason::Sleep,
+                        "sleep between iterations",
+                    )
                     .await
                     .is_err()
             {
@@ -166,6 +179,7 @@ impl Daemon {
             gates: self.config.gates.clone(),
         };
         tracing::info!(cycle, branch = %self.checkout.branch, "cycle started");
+        self.events.publish(EventKind::CycleStarted { cycle });
         let (end, mut report) = cycle::run(&input, self)
             .instrument(tracing::info_span!("cycle", cycle))
             .await;
@@ -216,6 +230,16 @@ impl Daemon {
         )?;
         state::clear_in_flight(&self.paths)?;
         self.records.in_flight = None;
+        self.events.publish(EventKind::CycleFinished {
+            cycle,
+            outcome,
+            title: record.title.clone(),
+            reason: record.reason.clone(),
+            commit: record.commit.clone(),
+            attempt_ref: record.attempt_ref.clone(),
+            cost_usd: record.cost_usd,
+            duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+        });
         if !self.signals.shutdown.is_cancelled() {
             self.prune_cycles().await;
         }
@@ -327,15 +351,27 @@ impl Daemon {
             .collect()
     }
 
-    /// Waits until `until` (wall clock), visible in status; `Err` on shutdown.
-    pub(super) async fn wait_until(&mut self, until: SystemTime, reason: &str) -> Result<(), Stop> {
+    /// Waits until `until` (wall clock), visible in status and as a
+    /// `waiting` event; `Err` on shutdown. A breaker reset ends a breaker
+    /// wait, and a stop request ends a wait between cycles (breaker, sleep).
+    pub(super) async fn wait_until(
+        &mut self,
+        until: SystemTime,
+        reason: WaitReason,
+        detail: &str,
+    ) -> Result<(), Stop> {
         let duration = until.duration_since(SystemTime::now()).unwrap_or_default();
         self.set_status(|status| {
             status.state = DaemonState::Waiting;
             status.waiting = Some(Waiting {
-                reason: reason.to_owned(),
+                reason: detail.to_owned(),
                 until: rfc3339(until),
             });
+        });
+        self.events.publish(EventKind::Waiting {
+            reason,
+            detail: detail.to_owned(),
+            until: rfc3339(until),
         });
         let deadline = tokio::time::Instant::now() + duration;
         let result = loop {
@@ -347,12 +383,82 @@ impl Daemon {
                         tracing::error!(error = %format!("{error:#}"), "branch check failed");
                     }
                 }
+                changed = self.control.1.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let breaker_reset = self.take_requests();
+                    let between_cycles = matches!(reason, WaitReason::Breaker | WaitReason::Sleep);
+                    if (breaker_reset && reason == WaitReason::Breaker)
+                        || (between_cycles && self.control.0.requests().stop_after_cycle)
+                    {
+                        break Ok(());
+                    }
+                }
             }
         };
         self.set_status(|status| {
             status.state = DaemonState::Running;
             status.waiting = None;
         });
+        result
+    }
+}
+
+impl Daemon {
+    /// Acts on the requests that need no boundary (a breaker reset) and
+    /// tells whether the breaker was reset.
+    pub(super) fn take_requests(&mut self) -> bool {
+        let requests = *self.control.1.borrow_and_update();
+        if requests.breaker_resets == self.breaker_resets_handled {
+            return false;
+        }
+        self.breaker_resets_handled = requests.breaker_resets;
+        self.guards.breaker.reset();
+        tracing::info!("circuit breaker reset on request");
+        if let Err(error) = self.save_guards() {
+            tracing::warn!(error = %format!("{error:#}"), "cannot save the reset breaker");
+        }
+        true
+    }
+
+    /// While paused, waits (visible as `waiting`/`paused`) until resumed;
+    /// `Err` on shutdown. Returns at once when not paused.
+    pub(super) async fn wait_while_paused(&mut self) -> Result<(), Stop> {
+        if !self.control.0.requests().paused {
+            return Ok(());
+        }
+        tracing::info!("paused on request: no new phase run starts until resumed");
+        self.events.publish(EventKind::Paused {});
+        self.set_status(|status| {
+            status.state = DaemonState::Waiting;
+            status.waiting = Some(Waiting {
+                reason: "paused (resume with `ralphd resume` or the page)".to_owned(),
+                until: String::new(),
+            });
+        });
+        let result = loop {
+            if !self.control.1.borrow_and_update().paused {
+                break Ok(());
+            }
+            tokio::select! {
+                () = self.signals.shutdown.cancelled() => break Err(Stop::Cancelled),
+                changed = self.control.1.changed() => {
+                    if changed.is_err() {
+                        break Ok(());
+                    }
+                    self.take_requests();
+                }
+            }
+        };
+        self.set_status(|status| {
+            status.state = DaemonState::Running;
+            status.waiting = None;
+        });
+        if result.is_ok() {
+            tracing::info!("resumed");
+            self.events.publish(EventKind::Resumed {});
+        }
         result
     }
 }

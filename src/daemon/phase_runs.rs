@@ -14,6 +14,7 @@ use crate::agent::{self, PhaseOutcome, PhaseRequest, PhaseRun};
 use crate::backoff;
 use crate::checks::{self, CheckResult};
 use crate::cycle::{CycleReport, LiveRepo, PhaseExecutor, Stop};
+use crate::events::{EventKind, WaitReason};
 use crate::git_rules;
 use crate::phase::Phase;
 use crate::prompt::{self, PromptContext};
@@ -45,8 +46,12 @@ impl Daemon {
                 }
                 Err(throttled) => {
                     tracing::info!(quota = %throttled.quota, until = %rfc3339(throttled.until), "throttled by the rate limiter");
-                    self.wait_until(throttled.until, &format!("throttled ({})", throttled.quota))
-                        .await?;
+                    self.wait_until(
+                        throttled.until,
+                        WaitReason::Limiter,
+                        &format!("throttled ({})", throttled.quota),
+                    )
+                    .await?;
                 }
             }
         }
@@ -105,6 +110,11 @@ impl Daemon {
             "cycle {cycle}: {phase}"
         ))]);
         tracing::info!(cycle, %phase, attempt, "phase started");
+        self.events.publish(EventKind::PhaseStarted {
+            cycle,
+            phase: phase.name().to_owned(),
+            attempt,
+        });
     }
 
     /// A phase found the disk under the home full: it fails with that as its
@@ -177,6 +187,8 @@ impl PhaseExecutor for Daemon {
         if self.signals.shutdown.is_cancelled() {
             return Err(Stop::Cancelled);
         }
+        self.take_requests();
+        self.wait_while_paused().await?;
         self.reload_if_asked();
         if let Err(error) = self.check_branch().await {
             tracing::error!(%phase, error = %format!("{error:#}"), "branch check failed");
@@ -223,14 +235,29 @@ impl PhaseExecutor for Daemon {
             return Some(Vec::new());
         }
         self.set_status(|status| status.phase = Some("backtest checks".to_owned()));
-        checks::run_all(
+        let results = checks::run_all(
             &self.config.backtest.checks,
             &self.config.repo,
             self.config.backtest.check_timeout,
             self.config.agent.stop_grace,
             &self.signals.shutdown,
         )
-        .await
+        .await?;
+        let cycle = self
+            .records
+            .in_flight
+            .as_ref()
+            .map_or(0, |flight| flight.cycle);
+        for result in &results {
+            self.events.publish(EventKind::CheckFinished {
+                cycle,
+                command: result.command.clone(),
+                exit: result.exit_code,
+                passed: result.passed(),
+                duration_ms: result.duration.as_millis().try_into().unwrap_or(u64::MAX),
+            });
+        }
+        Some(results)
     }
 
     type Repo = LiveRepo;
@@ -299,6 +326,33 @@ impl PhaseExecutor for Daemon {
         cycle: u64,
         prompt: String,
     ) -> Result<PhaseRun, Stop> {
+        let run = self.run_phase_guarded(phase, cycle, prompt).await?;
+        let (status, error) = match &run.outcome {
+            _ if run.cancelled => ("interrupted", None),
+            PhaseOutcome::Succeeded { .. } => ("succeeded", None),
+            PhaseOutcome::Failed { message, .. } => ("failed", Some(message.clone())),
+        };
+        self.events.publish(EventKind::PhaseFinished {
+            cycle,
+            phase: phase.name().to_owned(),
+            status: status.to_owned(),
+            duration_ms: run.duration.as_millis().try_into().unwrap_or(u64::MAX),
+            cost_usd: run.cost_usd,
+            error,
+        });
+        Ok(run)
+    }
+}
+
+impl Daemon {
+    /// One phase run with its guards: the budget, the limiter, waits on a
+    /// usage limit and retries with backoff.
+    async fn run_phase_guarded(
+        &mut self,
+        phase: Phase,
+        cycle: u64,
+        prompt: String,
+    ) -> Result<PhaseRun, Stop> {
         let transcript = self
             .paths
             .cycle_dir(cycle)
@@ -320,6 +374,7 @@ impl PhaseExecutor for Daemon {
                 prompt: prompt.clone(),
                 transcript: transcript.clone(),
                 cancel: &self.signals.shutdown,
+                events: &self.events,
             };
             // If the daemon dies meanwhile, the agent dies with it (PDEATHSIG)
             // and the next start stops its tools by their environment marker.
@@ -382,7 +437,8 @@ impl PhaseExecutor for Daemon {
                     };
                     attempt -= 1;
                     tracing::warn!(cycle, %phase, until = %rfc3339(until), "usage limit reached: waiting for the reset, then re-running the phase");
-                    self.wait_until(until, "usage limit").await?;
+                    self.wait_until(until, WaitReason::UsageLimit, "usage limit")
+                        .await?;
                 }
                 PhaseOutcome::Failed { failure, .. }
                     if failure.is_retryable() && attempt < self.config.agent.max_attempts =>
@@ -395,8 +451,12 @@ impl PhaseExecutor for Daemon {
                     );
                     tracing::warn!(cycle, %phase, attempt, max_attempts = self.config.agent.max_attempts,
                         retry_in = %humantime::format_duration(delay), error = %failure, "API error: retrying the phase");
-                    self.wait_until(SystemTime::now() + delay, "retry backoff")
-                        .await?;
+                    self.wait_until(
+                        SystemTime::now() + delay,
+                        WaitReason::Backoff,
+                        "retry backoff",
+                    )
+                    .await?;
                 }
                 PhaseOutcome::Failed { failure, .. } if failure.is_fatal() => {
                     tracing::error!(cycle, %phase, error = %failure, "phase failed; stopping: no retry can help until this is fixed");

@@ -10,6 +10,8 @@ use serde_json::Value;
 use crate::agent::{self};
 use crate::breaker::{Breaker, BreakerSnapshot};
 use crate::config::{AgentKind, Config};
+use crate::control::Control;
+use crate::events::{EventKind, Events};
 use crate::git::GitRepo;
 use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
@@ -22,7 +24,7 @@ use crate::watch::HeadWatcher;
 use super::phase_runs::sweep_descendants;
 use super::records::fresh_progress;
 use super::recovery::{Recovered, newest_attempt_of, recover_repo, stop_leftover_agents};
-use super::status_board::StatusBoard;
+use super::status_board::{StatusBoard, breaker_state_name};
 use super::{Checkout, Daemon, Guards, HeldLocks, HomeRecords, Signals, UsageError, now_rfc3339};
 
 impl Daemon {
@@ -45,6 +47,7 @@ impl Daemon {
         let board = StatusBoard::new(starting_status(&config, &branch));
         let checkout = Checkout::watch_head(&repo, branch);
         let (records, interrupted) = HomeRecords::from_saved(saved, &checkout.branch);
+        let events = Events::open(&paths.events())?;
         let mut daemon = Daemon {
             config,
             paths,
@@ -58,6 +61,10 @@ impl Daemon {
             board,
             repo,
             checkout,
+            events,
+            control: Control::new(),
+            breaker_published: "closed",
+            breaker_resets_handled: 0,
             rng: fastrand::Rng::new(),
             fatal: None,
             disk_full: None,
@@ -84,7 +91,7 @@ impl Daemon {
 
     /// Shows the money spent so far and `running` on the board, writes it,
     /// and tells systemd the daemon is ready.
-    fn announce_ready(&self) {
+    fn announce_ready(&mut self) {
         let spent = self.records.progress.total_cost_usd;
         self.set_status(|status| {
             status.spent_usd = spent;
@@ -95,6 +102,14 @@ impl Daemon {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!(repo = %self.config.repo.display(), home = %self.config.home.display(),
             branch = %self.checkout.branch, agent = %self.config.agent.kind.name(), "ralphd started");
+        self.events.publish(EventKind::DaemonStarted {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            repo: self.config.repo.display().to_string(),
+            branch: self.checkout.branch.clone(),
+            dashboard: None,
+        });
+        self.breaker_published = breaker_state_name(&self.guards.breaker);
     }
 }
 

@@ -81,11 +81,31 @@ pub(super) fn describe_breaker(breaker: &Breaker) -> String {
     }
 }
 
+/// The breaker's state in one word, as `breaker_changed` events say it.
+pub(super) fn breaker_state_name(breaker: &Breaker) -> &'static str {
+    match breaker.state() {
+        BreakerState::Closed { .. } => "closed",
+        BreakerState::Open { .. } => "open",
+        BreakerState::HalfOpen { .. } => "half_open",
+    }
+}
+
 impl Daemon {
-    pub(super) fn save_guards(&self) -> Result<()> {
+    /// Writes the guards' files, shows the breaker on the board and
+    /// publishes `breaker_changed` when its state is not the one last told.
+    pub(super) fn save_guards(&mut self) -> Result<()> {
         state::save_json(&self.paths.breaker(), &self.guards.breaker.snapshot())?;
         state::save_json(&self.paths.limiter(), &self.guards.limiter.snapshot())?;
         let breaker = describe_breaker(&self.guards.breaker);
+        let state = breaker_state_name(&self.guards.breaker);
+        if state != self.breaker_published {
+            self.breaker_published = state;
+            self.events
+                .publish(crate::events::EventKind::BreakerChanged {
+                    state: state.to_owned(),
+                    detail: breaker.clone(),
+                });
+        }
         self.set_status(|status| status.breaker = breaker);
         Ok(())
     }

@@ -15,6 +15,8 @@ mod commit_rules;
 mod commands;
 // Signals, no orphans, one daemon per home, kill -9 recovery.
 mod daemon_ops;
+// The event stream of a run: state/events.jsonl.
+mod events;
 // The guards through the binary: usage limits, retries, breaker, budget, limiter.
 mod guards;
 // The scripted fake Messages API the real `claude` CLI talks to.

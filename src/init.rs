@@ -33,8 +33,9 @@ Next:
      and log in once: run `claude` and type /login (a Claude subscription),
      or export ANTHROPIC_API_KEY=... (an API key) where ralphd runs.
   2. Edit ralph.toml if the defaults do not suit you; rename PROMPT.md.example
-     to PROMPT.md to steer the agent, and state/prd.example.json to
-     state/prd.json to give it a task list.
+     to PROMPT.md to steer the agent. Queue tasks with
+     `ralphd task add \"Fix the login page\" --home <this dir>` (or rename
+     state/prd.example.json to state/prd.json for a whole task list).
   3. Run `ralphd run --home <this dir> --repo <your repo> --max-iterations 3`.
      (`ralphd demo` shows a whole run first, without `claude`.)";
 

@@ -35,6 +35,10 @@ pub(crate) const MAX_PRIORITY: i64 = 999;
 /// an id is never reused after `rm`.
 const NEXT_NUMBER_KEY: &str = "nextTaskNumber";
 
+/// The largest `n` of a `T-n` id ralphd counts from; an id or counter beyond
+/// it (a hand edit) is kept but not counted, so the next number never overflows.
+const MAX_TASK_NUMBER: u64 = 999_999_999_999;
+
 /// How long an edit waits for another process's edit to finish. Edits hold
 /// the lock for milliseconds; a holder that is stopped (Ctrl-Z) must not hang
 /// the daemon for good.
@@ -174,7 +178,7 @@ pub(crate) enum TaskError {
     #[error("cannot import {}: {reason}", path.display())]
     Import { path: PathBuf, reason: String },
     /// Reading or writing a file failed (the message names it).
-    #[error("{}", crate::one_line(.0))]
+    #[error("{0:#}")]
     Io(anyhow::Error),
 }
 
@@ -296,7 +300,7 @@ impl Store {
             };
             let task = Task::from_story(&removed);
             if let Some(number) = task_number(&task.id) {
-                let next = next_number(prd).max(number + 1);
+                let next = next_number(prd).max(number.saturating_add(1));
                 prd[NEXT_NUMBER_KEY] = json!(next);
             }
             Ok(task)
@@ -322,6 +326,14 @@ impl Store {
             reason,
         })?;
         self.edit(|prd| import::apply(prd, items))
+    }
+
+    /// Waits until no edit is under way and keeps others from starting until
+    /// the returned guard is dropped. The daemon holds it while it deletes
+    /// the temp files a crash left in `state/`, so that it never deletes the
+    /// one a `ralphd task` running at that moment is about to rename.
+    pub(crate) fn hold_edits(&self) -> Result<EditLock, TaskError> {
+        self.lock().map(|file| EditLock { _file: file })
     }
 
     /// Reads prd.json without the lock (a write is an atomic rename);
@@ -410,6 +422,12 @@ impl Store {
     }
 }
 
+/// Held while no one may edit prd.json (see [`Store::hold_edits`]).
+#[derive(Debug)]
+pub(crate) struct EditLock {
+    _file: File,
+}
+
 /// The fields of a story to insert.
 struct StoryFields {
     title: String,
@@ -433,7 +451,7 @@ fn insert_story(
             .iter()
             .filter_map(|task| task_number(&task.id))
             .max()
-            .map_or(1, |highest| highest + 1),
+            .map_or(1, |highest| highest.saturating_add(1)),
     );
     let id = match id {
         Some(id) => {
@@ -444,15 +462,21 @@ fn insert_story(
                 return Err(TaskError::DuplicateId { id });
             }
             if let Some(number) = task_number(&id) {
-                next = next.max(number + 1);
+                next = next.max(number.saturating_add(1));
             }
             id
         }
-        None => {
+        // The loop only matters after hand edits beyond MAX_TASK_NUMBER.
+        None => loop {
             let id = format!("T-{next}");
-            next += 1;
-            id
-        }
+            next = next.saturating_add(1);
+            if !existing
+                .iter()
+                .any(|task| task.id.eq_ignore_ascii_case(&id))
+            {
+                break id;
+            }
+        },
     };
     let priority = fields.priority.unwrap_or_else(|| {
         existing
@@ -529,12 +553,16 @@ fn task_number(id: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits
+        .parse()
+        .ok()
+        .filter(|number| *number <= MAX_TASK_NUMBER)
 }
 
 fn next_number(prd: &Value) -> u64 {
     prd.get(NEXT_NUMBER_KEY)
         .and_then(Value::as_u64)
+        .filter(|number| *number <= MAX_TASK_NUMBER + 1)
         .unwrap_or(1)
 }
 

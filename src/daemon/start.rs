@@ -35,7 +35,7 @@ impl Daemon {
     pub(super) async fn start(config: Config, signals: Signals) -> Result<Daemon> {
         let (paths, home_lock) = take_the_home(&config)?;
         let (repo, repo_lock) = take_the_repository(&config)?;
-        state::remove_stale_temp_files(&paths);
+        remove_stale_temp_files(&paths);
         become_subreaper();
         let saved = SavedState::load(&config, &paths)?;
         stop_leftover_agents(&config.home);
@@ -382,4 +382,17 @@ pub(super) async fn check_commit_rules(
         .map_err(refuse)?;
     tracing::info!(format = ?signing.format, program = %signing.program, "ralphd's commits will be signed");
     Ok(())
+}
+
+/// Deletes the temp files a crash left in `state/`, while no `ralphd task`
+/// edit runs: such an edit has a temp file of its own there until it
+/// renames it over prd.json. When the edit lock cannot be had, the leftovers
+/// stay (they are harmless) rather than risk that file.
+fn remove_stale_temp_files(paths: &state::HomePaths) {
+    match crate::tasks::Store::open(&paths.home).and_then(|store| store.hold_edits()) {
+        Ok(_no_edits) => state::remove_stale_temp_files(paths),
+        Err(error) => {
+            tracing::warn!(%error, "temp files left by a crash are kept: prd.json is being edited")
+        }
+    }
 }

@@ -545,3 +545,99 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn huge_task_numbers_in_a_hand_edited_file_neither_panic_nor_collide() {
+    let dir = home();
+    write_prd(
+        dir.path(),
+        r#"{"nextTaskNumber": 18446744073709551615, "userStories": [
+            {"id": "T-18446744073709551615", "title": "a", "passes": false},
+            {"id": "T-99999999999999999999999", "title": "b", "passes": false}]}"#,
+    );
+    let store = store(dir.path());
+    let first = store.add(new("c")).unwrap();
+    let second = store.add(new("d")).unwrap();
+    store.remove(&first.id).unwrap();
+    store.remove("T-18446744073709551615").unwrap();
+    let third = store.add(new("e")).unwrap();
+    let mut all = ids(&store.list(Filter::All).unwrap())
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_ne!(first.id, second.id);
+    assert_ne!(third.id, first.id);
+}
+
+/// One step of a user's session, for the model test below.
+#[derive(Clone, Debug)]
+enum Op {
+    Add(String),
+    Rename(usize, String),
+    Done(usize, bool),
+    Remove(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        "[a-z ]{0,8}".prop_map(Op::Add),
+        (any::<usize>(), "[a-z]{1,8}").prop_map(|(n, title)| Op::Rename(n, title)),
+        (any::<usize>(), any::<bool>()).prop_map(|(n, done)| Op::Done(n, done)),
+        any::<usize>().prop_map(Op::Remove),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Any sequence of edits leaves prd.json as a plain map of id → task
+    /// would be: ids unique and never reused, every change where it was made.
+    #[test]
+    fn the_store_behaves_like_a_map_of_tasks(ops in proptest::collection::vec(op(), 1..25)) {
+        let dir = home();
+        let store = store(dir.path());
+        let mut model: std::collections::BTreeMap<String, (String, bool)> = Default::default();
+        let mut ever: Vec<String> = Vec::new();
+        for op in ops {
+            let pick = |n: usize| model.keys().nth(n % model.len().max(1)).cloned();
+            match op {
+                Op::Add(title) => match store.add(new(&title)) {
+                    Ok(task) => {
+                        prop_assert!(!ever.contains(&task.id), "{} reused", task.id);
+                        ever.push(task.id.clone());
+                        model.insert(task.id, (task.title, false));
+                    }
+                    Err(error) => {
+                        prop_assert!(title.trim().is_empty());
+                        let empty_title = matches!(error, TaskError::EmptyTitle);
+                        prop_assert!(empty_title, "{}", error);
+                    }
+                },
+                Op::Rename(n, title) => if let Some(id) = pick(n) {
+                    store.update(&id, TaskPatch { title: Some(title.clone()), ..TaskPatch::default() }).unwrap();
+                    model.get_mut(&id).unwrap().0 = title;
+                },
+                Op::Done(n, done) => if let Some(id) = pick(n) {
+                    store.set_done(&id, done).unwrap();
+                    model.get_mut(&id).unwrap().1 = done;
+                },
+                Op::Remove(n) => if let Some(id) = pick(n) {
+                    store.remove(&id).unwrap();
+                    model.remove(&id);
+                    let gone = matches!(store.show(&id), Err(TaskError::UnknownId { .. }));
+                    prop_assert!(gone, "{} still there", id);
+                },
+            }
+        }
+        let saved: std::collections::BTreeMap<String, (String, bool)> = store
+            .list(Filter::All)
+            .unwrap()
+            .into_iter()
+            .map(|task| (task.id, (task.title, task.passes)))
+            .collect();
+        prop_assert_eq!(saved, model);
+    }
+}

@@ -34,6 +34,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::task::TaskTracker;
 
 use crate::cli::McpConfigFormat;
 use crate::state::{self, HomePaths, OnCorrupt, Progress};
@@ -42,7 +43,8 @@ use crate::tasks::{Filter, NewTask, Store, TaskPatch};
 /// The server's name in client configurations (`mcp__ralphd__add_task`).
 pub(crate) const SERVER_NAME: &str = "ralphd";
 
-/// How long a stopped server waits for the request it is answering.
+/// How long a stopped server waits for the file work of the requests it is
+/// answering (edits hold prd.json's lock for milliseconds).
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many cycles `recent_cycles` returns when the caller does not say.
@@ -61,17 +63,20 @@ request_stop. Open tasks are picked up at the start of the next cycle; a task is
 only when a cycle that worked on it was committed.";
 
 /// Serves the MCP protocol on stdin/stdout for `home` until the client hangs
-/// up or stops the server with SIGINT or SIGTERM (Claude Code sends SIGINT
-/// when it exits). A request being answered then is finished first: its
-/// edit of prd.json is never cut short.
+/// up or stops the server with SIGINT or SIGTERM. Claude Code sends SIGINT
+/// when it exits and SIGKILL soon after, so the server then finishes only
+/// the file work in hand (an edit of prd.json is never cut short) and leaves
+/// at once: a read of stdin that blocks (stdin is a socket, not a pipe) is
+/// abandoned, not waited for.
 pub(crate) fn serve(home: PathBuf) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let served = runtime.block_on(async move {
+    let file_work = TaskTracker::new();
+    let served = runtime.block_on(async {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
-        let server = RalphMcp::new(home);
+        let server = RalphMcp::new(home, file_work.clone());
         let running = server
             .serve(rmcp::transport::stdio_pipes())
             .await
@@ -85,11 +90,16 @@ pub(crate) fn serve(home: PathBuf) -> anyhow::Result<u8> {
             _ = interrupt.recv() => stop.cancel(),
             _ = terminate.recv() => stop.cancel(),
         }
+        file_work.close();
+        if tokio::time::timeout(SHUTDOWN_WAIT, file_work.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("file work still running after {SHUTDOWN_WAIT:?}; leaving it");
+        }
         Ok(0)
     });
-    // Edits run on blocking threads, which the runtime waits for; a read of
-    // a stdin that is no pipe may block for good, so the wait is bounded.
-    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    runtime.shutdown_background();
     served
 }
 
@@ -110,6 +120,9 @@ pub(crate) fn client_config(binary: &Path, home: &Path, format: McpConfigFormat)
 #[derive(Clone)]
 struct RalphMcp {
     home: PathBuf,
+    /// The blocking file and git work of the requests, which `serve` waits
+    /// for before it exits.
+    file_work: TaskTracker,
     tool_router: ToolRouter<RalphMcp>,
 }
 
@@ -196,9 +209,10 @@ struct CycleReportArgs {
 
 #[tool_router]
 impl RalphMcp {
-    fn new(home: PathBuf) -> RalphMcp {
+    fn new(home: PathBuf, file_work: TaskTracker) -> RalphMcp {
         RalphMcp {
             home,
+            file_work,
             tool_router: RalphMcp::tool_router(),
         }
     }
@@ -258,7 +272,7 @@ impl RalphMcp {
     )]
     async fn status(&self) -> CallToolResult {
         let home = self.home.clone();
-        answer(blocking(move || status_json(&home)).await)
+        answer(self.blocking(move || status_json(&home)).await)
     }
 
     #[tool(
@@ -272,7 +286,7 @@ impl RalphMcp {
         let limit = args
             .limit
             .map_or(DEFAULT_RECENT_CYCLES, |limit| limit as usize);
-        answer(blocking(move || recent_cycles(&home, limit)).await)
+        answer(self.blocking(move || recent_cycles(&home, limit)).await)
     }
 
     #[tool(
@@ -280,7 +294,7 @@ impl RalphMcp {
     )]
     async fn cycle_report(&self, Parameters(args): Parameters<CycleReportArgs>) -> CallToolResult {
         let home = self.home.clone();
-        match blocking(move || cycle_report(&home, args.cycle)).await {
+        match self.blocking(move || cycle_report(&home, args.cycle)).await {
             Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
             Err(error) => tool_error(&error),
         }
@@ -309,18 +323,30 @@ impl RalphMcp {
 }
 
 impl RalphMcp {
+    /// Runs blocking file and git work off the protocol's task, tracked so
+    /// that a stopping server finishes it.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.file_work
+            .spawn_blocking(work)
+            .await
+            .map_err(|error| anyhow!("the request's worker failed: {error}"))?
+    }
+
     /// Runs `work` on the home's task store and answers with its JSON.
     async fn with_store(
         &self,
         work: impl FnOnce(&Store) -> anyhow::Result<Value> + Send + 'static,
     ) -> CallToolResult {
         let home = self.home.clone();
-        answer(blocking(move || work(&Store::open(&home)?)).await)
+        answer(self.blocking(move || work(&Store::open(&home)?)).await)
     }
 
     async fn control(&self, action: ControlAction) -> CallToolResult {
         let home = self.home.clone();
-        match blocking(move || send_control(&home, action)).await {
+        match self.blocking(move || send_control(&home, action)).await {
             Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
             Err(error) => tool_error(&error),
         }
@@ -376,13 +402,13 @@ impl ServerHandler for RalphMcp {
         let home = self.home.clone();
         let (text, mime) = match uri.as_str() {
             STATUS_URI => (
-                blocking(move || status_json(&home))
+                self.blocking(move || status_json(&home))
                     .await
                     .map(|value| pretty(&value)),
                 "application/json",
             ),
             TASKS_URI => (
-                blocking(move || tasks_json(&home))
+                self.blocking(move || tasks_json(&home))
                     .await
                     .map(|value| pretty(&value)),
                 "application/json",
@@ -397,7 +423,7 @@ impl ServerHandler for RalphMcp {
                     ));
                 };
                 (
-                    blocking(move || cycle_report(&home, cycle)).await,
+                    self.blocking(move || cycle_report(&home, cycle)).await,
                     "text/markdown",
                 )
             }
@@ -421,15 +447,6 @@ fn report_uri_cycle(uri: &str) -> Option<u64> {
         return None;
     }
     number.parse().ok()
-}
-
-/// Runs blocking file and git work off the protocol's task.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|error| anyhow!("the request's worker failed: {error}"))?
 }
 
 /// A JSON answer as the tool's text, or the error as a tool error.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::fake_api::{FakeApi, RecordedRequest, Script, Step};
+use crate::fake_api::{Block, FakeApi, RecordedRequest, Script, Step};
 use crate::real_cli::{CliEnv, RealClaude};
 use crate::support::{World, read_json};
 
@@ -26,7 +26,7 @@ fn mcp_config_file(world: &World, dir: &Path) -> PathBuf {
     path
 }
 
-/// The tool_result blocks of a request, as JSON parsed from their text.
+/// The one tool_result of a request, as JSON parsed from its text.
 fn tool_result_json(request: &RecordedRequest) -> Value {
     assert_eq!(request.tool_results.len(), 1, "{:?}", request.tool_results);
     let result = &request.tool_results[0];
@@ -35,26 +35,36 @@ fn tool_result_json(request: &RecordedRequest) -> Value {
         .unwrap_or_else(|error| panic!("not JSON ({error}): {}", result.content))
 }
 
+/// "Queue these three fixes for tonight": the scripted model asks for three
+/// `add_task` calls in one message, then for `status`.
 #[test]
-fn real_claude_queues_a_task_and_reads_the_status_through_ralphd_mcp() {
+fn real_claude_queues_three_fixes_and_reads_the_status_through_ralphd_mcp() {
     let claude = RealClaude::from_env();
     let world = World::without_repo();
+    let fixes = [
+        json!({"title": "Fix the flaky login test",
+            "description": "tests/login.rs fails one run in ten",
+            "priority": 1,
+            "criteria": ["cargo test login passes 20 times in a row"]}),
+        json!({"title": "Stop the 500 on an empty search", "priority": 2}),
+        json!({"title": "Remove the unused config loader"}),
+    ];
+    let mut queue = vec![Block::Text(vec!["Queuing the three fixes.".to_owned()])];
+    queue.extend(fixes.iter().map(|fix| Block::ToolUse {
+        name: "mcp__ralphd__add_task".to_owned(),
+        input: fix.clone(),
+    }));
     let api = FakeApi::start(Script::per_session([
-        Step::text("Queuing it for tonight.").then_tool_use(
-            "mcp__ralphd__add_task",
-            json!({"title": "Fix the flaky login test",
-                "description": "tests/login.rs fails one run in ten",
-                "priority": 1,
-                "criteria": ["cargo test login passes 20 times in a row"]}),
-        ),
+        Step::reply(queue),
         Step::tool_use("mcp__ralphd__status", json!({})),
-        Step::text("Queued: the daemon picks it up at its next cycle."),
+        Step::text("Queued: the daemon picks them up at its next cycle."),
     ]));
     let sandbox = tempfile::tempdir().unwrap();
     let work = sandbox.path().join("work");
     std::fs::create_dir(&work).unwrap();
     let config = mcp_config_file(&world, sandbox.path());
     let env = CliEnv::new(&api, sandbox.path());
+    let debug_log = sandbox.path().join("debug.log");
 
     let run = claude.run(
         &work,
@@ -65,14 +75,16 @@ fn real_claude_queues_a_task_and_reads_the_status_through_ralphd_mcp() {
             "--strict-mcp-config",
             "--allowedTools",
             "mcp__ralphd__add_task,mcp__ralphd__status",
+            "--debug-file",
+            debug_log.to_str().unwrap(),
         ],
-        "queue a fix for the flaky login test for tonight",
+        "queue these three fixes for tonight",
     );
 
     assert!(run.status.success(), "{run}");
     assert_eq!(
         run.result_text(),
-        "Queued: the daemon picks it up at its next cycle.",
+        "Queued: the daemon picks them up at its next cycle.",
         "{run}"
     );
     assert_eq!(run.result()["permission_denials"], json!([]), "{run}");
@@ -83,22 +95,37 @@ fn real_claude_queues_a_task_and_reads_the_status_through_ralphd_mcp() {
         "{run}"
     );
 
-    // The task is in prd.json, as the command line shows it.
+    // The three tasks are in prd.json, as the command line shows them.
     let prd = read_json(&world.home.join("state/prd.json"));
     let stories = prd["userStories"].as_array().expect("userStories");
-    assert_eq!(stories.len(), 1, "{prd}");
-    assert_eq!(stories[0]["title"], "Fix the flaky login test");
+    let mut titles: Vec<&str> = stories
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
     assert_eq!(
-        stories[0]["description"],
-        "tests/login.rs fails one run in ten"
+        titles,
+        [
+            "Fix the flaky login test",
+            "Remove the unused config loader",
+            "Stop the 500 on an empty search"
+        ],
+        "{prd}"
     );
-    assert_eq!(stories[0]["priority"], 1);
+    let login = stories
+        .iter()
+        .find(|story| story["title"] == "Fix the flaky login test")
+        .unwrap();
+    assert_eq!(login["description"], "tests/login.rs fails one run in ten");
+    assert_eq!(login["priority"], 1);
     assert_eq!(
-        stories[0]["acceptanceCriteria"],
+        login["acceptanceCriteria"],
         json!(["cargo test login passes 20 times in a row"])
     );
-    assert_eq!(stories[0]["passes"], false);
-    let id = stories[0]["id"].as_str().expect("an id").to_owned();
+    assert!(
+        stories.iter().all(|story| story["passes"] == false),
+        "{prd}"
+    );
     let listed = world
         .ralphd()
         .args(["task", "list", "--json", "--home"])
@@ -107,11 +134,10 @@ fn real_claude_queues_a_task_and_reads_the_status_through_ralphd_mcp() {
     listed.assert_code(0);
     let listed: Value = serde_json::from_str(&listed.stdout).unwrap();
 
-    // What the CLI passed back to the model is what ralphd answered.
+    // The tools the CLI offered carry ralphd's schemas and descriptions.
     let requests = api.requests();
     assert_eq!(requests.len(), 3, "{run}");
-    let tools = &requests[0].body["tools"];
-    let add_task = tools
+    let add_task = requests[0].body["tools"]
         .as_array()
         .unwrap()
         .iter()
@@ -124,9 +150,26 @@ fn real_claude_queues_a_task_and_reads_the_status_through_ralphd_mcp() {
             .is_some_and(|text| text.contains("next cycle")),
         "{add_task}"
     );
-    let added = tool_result_json(&requests[1]);
-    assert_eq!(added["id"], id.as_str());
-    assert_eq!(json!([added]), listed);
+
+    // What the CLI passed back to the model is what ralphd answered: each
+    // added task as `ralphd task list --json` shows it, and the status as
+    // `ralphd status --json` prints it.
+    let added = &requests[1].tool_results;
+    assert_eq!(added.len(), 3, "{added:?}");
+    let mut answered: Vec<Value> = added
+        .iter()
+        .map(|result| {
+            assert!(!result.is_error, "{result:?}");
+            serde_json::from_str(&result.content)
+                .unwrap_or_else(|error| panic!("not JSON ({error}): {}", result.content))
+        })
+        .collect();
+    // The CLI may run the three calls in any order: compare by id.
+    let by_id = |task: &Value| task["id"].as_str().unwrap_or_default().to_owned();
+    answered.sort_by_key(by_id);
+    let mut listed = listed.as_array().expect("a list").clone();
+    listed.sort_by_key(by_id);
+    assert_eq!(answered, listed);
     let status = tool_result_json(&requests[2]);
     let printed = world
         .ralphd()
@@ -136,6 +179,15 @@ fn real_claude_queues_a_task_and_reads_the_status_through_ralphd_mcp() {
     printed.assert_code(0);
     let expected: Value = serde_json::from_str(&printed.stdout).unwrap();
     assert_eq!(status, expected);
+
+    // At its exit the CLI sends SIGINT, then SIGTERM and SIGKILL to a server
+    // that is still there 100 ms later (the wording is CLI 2.1.197's).
+    let debug = std::fs::read_to_string(&debug_log).unwrap();
+    assert!(
+        debug.contains(r#"MCP server "ralphd": Sending SIGINT"#),
+        "{debug}"
+    );
+    assert!(!debug.contains("SIGINT failed"), "{debug}");
 }
 
 /// Copies `contrib/claude/` (the skill and the `/ralph` command) into the

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
+use crate::digest::{CycleRange, Format, Span};
 use crate::logging::LogFormat;
 use crate::service::ServiceKind;
 
@@ -70,6 +71,22 @@ pub(crate) enum Command {
     ///   ralphd status --home ~/ralph/app --json | jq .breaker
     #[command(verbatim_doc_comment)]
     Status(StatusArgs),
+
+    /// Print the morning digest: what landed, what was rejected and why, waits, cost
+    ///
+    /// One page: why the run stopped (and its exit code), time spent working and
+    /// waiting (by reason), cycles by outcome, each commit, each saved attempt with
+    /// why it was not kept and the `git` command to look at it, cost, learnings.
+    /// Without a range it covers the last run. Every run also leaves its digest
+    /// in state/digests/ of the home (the newest 100 runs are kept).
+    ///
+    /// Examples:
+    ///   ralphd report
+    ///   ralphd report --home ~/ralph/app --since 12h
+    ///   ralphd report --cycles 3..17
+    ///   ralphd report --format json | jq '.attempts[] | .look'
+    #[command(verbatim_doc_comment)]
+    Report(ReportArgs),
 
     /// Scaffold a home: a commented ralph.toml, prompts/ to edit, example files
     ///
@@ -436,6 +453,56 @@ pub(crate) enum McpConfigFormat {
 }
 
 #[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    /// Cover the cycles that started in this last span, e.g. 12h, "1h 30m", 2days
+    /// [default: the last run]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        allow_hyphen_values = true,
+        conflicts_with = "cycles"
+    )]
+    pub(crate) since: Option<Duration>,
+
+    /// Cover these cycles: A..B (both included), A.. (to the newest) or N
+    #[arg(long, value_name = "A..B", value_parser = CycleRange::parse)]
+    pub(crate) cycles: Option<CycleRange>,
+
+    /// md for people, json for scripts (the fields are listed in the README)
+    #[arg(long, value_name = "FORMAT", default_value = "md")]
+    pub(crate) format: Format,
+}
+
+impl ReportArgs {
+    /// The part of the home's history the flags ask for.
+    pub(crate) fn span(&self) -> Span {
+        match (self.since, self.cycles) {
+            (Some(since), _) => Span::Since(since),
+            (None, Some(cycles)) => Span::Cycles(cycles),
+            (None, None) => Span::LastRun,
+        }
+    }
+}
+
+/// `--format` parses into the digest's own type.
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Markdown, Format::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Format::Markdown => PossibleValue::new("md").help("Markdown, to read"),
+            Format::Json => PossibleValue::new("json").help("One JSON document, for scripts"),
+        })
+    }
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
 pub(crate) struct InitArgs {
     /// The directory to scaffold; created if missing
     #[arg(value_name = "DIR", default_value = ".")]
@@ -537,6 +604,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::{Cli, Command, McpConfigFormat, RunArgs};
+    use crate::digest::{CycleRange, Format, Span};
     use crate::logging::LogFormat;
     use crate::service::ServiceKind;
 
@@ -638,6 +706,10 @@ mod tests {
             &["run", "-v", "-q"],
             &["run", "--bogus"],
             &["service", "upstart"],
+            &["report", "--since", "1h", "--cycles", "2"],
+            &["report", "--cycles", "9..2"],
+            &["report", "--since", "-1h"],
+            &["report", "--format", "html"],
             &["frobnicate"],
         ] {
             let error = parse(args).expect_err(&format!("{args:?}"));
@@ -714,6 +786,34 @@ mod tests {
                 assert_eq!(args.run_args().repo, Some(PathBuf::from("r")));
                 assert_eq!(args.run_args().home, None);
             }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "report", "--home", "h", "--cycles", "3..", "--format", "json",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Report(args) => {
+                assert_eq!(args.home.home, Some(PathBuf::from("h")));
+                let range = CycleRange {
+                    first: 3,
+                    last: None,
+                };
+                assert_eq!(args.span(), Span::Cycles(range));
+                assert_eq!(args.format, Format::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["report", "--since", "12h"]).unwrap().command {
+            Command::Report(args) => {
+                assert_eq!(args.span(), Span::Since(Duration::from_secs(12 * 3600)));
+                assert_eq!(args.format, Format::Markdown);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["report"]).unwrap().command {
+            Command::Report(args) => assert_eq!(args.span(), Span::LastRun),
             other => panic!("{other:?}"),
         }
         match parse(&["reset-breaker", "--home", "h"]).unwrap().command {

@@ -54,13 +54,14 @@ pub(crate) fn render(record: &CycleRecord, extras: &PageExtras<'_>) -> String {
     }
     if let Some(commit) = &record.commit {
         page.push_str(&format!(
-            "- commit: `{commit}` — look at it: `git show {commit}`\n"
+            "- commit: `{commit}` — look at it: `{}`\n",
+            look_at_commit(commit)
         ));
     }
     if let Some(attempt) = &record.attempt_ref {
         page.push_str(&format!(
-            "- saved attempt (not kept): `{attempt}` — look at it: `git log -p {}..{attempt}`\n",
-            extras.branch
+            "- saved attempt (not kept): `{attempt}` — look at it: `{}`\n",
+            look_at_attempt(extras.branch, attempt)
         ));
     }
     if let Some(error) = record
@@ -134,8 +135,19 @@ pub(crate) fn render(record: &CycleRecord, extras: &PageExtras<'_>) -> String {
     page
 }
 
+/// The command that shows a commit ralphd made.
+pub(crate) fn look_at_commit(commit: &str) -> String {
+    format!("git show {commit}")
+}
+
+/// The command that shows a saved attempt's work: what it holds beyond the
+/// branch the cycle ran on.
+pub(crate) fn look_at_attempt(branch: &str, attempt: &str) -> String {
+    format!("git log -p {branch}..{attempt}")
+}
+
 /// An outcome as the page says it.
-fn outcome_words(outcome: Outcome) -> &'static str {
+pub(crate) fn outcome_words(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Committed => "committed",
         Outcome::RolledBack => "rolled back",

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Breaker, BreakerSnapshot};
 use crate::config::Config;
 use crate::control::{Control, Requests};
+use crate::digest::{self, RunStop};
 use crate::events::{EventKind, Events};
 use crate::git::{GitError, GitRepo};
 use crate::limiter::Limiter;
@@ -57,14 +58,18 @@ pub(crate) enum RunExit {
 impl RunExit {
     /// Why the run ended, in words, with its exit code (status.json's `exit`).
     pub(crate) fn describe(self) -> String {
-        let why = match self {
+        format!("{} (exit {})", self.why(), self.code())
+    }
+
+    /// Why the run ended, in words, without the code.
+    pub(crate) fn why(self) -> &'static str {
+        match self {
             RunExit::Complete => "the agent declared completion",
             RunExit::MaxIterations => "reached --max-iterations",
             RunExit::Halted => "halted by a guard (budget or circuit breaker)",
             RunExit::Interrupted => "stopped by a signal",
             RunExit::StopRequested => "stopped on request after the cycle",
-        };
-        format!("{why} (exit {})", self.code())
+        }
     }
 
     pub(crate) fn code(self) -> u8 {
@@ -196,6 +201,20 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
         .await
         .map_err(name_full_disk)?;
     let exit = daemon.main_loop().await.map_err(name_full_disk);
+    let stop = match &exit {
+        Ok(exit) => RunStop {
+            exit_code: exit.code(),
+            reason: exit.why().to_owned(),
+        },
+        Err(error) => RunStop {
+            exit_code: 2,
+            reason: format!(
+                "stopped by an error: {}",
+                crate::redact::redact(&format!("{error:#}"))
+            ),
+        },
+    };
+    let mut run_started_at = String::new();
     daemon.set_status(|status| {
         status.state = DaemonState::Stopped;
         status.phase = None;
@@ -207,15 +226,28 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
                 crate::redact::redact(&format!("{error:#}"))
             ),
         });
+        run_started_at = status.started_at.clone();
     });
     daemon.publish_status();
-    let (exit_code, reason) = match &exit {
-        Ok(exit) => (exit.code(), exit.describe()),
-        Err(error) => (2, format!("stopped by an error: {error:#}")),
+    // The digest is a courtesy: a failure to build or write it never
+    // changes the exit.
+    let digest = digest::for_run(&daemon.paths, &run_started_at, &stop)
+        .and_then(|digest| Ok((digest::write(&daemon.paths, &digest)?, digest)));
+    let digest = match digest {
+        Ok((path, digest)) => {
+            tracing::info!(digest = %path.display(), "the run's digest is written");
+            serde_json::to_value(digest).ok()
+        }
+        Err(error) => {
+            tracing::warn!(error = %format!("{error:#}"), "cannot write the run's digest");
+            None
+        }
     };
-    daemon
-        .events
-        .publish(EventKind::DaemonStopped { exit_code, reason });
+    daemon.events.publish(EventKind::DaemonStopped {
+        exit_code: stop.exit_code,
+        reason: stop.reason,
+        digest,
+    });
     // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit

@@ -117,6 +117,9 @@ pub(crate) enum EventKind {
     DaemonStopped {
         exit_code: u8,
         reason: String,
+        /// The run's digest (`ralphd report --format json`), when it could
+        /// be built.
+        digest: Option<serde_json::Value>,
     },
 }
 

@@ -20,6 +20,7 @@
 //! - `tasks`: the task queue in prd.json (`ralphd task`, the MCP tools, the
 //!   daemon's `passes` updates), every edit under one lock.
 //! - `mcp`: `ralphd mcp`, the MCP server on stdio over the same code.
+//! - `digest`: `ralphd report`, the morning digest, and `state/digests/`.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
 //! - `text`: cutting a text to a size, on character boundaries.
@@ -39,6 +40,7 @@ mod cycle;
 mod cycle_page;
 mod daemon;
 mod demo;
+mod digest;
 #[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
 mod events;
 mod gates;
@@ -151,6 +153,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Report(args) => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            let digest = digest::collect(&home, args.span())?;
+            let text = match args.format {
+                digest::Format::Json => serde_json::to_string_pretty(&digest)? + "\n",
+                digest::Format::Markdown => digest::render(&digest, &jiff::tz::TimeZone::system()),
+            };
+            print_to_stdout(&text)?;
+            Ok(0)
+        }
         Command::Init(args) => {
             for (path, what) in init::init(&args.dir)? {
                 println!("{what:<8} {}", path.display());
@@ -218,6 +231,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Task(args) => tasks::command::run(args.command),
+    }
+}
+
+/// Prints `text` to stdout; a reader that went away (`ralphd report | head`)
+/// is no error.
+fn print_to_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(error).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
     }
 }
 

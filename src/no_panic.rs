@@ -5,7 +5,8 @@
 //! behind `ralphd status` — gets arbitrary bytes, and JSON of the right shape
 //! with arbitrary values (huge numbers, timestamps at the ends of time, wrong
 //! types, missing fields) put into a valid sample. An error is fine: the
-//! daemon refuses the file by name. A panic is not. So do the parsers of
+//! daemon refuses the file by name. A panic is not. The digest of `ralphd
+//! report` reads the same files and `events.jsonl`. So do the parsers of
 //! what the user and the agent write: ralph.toml, prompt templates, the
 //! agent's stream lines and texts, `/proc` lines, and the log redaction.
 
@@ -361,6 +362,30 @@ fn read_in_flight(home: &Path) {
     }
 }
 
+fn events_sample() -> Value {
+    json!({"id": 3, "at": "2026-11-25T03:10:00.250Z", "type": "waiting", "reason": "usage_limit",
+        "detail": "5-hour limit", "until": "2026-11-25T05:00:00Z", "cycle": 7, "exit_code": 3})
+}
+
+/// `ralphd report` over every range and both formats.
+fn read_report_command(home: &Path) {
+    use crate::digest::{CycleRange, Span};
+    for span in [
+        Span::LastRun,
+        Span::Since(Duration::from_secs(12 * 3600)),
+        Span::Since(Duration::MAX),
+        Span::Cycles(CycleRange {
+            first: 0,
+            last: None,
+        }),
+    ] {
+        if let Ok(digest) = crate::digest::collect(home, span) {
+            let _ = crate::digest::render(&digest, &jiff::tz::TimeZone::UTC);
+            let _ = serde_json::to_string(&digest);
+        }
+    }
+}
+
 fn read_status_command(home: &Path) {
     if let Ok(value) = crate::status::collect(home) {
         let _ = crate::status::render_text(&value);
@@ -416,6 +441,28 @@ proptest! {
             ("breaker.json", &breaker),
         ]);
         read_status_command(home.path());
+    }
+
+    #[test]
+    fn report_command(
+        status in content(status_sample()),
+        progress in content(progress_sample()),
+        started in content(json!({"id": 1, "at": "2026-11-25T03:00:00Z", "type": "daemon_started"})),
+        waiting in content(events_sample()),
+        stopped in content(json!({"id": 4, "at": "2026-11-25T04:00:00Z", "type": "daemon_stopped",
+            "exit_code": 1, "reason": "reached --max-iterations"})),
+    ) {
+        let mut events = Vec::new();
+        for line in [&started, &waiting, &stopped] {
+            events.extend_from_slice(line);
+            events.push(b'\n');
+        }
+        let home = home_with(&[
+            ("status.json", &status),
+            ("progress.json", &progress),
+            ("events.jsonl", &events),
+        ]);
+        read_report_command(home.path());
     }
 }
 
@@ -653,6 +700,10 @@ fn the_samples_are_read_without_error() {
     );
     let collected = crate::status::collect(home.path()).unwrap();
     assert!(crate::status::render_text(&collected).contains("last cycles"));
+    let event = crate::digest::LoggedEvent::parse(&events_sample().to_string()).unwrap();
+    assert_eq!(event.reason.as_deref(), Some("usage_limit"));
+    let digest = crate::digest::collect(home.path(), crate::digest::Span::LastRun).unwrap();
+    assert_eq!(digest.run.exit_code, Some(1));
 }
 
 #[test]

@@ -61,6 +61,10 @@ fn a_run_tells_its_story_as_events_and_a_second_run_numbers_on() {
     );
     let stopped = first.last().unwrap();
     assert_eq!(stopped["exit_code"], 1);
+    assert_eq!(
+        stopped["digest"]["commits"][0]["title"], "Expand the README",
+        "daemon_stopped carries the run's digest: {stopped}"
+    );
     assert!(stopped["at"].as_str().unwrap().contains('T'));
 
     let ids: Vec<u64> = first

@@ -42,3 +42,5 @@ mod mcp;
 mod home_disk;
 // `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
 mod tasks;
+// The morning digest: `ralphd report` and state/digests/.
+mod report;

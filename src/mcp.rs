@@ -301,7 +301,7 @@ impl RalphMcp {
     }
 
     #[tool(
-        description = "Ask the running ralphd daemon to pause after the current phase: it finishes what it is doing, records it, and waits until resume. Fails when no daemon runs on this home."
+        description = "Ask the running ralphd daemon to pause: the phase it is running finishes, then no new phase starts until resume (waiting costs nothing). Fails when no daemon runs on this home."
     )]
     async fn pause(&self) -> CallToolResult {
         self.control(ControlAction::Pause).await
@@ -315,7 +315,7 @@ impl RalphMcp {
     }
 
     #[tool(
-        description = "Ask the running ralphd daemon to stop: the current phase is stopped, the cycle recorded as interrupted (its work saved as an attempt, never lost), and the daemon exits. Fails when no daemon runs on this home."
+        description = "Ask the running ralphd daemon to stop after the cycle it is running: that cycle ends as usual (committed, or its work saved as an attempt) and the daemon exits. Fails when no daemon runs on this home."
     )]
     async fn request_stop(&self) -> CallToolResult {
         self.control(ControlAction::Stop).await

@@ -130,7 +130,7 @@ pub(crate) enum Command {
 
     /// Queue work for the daemon: add, list, show, edit, done, reopen, rm, import
     ///
-    /// Tasks are the stories of <home>/state/prd.json. Every edit is safe while
+    /// Tasks are the stories of state/prd.json in the home. Every edit is safe while
     /// the daemon runs: nothing either side writes is lost, and the daemon sees
     /// new tasks when its next cycle starts.
     ///

@@ -244,10 +244,9 @@ impl Store {
     /// The task with `id`.
     pub(crate) fn show(&self, id: &str) -> Result<Task, TaskError> {
         let prd = self.read()?;
-        stories(prd.as_ref())
-            .find(|story| story.get("id").is_some_and(|found| id_matches(found, id)))
-            .map(Task::from_story)
-            .ok_or_else(|| unknown(id))
+        let stories: Vec<&Value> = stories(prd.as_ref()).collect();
+        let index = position_of(&stories, id)?;
+        Ok(Task::from_story(stories[index]))
     }
 
     /// Changes the fields `patch` gives; the others stay as they are.
@@ -292,10 +291,7 @@ impl Store {
         self.edit(|prd| {
             let removed = {
                 let list = stories_mut(prd)?;
-                let index = list
-                    .iter()
-                    .position(|story| story.get("id").is_some_and(|found| id_matches(found, id)))
-                    .ok_or_else(|| unknown(id))?;
+                let index = position_of(list, id)?;
                 list.remove(index)
             };
             let task = Task::from_story(&removed);
@@ -527,10 +523,9 @@ fn stories_mut(prd: &mut Value) -> Result<&mut Vec<Value>, TaskError> {
 }
 
 fn find_story_mut<'a>(prd: &'a mut Value, id: &str) -> Result<&'a mut Value, TaskError> {
-    stories_mut(prd)?
-        .iter_mut()
-        .find(|story| story.get("id").is_some_and(|found| id_matches(found, id)))
-        .ok_or_else(|| unknown(id))
+    let list = stories_mut(prd)?;
+    let index = position_of(list, id)?;
+    Ok(&mut list[index])
 }
 
 fn unknown(id: &str) -> TaskError {
@@ -542,9 +537,24 @@ fn id_text(id: &Value) -> String {
     id.as_str().map_or_else(|| id.to_string(), str::to_owned)
 }
 
-/// Ids match ignoring ASCII case, so `t-3` finds `T-3`.
-fn id_matches(found: &Value, wanted: &str) -> bool {
-    id_text(found).eq_ignore_ascii_case(wanted.trim())
+/// Where the story with `id` is: the one with exactly that id, else the
+/// first that has it ignoring ASCII case (`t-3` finds `T-3`).
+fn position_of(stories: &[impl std::borrow::Borrow<Value>], id: &str) -> Result<usize, TaskError> {
+    let wanted = id.trim();
+    let ids: Vec<Option<String>> = stories
+        .iter()
+        .map(|story| story.borrow().get("id").map(id_text))
+        .collect();
+    ids.iter()
+        .position(|found| found.as_deref() == Some(wanted))
+        .or_else(|| {
+            ids.iter().position(|found| {
+                found
+                    .as_deref()
+                    .is_some_and(|found| found.eq_ignore_ascii_case(wanted))
+            })
+        })
+        .ok_or_else(|| unknown(id))
 }
 
 /// `n` of an id `T-n`.

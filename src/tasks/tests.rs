@@ -641,3 +641,20 @@ proptest! {
         prop_assert_eq!(saved, model);
     }
 }
+
+#[test]
+fn an_exact_id_wins_over_one_that_differs_only_in_case() {
+    let dir = home();
+    write_prd(
+        dir.path(),
+        r#"{"userStories": [{"id": "fix-1", "title": "lower"}, {"id": "FIX-1", "title": "upper"}, {"id": 7, "title": "number"}]}"#,
+    );
+    let store = store(dir.path());
+    assert_eq!(store.show("FIX-1").unwrap().title, "upper");
+    assert_eq!(store.show("fix-1").unwrap().title, "lower");
+    assert_eq!(store.show("Fix-1").unwrap().title, "lower");
+    assert_eq!(store.set_done("FIX-1", true).unwrap().title, "upper");
+    assert_eq!(store.show("7").unwrap().title, "number");
+    assert_eq!(store.remove("FIX-1").unwrap().title, "upper");
+    assert_eq!(store.list(Filter::All).unwrap().len(), 2);
+}

@@ -262,6 +262,56 @@ pub(crate) struct StatusArgs {
 }
 
 #[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct ReportArgs {
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    /// Cover the cycles that started in this last span, e.g. 12h, "1h 30m", 2days
+    /// [default: the last run]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        allow_hyphen_values = true,
+        conflicts_with = "cycles"
+    )]
+    pub(crate) since: Option<Duration>,
+
+    /// Cover these cycles: A..B (both included), A.. (to the newest) or N
+    #[arg(long, value_name = "A..B", value_parser = CycleRange::parse)]
+    pub(crate) cycles: Option<CycleRange>,
+
+    /// md for people, json for scripts (the fields are listed in the README)
+    #[arg(long, value_name = "FORMAT", default_value = "md")]
+    pub(crate) format: Format,
+}
+
+impl ReportArgs {
+    /// The part of the home's history the flags ask for.
+    pub(crate) fn span(&self) -> Span {
+        match (self.since, self.cycles) {
+            (Some(since), _) => Span::Since(since),
+            (None, Some(cycles)) => Span::Cycles(cycles),
+            (None, None) => Span::LastRun,
+        }
+    }
+}
+
+/// `--format` parses into the digest's own type.
+impl ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Markdown, Format::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Format::Markdown => PossibleValue::new("md").help("Markdown, to read"),
+            Format::Json => PossibleValue::new("json").help("One JSON document, for scripts"),
+        })
+    }
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
 pub(crate) struct TaskArgs {
     #[command(subcommand)]
     pub(crate) command: TaskCommand,
@@ -450,56 +500,6 @@ pub(crate) enum McpConfigFormat {
     /// `{"mcpServers":{"ralphd":{…}}}`, as `.mcp.json`, `claude --mcp-config` and
     /// Claude Desktop's configuration file hold it
     McpJson,
-}
-
-#[derive(Args, Clone, Debug, PartialEq)]
-pub(crate) struct ReportArgs {
-    #[command(flatten)]
-    pub(crate) home: HomeArgs,
-
-    /// Cover the cycles that started in this last span, e.g. 12h, "1h 30m", 2days
-    /// [default: the last run]
-    #[arg(
-        long,
-        value_name = "DURATION",
-        value_parser = parse_duration,
-        allow_hyphen_values = true,
-        conflicts_with = "cycles"
-    )]
-    pub(crate) since: Option<Duration>,
-
-    /// Cover these cycles: A..B (both included), A.. (to the newest) or N
-    #[arg(long, value_name = "A..B", value_parser = CycleRange::parse)]
-    pub(crate) cycles: Option<CycleRange>,
-
-    /// md for people, json for scripts (the fields are listed in the README)
-    #[arg(long, value_name = "FORMAT", default_value = "md")]
-    pub(crate) format: Format,
-}
-
-impl ReportArgs {
-    /// The part of the home's history the flags ask for.
-    pub(crate) fn span(&self) -> Span {
-        match (self.since, self.cycles) {
-            (Some(since), _) => Span::Since(since),
-            (None, Some(cycles)) => Span::Cycles(cycles),
-            (None, None) => Span::LastRun,
-        }
-    }
-}
-
-/// `--format` parses into the digest's own type.
-impl ValueEnum for Format {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Format::Markdown, Format::Json]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(match self {
-            Format::Markdown => PossibleValue::new("md").help("Markdown, to read"),
-            Format::Json => PossibleValue::new("json").help("One JSON document, for scripts"),
-        })
-    }
 }
 
 #[derive(Args, Clone, Debug, PartialEq)]

@@ -17,10 +17,10 @@
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
 //!   and which old cycles are compressed or deleted.
+//! - `digest`: `ralphd report`, the morning digest, and `state/digests/`.
 //! - `tasks`: the task queue in prd.json (`ralphd task`, the MCP tools, the
 //!   daemon's `passes` updates), every edit under one lock.
 //! - `mcp`: `ralphd mcp`, the MCP server on stdio over the same code.
-//! - `digest`: `ralphd report`, the morning digest, and `state/digests/`.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
 //! - `text`: cutting a text to a size, on character boundaries.

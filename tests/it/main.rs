@@ -40,7 +40,7 @@ mod record;
 mod mcp;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;
-// `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
-mod tasks;
 // The morning digest: `ralphd report` and state/digests/.
 mod report;
+// `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
+mod tasks;

@@ -1,7 +1,8 @@
 //! Benchmark 4 of issue 7: the cost of a daemon that waits.
 //!
 //! `cargo bench --bench idle` (env: `BENCH_IDLE_SECS`, default 10;
-//! `BENCH_RUNS` per wait, default 3; `BENCH_DIR`).
+//! `BENCH_RUNS` per wait, default 3; `BENCH_DIR`; `BENCH_HTTP=off` without the
+//! HTTP server, on by default with no client connected).
 //!
 //! Three waits, each reached through the real loop with a fake agent:
 //! - **breaker**: the agent fails (no result line), `failure_threshold = 1`,

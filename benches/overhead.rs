@@ -1,7 +1,8 @@
 //! Benchmark 1 of issue 7: orchestration overhead per phase run.
 //!
 //! `cargo bench --bench overhead` (env: `BENCH_N` cycles per run, default 20;
-//! `BENCH_RUNS`, default 5; `BENCH_DIR`, where the temp repos live).
+//! `BENCH_RUNS`, default 5; `BENCH_DIR`, where the temp repos live;
+//! `BENCH_HTTP=off` runs ralphd without its HTTP server, which is on by default).
 //!
 //! Each run builds a fresh repo and home, spawns the instant fake agent
 //! (`support::INSTANT_AGENT`: an init and a result line; code-edit appends a

@@ -19,6 +19,11 @@
 //! transcript cap (`[state] max_transcript_mb`) is raised above the stream,
 //! so every byte goes through redaction and is written, as at most 64 MiB
 //! are by default.
+//!
+//! `BENCH_SSE_CLIENTS=10` connects that many clients to the HTTP server's
+//! event stream (`/api/events`, reading everything) before the scan phase
+//! starts streaming (the agent waits for them); the wall time is then taken
+//! from the moment they are connected, and each client's bytes are shown.
 
 mod support;
 
@@ -38,7 +43,10 @@ const BLOCK: usize = 64 * 1024;
 const AGENT: &str = r#"#!/bin/sh
 # Fake `claude` for the stream benchmark: scan prints $BENCH_STREAM.
 if [ "${1:-}" = "--version" ]; then echo "2.1.197 (Claude Code, bench fake)"; exit 0; fi
-if [ "${RALPH_PHASE:-}" = scan ]; then exec cat "$BENCH_STREAM"; fi
+if [ "${RALPH_PHASE:-}" = scan ]; then
+  if [ -n "${BENCH_GO:-}" ]; then while [ ! -e "$BENCH_GO" ]; do sleep 0.01; done; fi
+  exec cat "$BENCH_STREAM"
+fi
 printf '%s\n' '{"type":"system","subtype":"init","session_id":"bench","model":"fake"}'
 printf '%s\n' '{"type":"result","subtype":"success","is_error":false,"num_turns":1,"result":"Done.\n\n```json\n{\"summary\":\"streamed\",\"learnings\":[],\"patterns\":[]}\n```","session_id":"bench","total_cost_usd":0,"permission_denials":[]}'
 "#;
@@ -123,7 +131,7 @@ fn main() {
     println!("   baseline cat|cat>copy MB/s: {}", summary(&pipe_mbps, 0));
     println!("   ratio ralphd / cat>copy:   {}", summary(&ratio, 2));
     println!(
-        "   peak RSS MiB (ru_maxrss): {}  [target ≤ 32]; VmHWM: {}",
+        "   peak RSS MiB (ru_maxrss): {}  [target ≤ 32, ≤ 48 with 10 SSE clients]; VmHWM: {}",
         summary(&rss_mib, 1),
         summary(&hwm_mib, 1)
     );
@@ -206,15 +214,25 @@ fn run_ralphd(stream: &PathBuf) -> Measured {
             ..Settings::default()
         },
     );
+    let clients = env_number("BENCH_SSE_CLIENTS", 0);
+    let go = world.fake.join("go");
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
-    let started = Instant::now();
-    let child = world
-        .ralphd(&["--max-iterations", "1"])
-        .env("BENCH_STREAM", stream)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("ralphd starts");
+    let mut started = Instant::now();
+    let mut command = world.ralphd(&["--max-iterations", "1"]);
+    command.env("BENCH_STREAM", stream).stdin(Stdio::null());
+    if clients > 0 {
+        command.env("BENCH_GO", &go);
+    }
+    let child = command.spawn().expect("ralphd starts");
+    let readers = if clients > 0 {
+        let readers = connect_clients(&world, clients);
+        std::fs::write(&go, "").expect("write go");
+        started = Instant::now();
+        readers
+    } else {
+        Vec::new()
+    };
     let pid = child.id();
     let hwm = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -233,6 +251,13 @@ fn run_ralphd(stream: &PathBuf) -> Measured {
     let wall = started.elapsed();
     done.store(1, Ordering::Relaxed);
     poller.join().expect("poller");
+    if !readers.is_empty() {
+        let bytes: Vec<String> = readers
+            .into_iter()
+            .map(|reader| format!("{:.1}", reader.join().expect("reader") as f64 / 1e6))
+            .collect();
+        println!("      SSE clients read MB: {}", bytes.join(" "));
+    }
     assert_eq!(reaped.code, Some(0), "ralphd accepts the completion");
     let progress = world.state_json("progress.json");
     let scan = &progress["cycles"][0]["phases"][0];
@@ -251,4 +276,46 @@ fn run_ralphd(stream: &PathBuf) -> Measured {
         hwm_kib: hwm.load(Ordering::Relaxed),
         cpu: reaped.cpu,
     }
+}
+
+/// Connects `count` clients to the daemon's `/api/events` once status.json
+/// names its URL; each reads until the stream ends and returns its bytes.
+fn connect_clients(world: &World, count: u64) -> Vec<std::thread::JoinHandle<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let url = std::fs::read_to_string(world.home.join("state/status.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|status| status["dashboard"].as_str().map(str::to_owned));
+        if let Some(url) = url {
+            break url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon names no dashboard (BENCH_HTTP=off?)"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (0..count)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+            write!(stream, "GET /api/events HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("ask");
+            // Counts and drops what it reads: a growing buffer here would
+            // raise the next ralphd's ru_maxrss, which a fork inherits.
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 16 * 1024];
+                let mut total = 0u64;
+                while let Ok(read) = std::io::Read::read(&mut stream, &mut buffer) {
+                    if read == 0 {
+                        break;
+                    }
+                    total += read as u64;
+                }
+                total
+            })
+        })
+        .collect()
 }

@@ -87,6 +87,9 @@ pub(crate) struct PhaseRun {
     pub(crate) outcome: PhaseOutcome,
     pub(crate) session_id: Option<String>,
     pub(crate) cost_usd: f64,
+    /// Tokens used, from the result line (all attempts, once the daemon
+    /// has retried).
+    pub(crate) tokens: stream::TokenUsage,
     pub(crate) turns: u64,
     pub(crate) permission_denials: Vec<String>,
     pub(crate) duration: Duration,
@@ -110,6 +113,7 @@ impl PhaseRun {
             outcome,
             session_id: summary.session_id.clone(),
             cost_usd: summary.cost_usd(),
+            tokens: summary.tokens(),
             turns: u64::from(summary.turns().unwrap_or(0)),
             permission_denials: summary.permission_denials().to_vec(),
             duration,

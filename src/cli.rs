@@ -155,6 +155,48 @@ pub(crate) enum Command {
     ///   ralphd mcp --home ~/ralph/app --print-config mcp-json > .mcp.json
     #[command(verbatim_doc_comment)]
     Mcp(McpArgs),
+    /// Follow a run's events in the terminal, one line each, with a status line
+    ///
+    /// Reads state/events.jsonl as it grows: works without the HTTP server and
+    /// on a home whose daemon is not running (shows the last events, then
+    /// waits). Ctrl-C ends it.
+    ///
+    /// Examples:
+    ///   ralphd watch --home ~/ralph/app
+    #[command(verbatim_doc_comment)]
+    Watch(HomeArgs),
+
+    /// Pause the running daemon: the running phase finishes, no new one starts
+    ///
+    /// Examples:
+    ///   ralphd pause --home ~/ralph/app
+    #[command(verbatim_doc_comment)]
+    Pause(HomeArgs),
+
+    /// Resume a paused daemon
+    ///
+    /// Examples:
+    ///   ralphd resume --home ~/ralph/app
+    #[command(verbatim_doc_comment)]
+    Resume(HomeArgs),
+
+    /// Stop the running daemon after its current cycle (exit 1), or at once with --now
+    ///
+    /// Examples:
+    ///   ralphd stop --home ~/ralph/app
+    ///   ralphd stop --now     # SIGTERM: the running phase stops, the cycle is recorded as interrupted
+    #[command(verbatim_doc_comment)]
+    Stop(StopArgs),
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct StopArgs {
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    /// Stop now (SIGTERM) instead of after the current cycle
+    #[arg(long)]
+    pub(crate) now: bool,
 }
 
 /// The flags of `ralphd run`. Each has a `ralph.toml` key and a `RALPH_*`

@@ -28,6 +28,7 @@
 //! the daemon sees: [`Config`] and its settings, `load`, `reload` and
 //! [`resolve_home`].
 
+mod destinations;
 mod env;
 mod error;
 mod file;
@@ -82,6 +83,8 @@ pub(crate) struct Config {
     pub(crate) budget: BudgetSettings,
     pub(crate) logging: LoggingSettings,
     pub(crate) state: StateSettings,
+    pub(crate) notify: NotifySettings,
+    pub(crate) http: HttpSettings,
     /// What this config was resolved from, kept so that `reload` resolves the
     /// file again with the same flags and environment.
     inputs: LoadInputs,
@@ -389,6 +392,115 @@ impl Default for StateSettings {
     }
 }
 
+/// `[notify]`, `[[hooks]]` and `[[webhooks]]`: how the daemon tells the
+/// user what happens (docs/design.md §12).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct NotifySettings {
+    /// The dead-man's switch (healthchecks.io convention); `None` = off.
+    pub(crate) heartbeat_url: Option<String>,
+    pub(crate) heartbeat_every: Duration,
+    /// `stalled` after this long without a verified commit; zero = never.
+    pub(crate) stall_after: Duration,
+    /// How many notifications may wait for one hook or webhook; past it the
+    /// oldest is dropped (and counted).
+    pub(crate) queue_size: u32,
+    pub(crate) hooks: Vec<HookSettings>,
+    pub(crate) webhooks: Vec<WebhookSettings>,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            heartbeat_url: None,
+            heartbeat_every: Duration::from_secs(5 * 60),
+            stall_after: Duration::from_secs(3 * 60 * 60),
+            queue_size: 256,
+            hooks: Vec::new(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// The event types a `[[hooks]]` or `[[webhooks]]` entry gets when it
+/// names none: the ones worth waking up for.
+pub(crate) const DEFAULT_NOTIFY_ON: [&str; 3] = ["daemon_stopped", "stalled", "breaker_changed"];
+
+/// One `[[hooks]]` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HookSettings {
+    /// Event types, or `*` for all.
+    pub(crate) on: Vec<String>,
+    /// The program and its arguments (no shell).
+    pub(crate) command: Vec<String>,
+    pub(crate) timeout: Duration,
+}
+
+/// One `[[webhooks]]` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct WebhookSettings {
+    /// An http or https URL.
+    pub(crate) url: String,
+    /// Event types, or `*` for all.
+    pub(crate) on: Vec<String>,
+    pub(crate) format: WebhookFormat,
+    /// (header name, name of the environment variable holding its value).
+    pub(crate) header_env: Vec<(String, String)>,
+    /// Per request.
+    pub(crate) timeout: Duration,
+    /// Tries per event, the first included.
+    pub(crate) max_attempts: u32,
+}
+
+/// The body a webhook receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WebhookFormat {
+    /// The event's JSON line as is.
+    Json,
+    /// Slack incoming webhook: `{"text": …, "blocks": […]}`.
+    Slack,
+    /// ntfy: a plain-text body with `Title`, `Tags`, `Priority` headers.
+    Ntfy,
+    /// Discord webhook: `{"content": …, "embeds": […]}`.
+    Discord,
+}
+
+impl WebhookFormat {
+    pub(crate) const NAMES: [&str; 4] = ["json", "slack", "ntfy", "discord"];
+
+    pub(crate) fn from_name(name: &str) -> Option<WebhookFormat> {
+        match name {
+            "json" => Some(WebhookFormat::Json),
+            "slack" => Some(WebhookFormat::Slack),
+            "ntfy" => Some(WebhookFormat::Ntfy),
+            "discord" => Some(WebhookFormat::Discord),
+            _ => None,
+        }
+    }
+}
+
+/// `[http]`: the dashboard and API server (docs/design.md §11).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HttpSettings {
+    /// Where the server listens; `None` (`listen = ""`) turns it off. Port 0
+    /// picks a free port.
+    pub(crate) listen: Option<std::net::SocketAddr>,
+    /// The bearer token's file; required for a non-loopback `listen`.
+    pub(crate) token_file: Option<PathBuf>,
+    /// Host names (with or without a port) accepted besides the bound
+    /// address, `localhost` and `127.0.0.1` (a reverse proxy's name, say).
+    pub(crate) allowed_hosts: Vec<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
+            token_file: None,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
 impl StateSettings {
     /// [`StateSettings::max_transcript_mb`] in bytes.
     pub(crate) fn max_transcript_bytes(&self) -> u64 {
@@ -436,6 +548,8 @@ impl Config {
             budget: BudgetSettings::default(),
             logging: LoggingSettings::default(),
             state: StateSettings::default(),
+            notify: NotifySettings::default(),
+            http: HttpSettings::default(),
             inputs: LoadInputs {
                 run_args: RunArgs {
                     home: Some(home.to_path_buf()),

@@ -109,3 +109,111 @@ mod tests {
         assert_eq!(requests.breaker_resets, 2);
     }
 }
+
+/// A request `ralphd pause|resume|stop`, or an MCP tool, sends to the
+/// running daemon of a home.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    Pause,
+    Resume,
+    /// Stop after the running cycle.
+    Stop,
+    ResetBreaker,
+}
+
+impl Action {
+    /// The control route of the action.
+    fn route(self) -> &'static str {
+        match self {
+            Action::Pause => "api/pause",
+            Action::Resume => "api/resume",
+            Action::Stop => "api/stop",
+            Action::ResetBreaker => "api/breaker/reset",
+        }
+    }
+}
+
+/// Sends `action` to the daemon running on `home` through its HTTP server
+/// (the URL and CSRF token of `state/http.json`) and returns its answer. No
+/// daemon on the home, or one running without its server, is an error
+/// saying so (exit 2).
+pub(crate) async fn send(home: &std::path::Path, action: Action) -> anyhow::Result<String> {
+    use anyhow::Context;
+
+    let running = running_daemon(home)?;
+    let file = match crate::state::load_json::<crate::http::HttpFile>(
+        &home.join("state/http.json"),
+        crate::state::OnCorrupt::Refuse,
+        "",
+    )? {
+        Some(file) if file.pid == running => file,
+        _ => anyhow::bail!(
+            "the daemon on {} (pid {running}) runs without its HTTP server ([http] listen = \"\"), \
+             so it cannot be asked; stop it with `ralphd stop --now` or restart it with the server on",
+            home.display()
+        ),
+    };
+    let mut request = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?
+        .post(format!("{}{}", file.url, action.route()))
+        .header("X-CSRF-Token", &file.csrf_token);
+    if let Some(token_file) = &file.token_file {
+        let token = std::fs::read_to_string(token_file)
+            .with_context(|| format!("cannot read [http] token_file {}", token_file.display()))?;
+        request = request.bearer_auth(token.trim());
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the daemon at {}", file.url))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .await
+        .with_context(|| format!("the daemon at {} gave no answer", file.url))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the daemon refused ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    Ok(body["answer"].as_str().unwrap_or("done").to_owned())
+}
+
+/// The pid of the daemon that holds `home`'s lock; an error saying so when
+/// none does.
+pub(crate) fn running_daemon(home: &std::path::Path) -> anyhow::Result<u32> {
+    let paths = crate::state::HomePaths::new(home);
+    let none = || {
+        anyhow::anyhow!(
+            "no ralphd runs on the home {} (start one with `ralphd run --home {}`)",
+            home.display(),
+            home.display()
+        )
+    };
+    if !crate::state::InstanceLock::is_held(&paths) {
+        anyhow::bail!(none());
+    }
+    let pid = std::fs::read_to_string(paths.lock())
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .ok_or_else(none)?;
+    Ok(pid)
+}
+
+/// `ralphd stop --now`: SIGTERM to the running daemon of `home` (it stops
+/// the current phase and records the cycle as interrupted, exit 130).
+pub(crate) fn terminate(home: &std::path::Path) -> anyhow::Result<String> {
+    let pid = running_daemon(home)?;
+    let target = libc::pid_t::try_from(pid)?;
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    if unsafe { libc::kill(target, libc::SIGTERM) } != 0 {
+        let error = std::io::Error::last_os_error();
+        anyhow::bail!("cannot send SIGTERM to ralphd (pid {pid}): {error}");
+    }
+    Ok(format!(
+        "sent SIGTERM to ralphd (pid {pid}): it stops the running phase, records the cycle as \
+         interrupted and exits"
+    ))
+}

@@ -218,6 +218,7 @@ pub(crate) fn phase_record(phase: Phase, run: &PhaseRun) -> PhaseRecord {
         status: if run.cancelled { "interrupted" } else { status }.to_owned(),
         duration_ms: u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX),
         cost_usd: run.cost_usd,
+        tokens: run.tokens,
         session_id: run.session_id.clone(),
         turns: run.turns,
         attempts: run.attempts,

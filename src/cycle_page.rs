@@ -190,6 +190,7 @@ mod tests {
             status: status.to_owned(),
             duration_ms: 2300,
             cost_usd: 0.01,
+            tokens: Default::default(),
             session_id: Some(format!("s-{name}")),
             turns: 3,
             attempts: 1,

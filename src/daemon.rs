@@ -35,6 +35,8 @@ use crate::digest::{self, RunStop};
 use crate::events::{EventKind, Events};
 use crate::git::{GitError, GitRepo};
 use crate::limiter::Limiter;
+use crate::metrics::Metrics;
+use crate::notify::{self, Liveness, Notifier};
 use crate::state::{self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock};
 use crate::watch::HeadWatcher;
 
@@ -126,9 +128,19 @@ pub(crate) struct Daemon {
     checkout: Checkout,
     /// The event stream watchers see (docs/design.md §11).
     events: Events,
+    /// Hooks, webhooks, `stalled` and the heartbeat (docs/design.md §12);
+    /// taken at exit to drain.
+    notifier: Option<Notifier>,
+    /// The loop's proof of life for the heartbeat: stamped at every step
+    /// and while waiting on something with a deadline.
+    liveness: Liveness,
+    /// The Prometheus metrics, fed from `events` by their own task.
+    metrics: Metrics,
     /// Requests from outside (pause, resume, stop, breaker reset): the
     /// handle given to the HTTP server, and the loop's side.
     control: (Control, watch::Receiver<Requests>),
+    /// The HTTP server (docs/design.md §11); `None` with `[http] listen = ""`.
+    http: Option<crate::http::Server>,
     /// How many breaker reset requests the loop has acted on.
     breaker_resets_handled: u64,
     /// The breaker's state as last published (`closed`, `open`, `half_open`).
@@ -217,6 +229,7 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
     let mut run_started_at = String::new();
     daemon.set_status(|status| {
         status.state = DaemonState::Stopped;
+        status.dashboard = None;
         status.phase = None;
         status.waiting = None;
         status.exit = Some(match &exit {
@@ -243,11 +256,19 @@ pub(crate) async fn run(config: Config, signals: Signals) -> Result<RunExit> {
             None
         }
     };
+    let exit_code = stop.exit_code;
     daemon.events.publish(EventKind::DaemonStopped {
-        exit_code: stop.exit_code,
+        exit_code,
         reason: stop.reason,
         digest,
     });
+    // After daemon_stopped: the queues and the event streams still send it.
+    if let Some(notifier) = daemon.notifier.take() {
+        notifier.finish(exit_code, notify::DRAIN_TIME).await;
+    }
+    if let Some(server) = daemon.http.take() {
+        server.stop().await;
+    }
     // Outside systemd this does nothing; a failed notification harms no run.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     exit

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::agent::stream::TokenUsage;
 use crate::state::Outcome;
 
 /// How much of an assistant text block an `agent_text` event keeps.
@@ -78,6 +79,9 @@ pub(crate) enum EventKind {
         status: String,
         duration_ms: u64,
         cost_usd: f64,
+        /// Tokens used, by kind (absent in events older than this field).
+        #[serde(default)]
+        tokens: TokenUsage,
         error: Option<String>,
     },
     CheckFinished {
@@ -121,7 +125,36 @@ pub(crate) enum EventKind {
         /// be built.
         digest: Option<serde_json::Value>,
     },
+    /// No verified commit for `[notify] stall_after` while cycles kept
+    /// running (docs/design.md §12): once per window.
+    Stalled {
+        /// RFC 3339: the last commit, or the daemon's start if none since.
+        since: String,
+        /// Cycles finished since then, none of them committed.
+        cycles_without_commit: u64,
+        /// What those cycles cost.
+        cost_usd: f64,
+    },
 }
+
+/// Every event `type`, for `on = [...]` in `[[hooks]]` and `[[webhooks]]`.
+pub(crate) const EVENT_TYPES: [&str; 15] = [
+    "daemon_started",
+    "cycle_started",
+    "phase_started",
+    "agent_text",
+    "tool_use",
+    "phase_finished",
+    "check_finished",
+    "cycle_finished",
+    "waiting",
+    "breaker_changed",
+    "paused",
+    "resumed",
+    "stop_requested",
+    "daemon_stopped",
+    "stalled",
+];
 
 /// Why the loop waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,10 +200,12 @@ impl EventKind {
             EventKind::Resumed {} => "resumed",
             EventKind::StopRequested {} => "stop_requested",
             EventKind::DaemonStopped { .. } => "daemon_stopped",
+            EventKind::Stalled { .. } => "stalled",
         }
     }
 
     /// The cycle the event belongs to, if any.
+    #[allow(dead_code)] // for the metrics and hooks of issues 14–15
     pub(crate) fn cycle(&self) -> Option<u64> {
         match self {
             EventKind::CycleStarted { cycle }
@@ -252,6 +287,7 @@ impl Events {
     }
 
     /// A bus that drops every event.
+    #[allow(dead_code)] // for tests and benchmarks of issues 14–15
     pub(crate) fn off() -> Events {
         Events { inner: None }
     }
@@ -430,6 +466,29 @@ pub(crate) fn read_after(log: &Path, after: u64, limit: usize) -> anyhow::Result
         })?;
     }
     Ok(found.into())
+}
+
+/// The logged event lines with an id above `after`, oldest first, at most
+/// `limit` of them (the oldest): one page of an SSE replay. Each line is
+/// returned as logged (redacted JSON) with its id.
+pub(crate) fn lines_after(
+    log: &Path,
+    after: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut found = Vec::new();
+    for path in [rotated(log), log.to_owned()] {
+        for_each_line(&path, |id, line| {
+            if id > after {
+                found.push((id, line.to_owned()));
+            }
+            found.len() < limit
+        })?;
+        if found.len() >= limit {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ mod tests {
             })
         };
         let is_header = |text: &str| {
+            let text = text
+                .strip_prefix("[[")
+                .and_then(|rest| rest.strip_suffix("]]"))
+                .map_or(text.to_owned(), |name| format!("[{name}]"));
             text.strip_prefix('[')
                 .and_then(|rest| rest.split_once(']'))
                 .is_some_and(|(name, after)| {
@@ -186,6 +190,23 @@ mod tests {
         expected.repo = PathBuf::from("/srv/my-project");
         expected.budget.max_cost_usd = Some(20.0);
         expected.budget.max_cost_per_phase_usd = Some(2.0);
+        expected.notify.heartbeat_url = Some("https://hc-ping.com/<uuid>".to_owned());
+        expected.notify.hooks = vec![crate::config::HookSettings {
+            on: vec!["cycle_finished".to_owned(), "daemon_stopped".to_owned()],
+            command: vec!["notify-send".to_owned(), "ralphd".to_owned()],
+            timeout: std::time::Duration::from_secs(30),
+        }];
+        expected.notify.webhooks = vec![crate::config::WebhookSettings {
+            url: "https://ntfy.sh/my-topic".to_owned(),
+            on: ["daemon_stopped", "stalled", "breaker_changed"]
+                .map(str::to_owned)
+                .to_vec(),
+            format: crate::config::WebhookFormat::Ntfy,
+            header_env: vec![("Authorization".to_owned(), "NTFY_AUTH".to_owned())],
+            timeout: std::time::Duration::from_secs(10),
+            max_attempts: 5,
+        }];
+        expected.http.token_file = Some(PathBuf::from("/home/me/.config/ralphd/token"));
         assert_eq!(loaded, expected);
     }
 

@@ -13,6 +13,7 @@
 //! - `phase`, `prompt`, `blocks`: phase list, prompt rendering, agent text rules.
 //! - `agent` (+ `claude`, `offline`, `stream`, `classify`): one phase run.
 //! - `supervise`, `checks`, `reaper`: child processes.
+//! - `notify`: hooks, webhooks, the heartbeat and `stalled`, fed by the events.
 //! - `git`, `watch`, `archive`: the repository and the branch archive.
 //! - `limiter`, `breaker`, `backoff`: the pure guards.
 //! - `state`, `prd`, `status`, `retention`: files of the home, `ralphd status`,
@@ -21,8 +22,12 @@
 //! - `tasks`: the task queue in prd.json (`ralphd task`, the MCP tools, the
 //!   daemon's `passes` updates), every edit under one lock.
 //! - `mcp`: `ralphd mcp`, the MCP server on stdio over the same code.
+//! - `events`, `control`, `http`, `terminal`: watching and steering a run —
+//!   the event stream, requests to the loop, the HTTP server, `ralphd watch`.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
 //!   secrets in everything logged or saved.
+//! - `events`, `metrics`: the event stream watchers see, and the Prometheus
+//!   metrics it feeds.
 //! - `text`: cutting a text to a size, on character boundaries.
 //! - `no_panic` (tests only): no state file content makes a reader panic.
 
@@ -34,24 +39,25 @@ mod breaker;
 mod checks;
 mod cli;
 mod config;
-#[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
 mod control;
 mod cycle;
 mod cycle_page;
 mod daemon;
 mod demo;
 mod digest;
-#[allow(dead_code)] // the HTTP server that uses it lands next (issue 14)
 mod events;
 mod gates;
 mod git;
 mod git_rules;
+mod http;
 mod init;
 mod limiter;
 mod logging;
 mod mcp;
+mod metrics;
 #[cfg(test)]
 mod no_panic;
+mod notify;
 pub mod phase;
 mod prd;
 mod prompt;
@@ -64,6 +70,7 @@ mod state;
 mod status;
 mod supervise;
 mod tasks;
+mod terminal;
 mod text;
 mod watch;
 
@@ -204,6 +211,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+        Command::Watch(args) => {
+            let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;
+            terminal::watch(&home)?;
+            Ok(0)
+        }
+        Command::Pause(args) => ask_daemon(args.home.as_deref(), control::Action::Pause),
+        Command::Resume(args) => ask_daemon(args.home.as_deref(), control::Action::Resume),
+        Command::Stop(args) if args.now => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            println!("{}", control::terminate(&home)?);
+            Ok(0)
+        }
+        Command::Stop(args) => ask_daemon(args.home.home.as_deref(), control::Action::Stop),
         Command::Mcp(args) => {
             let home =
                 config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
@@ -227,6 +248,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::ResetBreaker(args) => {
             let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;
+            if state::InstanceLock::is_held(&state::HomePaths::new(&home)) {
+                // The running daemon keeps its breaker in memory: ask it.
+                return ask_daemon(Some(&home), control::Action::ResetBreaker);
+            }
             println!("{}", daemon::reset_breaker(&home)?);
             Ok(0)
         }
@@ -245,6 +270,17 @@ fn print_to_stdout(text: &str) -> anyhow::Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// `ralphd pause|resume|stop`: sends the request to the home's running
+/// daemon and prints its answer.
+fn ask_daemon(home: Option<&std::path::Path>, action: control::Action) -> anyhow::Result<u8> {
+    let home = config::resolve_home(home, &config::Env::from_process())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    println!("{}", runtime.block_on(control::send(&home, action))?);
+    Ok(0)
 }
 
 /// Installs logging, the runtime and the signal handlers, then runs the daemon.

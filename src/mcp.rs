@@ -6,7 +6,8 @@
 //! (the code behind `ralphd task`), the status is `status::collect` (the
 //! object `ralphd status --json` prints), cycles come from progress.json and
 //! `state/cycles/<n>/report.md`, and the control tools go through
-//! [`send_control`]. Nothing here needs a daemon to run on the home.
+//! `control::send`, like `ralphd pause|resume|stop`. Nothing here needs a
+//! daemon to run on the home.
 //!
 //! A failure the model can act on (an unknown task id, no such cycle, no
 //! daemon to pause) is a tool result with `isError: true` and a one-line
@@ -37,6 +38,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::TaskTracker;
 
 use crate::cli::McpConfigFormat;
+use crate::control::{self, Action};
 use crate::state::{self, HomePaths, OnCorrupt, Progress};
 use crate::tasks::{Filter, NewTask, Store, TaskPatch};
 
@@ -304,21 +306,21 @@ impl RalphMcp {
         description = "Ask the running ralphd daemon to pause: the phase it is running finishes, then no new phase starts until resume (waiting costs nothing). Fails when no daemon runs on this home."
     )]
     async fn pause(&self) -> CallToolResult {
-        self.control(ControlAction::Pause).await
+        self.control(Action::Pause).await
     }
 
     #[tool(
         description = "Ask a paused ralphd daemon to go on with its cycles. Fails when no daemon runs on this home."
     )]
     async fn resume(&self) -> CallToolResult {
-        self.control(ControlAction::Resume).await
+        self.control(Action::Resume).await
     }
 
     #[tool(
         description = "Ask the running ralphd daemon to stop after the cycle it is running: that cycle ends as usual (committed, or its work saved as an attempt) and the daemon exits. Fails when no daemon runs on this home."
     )]
     async fn request_stop(&self) -> CallToolResult {
-        self.control(ControlAction::Stop).await
+        self.control(Action::Stop).await
     }
 }
 
@@ -344,9 +346,9 @@ impl RalphMcp {
         answer(self.blocking(move || work(&Store::open(&home)?)).await)
     }
 
-    async fn control(&self, action: ControlAction) -> CallToolResult {
-        let home = self.home.clone();
-        match self.blocking(move || send_control(&home, action)).await {
+    /// Asks the daemon running on the home, through its HTTP control routes.
+    async fn control(&self, action: Action) -> CallToolResult {
+        match control::send(&self.home, action).await {
             Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
             Err(error) => tool_error(&error),
         }
@@ -538,46 +540,6 @@ fn cycle_report(home: &Path, cycle: u64) -> anyhow::Result<String> {
             home.display()
         ),
     })
-}
-
-/// What the control tools ask of a running daemon.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ControlAction {
-    Pause,
-    Resume,
-    Stop,
-}
-
-impl ControlAction {
-    fn verb(self) -> &'static str {
-        match self {
-            ControlAction::Pause => "pause",
-            ControlAction::Resume => "resume",
-            ControlAction::Stop => "stop",
-        }
-    }
-}
-
-/// Sends `action` to the daemon that runs on `home` and returns its answer.
-///
-/// The daemon has no control channel yet: this says so, naming whether a
-/// daemon runs and how to stop it by hand. Replace the body with the client
-/// of the daemon's control routes once they exist.
-fn send_control(home: &Path, action: ControlAction) -> anyhow::Result<String> {
-    let paths = HomePaths::new(home);
-    if !state::InstanceLock::is_held(&paths) {
-        return Err(anyhow!(
-            "no ralphd daemon runs on {}: nothing to {}",
-            home.display(),
-            action.verb()
-        ));
-    }
-    Err(anyhow!(
-        "a daemon runs on {} but this ralphd cannot {} it: it has no control channel; \
-         stop it with SIGTERM (its pid is in `ralphd status`)",
-        home.display(),
-        action.verb()
-    ))
 }
 
 #[cfg(test)]

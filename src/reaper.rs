@@ -253,12 +253,44 @@ fn has_children() -> bool {
     !(rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
-/// Like [`kill_descendants`], for the processes below `root`.
+/// The process groups of children that run beside the loop's own (the
+/// notification hooks): the sweeps after a phase leave them alone while
+/// they run, and [`reap_zombies`] leaves their leaders to their `Child`
+/// handle. Their supervisor kills and reaps them itself.
+static SPARED_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Spares the process group `pgid` (whose leader is the child `pgid`)
+/// from the sweeps until the guard is dropped.
+pub(crate) fn spare_group(pgid: i32) -> SparedGroup {
+    spared_groups().push(pgid);
+    SparedGroup { pgid }
+}
+
+/// Keeps a group spared while it lives; see [`spare_group`].
+pub(crate) struct SparedGroup {
+    pgid: i32,
+}
+
+impl Drop for SparedGroup {
+    fn drop(&mut self) {
+        spared_groups().retain(|pgid| *pgid != self.pgid);
+    }
+}
+
+fn spared_groups() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    SPARED_GROUPS
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Like [`kill_descendants`], for the processes below `root`. The groups of
+/// [`spare_group`] are left alone.
 pub(crate) fn kill_descendants_of(root: i32, signal: i32) -> usize {
     let table = processes();
+    let spared = spared_groups().clone();
     descendants_in(&table, root)
         .into_iter()
-        .filter(|process| !process.is_dead())
+        .filter(|process| !process.is_dead() && !spared.contains(&process.pgrp))
         // SAFETY: kill takes plain integers. The pid is a live process seen below us
         // a moment ago; a pid reused since could only be hit for a grandchild, which
         // its own parent (also ours) reaps, within this tiny window.
@@ -283,9 +315,15 @@ pub(crate) fn reap_zombies(owned: &[i32]) -> Vec<Reaped> {
         return Vec::new();
     }
     let me = std::process::id() as i32;
+    let spared = spared_groups().clone();
     processes()
         .into_iter()
-        .filter(|process| process.ppid == me && process.is_dead() && !owned.contains(&process.pid))
+        .filter(|process| {
+            process.ppid == me
+                && process.is_dead()
+                && !owned.contains(&process.pid)
+                && !spared.contains(&process.pid)
+        })
         .filter_map(|process| {
             let mut status: libc::c_int = 0;
             // SAFETY: waitpid writes one c_int through a pointer to a live local. It

@@ -12,6 +12,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::agent::stream::TokenUsage;
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -367,6 +368,11 @@ pub(crate) struct PhaseRecord {
     pub(crate) duration_ms: u64,
     #[serde(default)]
     pub(crate) cost_usd: f64,
+    /// Tokens the run used, as flat `input_tokens`, `output_tokens`,
+    /// `cache_read_input_tokens`, `cache_creation_input_tokens` (zeros left
+    /// out, and in records older than these fields).
+    #[serde(flatten)]
+    pub(crate) tokens: TokenUsage,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) session_id: Option<String>,
     #[serde(default)]
@@ -457,6 +463,10 @@ pub(crate) struct StatusFile {
     pub(crate) last_error: Option<String>,
     #[serde(default)]
     pub(crate) exit: Option<String>,
+    /// The live page's URL (`http://127.0.0.1:41234/`) while the HTTP
+    /// server runs.
+    #[serde(default)]
+    pub(crate) dashboard: Option<String>,
 }
 
 /// Where the daemon is in its life, as status.json's `state` says it.
@@ -682,6 +692,38 @@ pub(crate) fn remove_stale_temp_files(paths: &HomePaths) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phase_record_keeps_its_tokens_under_the_clis_names_and_an_older_one_loads_without() {
+        let record = PhaseRecord {
+            phase: "scan".to_owned(),
+            status: "ok".to_owned(),
+            duration_ms: 1,
+            cost_usd: 0.0,
+            tokens: TokenUsage {
+                input: 39012,
+                output: 79,
+                cache_read: 0,
+                cache_creation: 1200,
+            },
+            session_id: None,
+            turns: 1,
+            attempts: 1,
+            permission_denials: Vec::new(),
+            error: None,
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["input_tokens"], 39012);
+        assert_eq!(json["output_tokens"], 79);
+        assert_eq!(json["cache_creation_input_tokens"], 1200);
+        assert!(json.get("cache_read_input_tokens").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<PhaseRecord>(json).unwrap(), record);
+        let older: PhaseRecord = serde_json::from_str(
+            r#"{"phase":"scan","status":"ok","duration_ms":5,"cost_usd":0.1}"#,
+        )
+        .unwrap();
+        assert_eq!(older.tokens, TokenUsage::default());
+    }
 
     #[test]
     fn atomic_save_then_load_round_trips() {

@@ -171,6 +171,9 @@ pub(crate) fn render_text(report: &StatusReport) -> String {
                 "repo:    {} (branch {})\n",
                 status.repo, status.branch
             ));
+            if running && let Some(url) = &status.dashboard {
+                out.push_str(&format!("dashboard: {url}\n"));
+            }
             if running {
                 if let Some(cycle) = status.cycle {
                     let phase = status.phase.as_deref().unwrap_or("between phases");
@@ -405,7 +408,8 @@ mod tests {
     "spent_usd": 1.25,
     "max_cost_usd": 20.0,
     "last_error": "an error",
-    "exit": "stopped"
+    "exit": "stopped",
+    "dashboard": null
   },
   "branch": "main",
   "total_cost_usd": 0.11,

@@ -336,9 +336,37 @@ enum Stopping {
 
 /// Runs the child to completion, handing each stdout line to `on_line`.
 pub(crate) async fn run(
+    spec: Supervised,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(&str),
+) -> io::Result<Finished> {
+    run_child(spec, cancel, on_line, Beside::No).await
+}
+
+/// [`run`] for a child that runs beside the loop's own (a notification
+/// hook, docs/design.md §12): while it runs, the sweeps after a phase spare
+/// its group ([`crate::reaper::spare_group`]); when it exits, only its own
+/// group is killed, never the other descendants (the agent may be running).
+pub(crate) async fn run_beside(
+    spec: Supervised,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(&str),
+) -> io::Result<Finished> {
+    run_child(spec, cancel, on_line, Beside::Yes).await
+}
+
+/// Whether the child runs beside the loop's own children.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Beside {
+    No,
+    Yes,
+}
+
+async fn run_child(
     mut spec: Supervised,
     cancel: &CancellationToken,
     mut on_line: impl FnMut(&str),
+    beside: Beside,
 ) -> io::Result<Finished> {
     spec.command
         .stdin(if spec.stdin.is_some() {
@@ -362,6 +390,8 @@ pub(crate) async fn run(
         .and_then(|pid| i32::try_from(pid).ok())
         .filter(|pid| *pid > 1)
         .ok_or_else(|| io::Error::other("spawned child has no pid"))?;
+    // Spared from the first moment: no await lies between the spawn and here.
+    let _spared = (beside == Beside::Yes).then(|| crate::reaper::spare_group(pgid));
     let _group_guard = GroupGuard { pgid };
 
     let stdin_task = match (child.stdin.take(), spec.stdin.take()) {
@@ -446,7 +476,9 @@ pub(crate) async fn run(
                 // Nothing of this phase may outlive it: sweep the group, and
                 // whatever left it (tools the CLI runs under `setsid`) too.
                 signal_group(pgid, libc::SIGKILL);
-                kill_adopted_orphans();
+                if beside == Beside::No {
+                    kill_adopted_orphans();
+                }
                 drain_deadline = Some(Instant::now() + spec.stop_grace.min(Duration::from_secs(2)));
             }
             () = cancel.cancelled(), if matches!(stopping, Stopping::No) && exit_status.is_none() => {

@@ -34,6 +34,20 @@ pub(crate) fn bench_mode(name: &str) -> bool {
     false
 }
 
+/// Whether `BENCH_HTTP=off` asks for runs without the HTTP server.
+pub(crate) fn http_off() -> bool {
+    std::env::var("BENCH_HTTP").is_ok_and(|value| value == "off")
+}
+
+/// `server on` or `server off`, for the benchmarks' headers.
+pub(crate) fn http_label() -> &'static str {
+    if http_off() {
+        "HTTP server off (BENCH_HTTP=off)"
+    } else {
+        "HTTP server on (default; BENCH_HTTP=off for off)"
+    }
+}
+
 /// An environment variable read as a number, or `default`.
 pub(crate) fn env_number(key: &str, default: u64) -> u64 {
     std::env::var(key)
@@ -125,7 +139,14 @@ impl World {
     }
 
     /// Writes `home/ralph.toml` from `settings`, `agent.command` = `fake/agent`.
+    /// `BENCH_HTTP=off` turns the HTTP server off (`[http] listen = ""`; it is
+    /// on by default, as in a user's run).
     pub(crate) fn config(&self, settings: &Settings) {
+        let http = if http_off() {
+            "[http]\nlisten = \"\"\n"
+        } else {
+            ""
+        };
         let text = format!(
             "[loop]\nsleep_between_iterations = \"{}\"\n\n[agent]\ncommand = \"{}\"\nstop_grace = \"2s\"\nmax_attempts = 1\n\n[rate_limit]\nrequests_per_minute = {}\nrequests_per_hour = {}\n\n{}\n",
             settings.sleep,
@@ -133,7 +154,7 @@ impl World {
             settings.per_minute,
             settings.per_hour,
             settings.extra,
-        );
+        ) + http;
         fs::write(self.home.join("ralph.toml"), text).expect("write ralph.toml");
     }
 
@@ -522,5 +543,6 @@ pub(crate) fn filesystem_of(path: &Path) -> String {
 pub(crate) fn header(name: &str, what: &str) {
     println!("== {name}: {what}");
     println!("   ralphd: {}", ralphd_bin().display());
+    println!("   {}", http_label());
     println!("   machine: {}", machine_state());
 }

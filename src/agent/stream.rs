@@ -118,6 +118,47 @@ pub(crate) struct RunResult {
     pub(crate) permission_denials: Vec<String>,
     /// `completed`, `max_turns`, `aborted_tools`, …
     pub(crate) terminal_reason: Option<String>,
+    /// The tokens of the whole run (`usage`); zeros when absent.
+    pub(crate) usage: TokenUsage,
+}
+
+/// Tokens a run used, by kind, as the result line's `usage` counts them.
+/// Saved under the CLI's own names (`input_tokens`, …), a zero count left
+/// out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub(crate) struct TokenUsage {
+    #[serde(rename = "input_tokens", default, skip_serializing_if = "is_zero")]
+    pub(crate) input: u64,
+    #[serde(rename = "output_tokens", default, skip_serializing_if = "is_zero")]
+    pub(crate) output: u64,
+    #[serde(
+        rename = "cache_read_input_tokens",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
+    pub(crate) cache_read: u64,
+    #[serde(
+        rename = "cache_creation_input_tokens",
+        default,
+        skip_serializing_if = "is_zero"
+    )]
+    pub(crate) cache_creation: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
+impl TokenUsage {
+    /// Both runs' tokens (a retried phase run counts every attempt).
+    pub(crate) fn plus(self, other: TokenUsage) -> TokenUsage {
+        TokenUsage {
+            input: self.input.saturating_add(other.input),
+            output: self.output.saturating_add(other.output),
+            cache_read: self.cache_read.saturating_add(other.cache_read),
+            cache_creation: self.cache_creation.saturating_add(other.cache_creation),
+        }
+    }
 }
 
 impl RunResult {
@@ -376,6 +417,14 @@ impl StreamSummary {
     /// `num_turns` of the result.
     pub(crate) fn turns(&self) -> Option<u32> {
         self.result.as_ref().and_then(|result| result.num_turns)
+    }
+
+    /// The result's token usage, zeros without one.
+    pub(crate) fn tokens(&self) -> TokenUsage {
+        self.result
+            .as_ref()
+            .map(|result| result.usage)
+            .unwrap_or_default()
     }
 
     /// Tool names from the result's `permission_denials`.
@@ -638,6 +687,21 @@ struct RawResult {
     permission_denials: Option<Vec<RawDenial>>,
     #[serde(default, deserialize_with = "lenient")]
     terminal_reason: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    usage: Option<RawUsage>,
+}
+
+/// The result's `usage`; a count of the wrong type reads as zero.
+#[derive(Deserialize)]
+struct RawUsage {
+    #[serde(default, deserialize_with = "lenient")]
+    input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    output_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    cache_creation_input_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -675,6 +739,15 @@ impl RawResult {
             duration_ms: self.duration_ms,
             permission_denials,
             terminal_reason: self.terminal_reason,
+            usage: self
+                .usage
+                .map(|usage| TokenUsage {
+                    input: usage.input_tokens.unwrap_or(0),
+                    output: usage.output_tokens.unwrap_or(0),
+                    cache_read: usage.cache_read_input_tokens.unwrap_or(0),
+                    cache_creation: usage.cache_creation_input_tokens.unwrap_or(0),
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -871,9 +944,36 @@ mod tests {
                 duration_ms: Some(318),
                 permission_denials: vec![],
                 terminal_reason: Some("completed".to_owned()),
+                usage: TokenUsage {
+                    input: 39012,
+                    ..TokenUsage::default()
+                },
             }
         );
         assert!(result.is_success());
+    }
+
+    #[test]
+    fn the_result_line_token_usage_is_read_and_a_missing_or_odd_count_is_zero() {
+        let result = parsed_result(&result_line(
+            r#""subtype":"success","is_error":false,"result":"ok","usage":{"input_tokens":39012,"cache_creation_input_tokens":1200,"cache_read_input_tokens":88000,"output_tokens":79,"server_tool_use":{"web_search_requests":0}}"#,
+        ));
+        assert_eq!(
+            result.usage,
+            TokenUsage {
+                input: 39012,
+                output: 79,
+                cache_read: 88000,
+                cache_creation: 1200,
+            }
+        );
+        let odd = parsed_result(&result_line(
+            r#""subtype":"success","is_error":false,"result":"ok","usage":{"input_tokens":"many","output_tokens":5}"#,
+        ));
+        assert_eq!(odd.usage.input, 0);
+        assert_eq!(odd.usage.output, 5);
+        let none = parsed_result(&result_line(r#""subtype":"success","is_error":false"#));
+        assert_eq!(none.usage, TokenUsage::default());
     }
 
     #[test]

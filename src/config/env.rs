@@ -64,6 +64,16 @@
 //! | `RALPH_STATE_KEEP_CYCLES` | `state.keep_cycles` | whole number ≥ 1 |
 //! | `RALPH_STATE_COMPRESS_AFTER` | `state.compress_after` | whole number ≥ 0 (0 = never) |
 //! | `RALPH_STATE_MAX_TRANSCRIPT_MB` | `state.max_transcript_mb` | whole number ≥ 1 (MiB) |
+//! | `RALPH_NOTIFY_HEARTBEAT_URL` | `notify.heartbeat_url` | http(s) URL, optional |
+//! | `RALPH_NOTIFY_HEARTBEAT_EVERY` | `notify.heartbeat_every` | duration > 0 |
+//! | `RALPH_NOTIFY_STALL_AFTER` | `notify.stall_after` | duration (0 = never) |
+//! | `RALPH_NOTIFY_QUEUE_SIZE` | `notify.queue_size` | whole number ≥ 1 |
+//!
+//! `[[hooks]]` and `[[webhooks]]` are read from the file only. A `RALPH_*`
+//! variable a webhook's `header_env` names is not an unknown variable.
+//! | `RALPH_HTTP_LISTEN` | `http.listen` | `IP:port`, or empty for no server |
+//! | `RALPH_HTTP_TOKEN_FILE` | `http.token_file` | file (mode 0600), optional |
+//! | `RALPH_HTTP_ALLOWED_HOSTS` | `http.allowed_hosts` | list of host names |
 //!
 //! `<PHASE>` is `SCAN`, `IDEA`, `CODE_EDIT`, `BACKTEST` or `REPORT`.
 

@@ -74,6 +74,16 @@ pub(crate) enum ConfigError {
         line: usize,
     },
 
+    #[error(
+        "'{name}' in {} line {line} must be an array of tables: write each as [[{name}]] followed by its keys",
+        path.display()
+    )]
+    NotATableArray {
+        name: String,
+        path: PathBuf,
+        line: usize,
+    },
+
     #[error("unknown key '{key}' in {place} of {} line {line} (expected one of: {expected})", path.display())]
     UnknownKey {
         key: String,

@@ -11,7 +11,7 @@ use super::error::ConfigError;
 use crate::phase::Phase;
 
 /// The top-level tables of `ralph.toml`.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 13] = [
     "loop",
     "agent",
     "phases",
@@ -23,7 +23,12 @@ const SECTIONS: [&str; 11] = [
     "budget",
     "logging",
     "state",
+    "notify",
+    "http",
 ];
+
+/// The arrays of tables of `ralph.toml`, any number of each (docs/design.md §12).
+pub(super) const TABLE_ARRAYS: [&str; 2] = ["hooks", "webhooks"];
 
 /// The parsed config file: every key of every known table, in file order.
 pub(super) struct FileLayer {
@@ -31,6 +36,19 @@ pub(super) struct FileLayer {
     pub(super) path: PathBuf,
     /// The directory relative paths in the file are relative to.
     pub(super) dir: PathBuf,
+    pub(super) entries: Vec<FileEntry>,
+    /// Each `[[hooks]]` and `[[webhooks]]` table, in file order.
+    pub(super) items: Vec<FileItem>,
+}
+
+/// One table of an array of tables (`[[hooks]]`): its keys, kept apart from
+/// the keys of the plain tables.
+pub(super) struct FileItem {
+    /// `hooks` or `webhooks`.
+    pub(super) array: &'static str,
+    /// 1-based, in file order.
+    pub(super) number: usize,
+    pub(super) line: usize,
     pub(super) entries: Vec<FileEntry>,
 }
 
@@ -55,7 +73,8 @@ pub(super) enum FileValue {
     Bool(bool),
     Datetime(String),
     Array(Vec<FileValue>),
-    Table,
+    /// An inline table's keys and values (`{ Authorization = "VAR" }`).
+    Table(Vec<(String, FileValue)>),
 }
 
 impl FileValue {
@@ -75,7 +94,17 @@ impl FileValue {
                     .map(|item| FileValue::from_toml(item.get_ref()))
                     .collect(),
             ),
-            DeValue::Table(_) => FileValue::Table,
+            DeValue::Table(table) => FileValue::Table(
+                table
+                    .iter()
+                    .map(|(key, value)| {
+                        (
+                            key.get_ref().to_string(),
+                            FileValue::from_toml(value.get_ref()),
+                        )
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -95,7 +124,7 @@ impl FileValue {
                 let items: Vec<String> = items.iter().map(FileValue::describe).collect();
                 format!("[{}]", items.join(", "))
             }
-            FileValue::Table => "a table".to_owned(),
+            FileValue::Table(_) => "a table".to_owned(),
         }
     }
 }
@@ -132,10 +161,39 @@ pub(super) fn read_file(
 fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigError> {
     let root = DeTable::parse(text).map_err(|error| syntax_error(path, text, &error))?;
     let mut entries = Vec::new();
+    let mut items = Vec::new();
     for (name, value) in root.get_ref().iter() {
         let line = line_of(text, name.span().start);
         let name: &str = name.get_ref();
-        if name == "phases" {
+        if let Some(array) = TABLE_ARRAYS.iter().find(|array| **array == name) {
+            let tables = match value.get_ref() {
+                DeValue::Array(tables) => tables,
+                _ => {
+                    return Err(ConfigError::NotATableArray {
+                        name: name.to_owned(),
+                        path: path.to_path_buf(),
+                        line,
+                    });
+                }
+            };
+            for (index, table) in tables.iter().enumerate() {
+                let DeValue::Table(keys) = table.get_ref() else {
+                    return Err(ConfigError::NotATableArray {
+                        name: name.to_owned(),
+                        path: path.to_path_buf(),
+                        line,
+                    });
+                };
+                let mut item = FileItem {
+                    array,
+                    number: index + 1,
+                    line: line_of(text, table.span().start),
+                    entries: Vec::new(),
+                };
+                collect_entries(text, name, keys, &mut item.entries);
+                items.push(item);
+            }
+        } else if name == "phases" {
             let DeValue::Table(phases) = value.get_ref() else {
                 return Err(ConfigError::NotATable {
                     name: "phases.scan".to_owned(),
@@ -194,6 +252,7 @@ fn parse_file(path: &Path, text: &str) -> Result<FileLayer, ConfigError> {
         path: path.to_path_buf(),
         dir,
         entries,
+        items,
     })
 }
 
@@ -242,12 +301,15 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// `[loop], [agent], [phases.<phase>], …` for messages.
+/// `[loop], [agent], [phases.<phase>], …, [[hooks]], [[webhooks]]` for messages.
 pub(super) fn table_list() -> String {
     SECTIONS
         .map(|section| match section {
             "phases" => "[phases.<phase>]".to_owned(),
             _ => format!("[{section}]"),
         })
+        .into_iter()
+        .chain(TABLE_ARRAYS.map(|array| format!("[[{array}]]")))
+        .collect::<Vec<_>>()
         .join(", ")
 }

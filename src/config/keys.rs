@@ -12,9 +12,10 @@ use super::Config;
 use super::error::ConfigError;
 use super::resolve::{Flag, Resolver};
 use super::values::{
-    agent_kind, boolean, command, dollars, duration, glob_list, keep_cycles, log_file_count,
-    log_format, log_level, max_iterations, nonzero_duration, nonzero_u32, on_corrupt, optional,
-    permission_mode, signature_part, string_list, text, whole_number,
+    agent_kind, boolean, command, dollars, duration, glob_list, http_url, keep_cycles,
+    listen_address, log_file_count, log_format, log_level, max_iterations, nonzero_duration,
+    nonzero_u32, on_corrupt, optional, path_value, permission_mode, signature_part, string_list,
+    text, whole_number,
 };
 use crate::cli::RunArgs;
 use crate::phase::Phase;
@@ -124,5 +125,13 @@ pub(super) fn read_keys(
     key!(r, config.state.keep_cycles, keep_cycles);
     key!(r, config.state.compress_after, whole_number(0));
     key!(r, config.state.max_transcript_mb, whole_number(1));
+
+    key!(r, config.notify.heartbeat_url, optional(http_url));
+    key!(r, config.notify.heartbeat_every, nonzero_duration);
+    key!(r, config.notify.stall_after, duration);
+    key!(r, config.notify.queue_size, whole_number(1));
+    key!(r, config.http.listen, listen_address);
+    key!(r, config.http.token_file, optional(path_value));
+    key!(r, config.http.allowed_hosts, string_list);
     Ok(())
 }

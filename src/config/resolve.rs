@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::destinations::read_destinations;
 use super::env::{Env, RUNTIME_VARIABLES, variable_name};
 use super::error::{ConfigError, Origin};
 use super::file::{FileLayer, read_file};
@@ -52,6 +53,11 @@ pub(super) fn resolve(
         cwd: cwd.to_path_buf(),
     };
     read_keys(&mut resolver, &mut config, run_args)?;
+    read_destinations(
+        file.as_ref(),
+        &mut config.notify,
+        &mut resolver.known_variables,
+    )?;
 
     resolver.check_unknown()?;
     check_rules(&config, &resolver)?;

@@ -513,7 +513,7 @@ fn durations() {
 fn unknown_key_in_each_table_names_key_table_and_file() {
     let tables: Vec<String> = ["loop", "agent", "backtest", "gates", "git", "rate_limit"]
         .into_iter()
-        .chain(["breaker", "budget", "logging", "state"])
+        .chain(["breaker", "budget", "logging", "state", "http"])
         .map(str::to_owned)
         .chain(Phase::ALL.map(|phase| format!("phases.{phase}")))
         .collect();
@@ -887,5 +887,138 @@ fn nonzero_defaults_are_nonzero() {
     assert_eq!(
         config.rate_limit.requests_per_minute,
         NonZeroU32::new(60).unwrap()
+    );
+}
+
+#[test]
+fn hooks_webhooks_and_notify_are_read_with_their_defaults() {
+    let fixture = Fixture::new(Some(
+        r#"
+[notify]
+heartbeat_url = "https://hc-ping.com/abc"
+heartbeat_every = "1m"
+stall_after = "2h"
+
+[[hooks]]
+command = ["notify-send", "ralphd"]
+
+[[hooks]]
+on = ["*"]
+command = ["/bin/true"]
+timeout = "5s"
+
+[[webhooks]]
+url = "https://hooks.slack.com/services/T/B/X"
+on = ["cycle_finished", "stalled"]
+format = "slack"
+header_env = { Authorization = "RALPH_WEBHOOK_AUTH", X-Extra = "EXTRA" }
+max_attempts = 2
+"#,
+    ));
+    // The variable header_env names is not an unknown RALPH_* variable.
+    let config = fixture.load(&[("RALPH_WEBHOOK_AUTH", "Bearer x")]).unwrap();
+    let notify = &config.notify;
+    assert_eq!(
+        notify.heartbeat_url.as_deref(),
+        Some("https://hc-ping.com/abc")
+    );
+    assert_eq!(notify.heartbeat_every, Duration::from_secs(60));
+    assert_eq!(notify.stall_after, Duration::from_secs(7200));
+    assert_eq!(notify.queue_size, 256);
+    assert_eq!(notify.hooks.len(), 2);
+    assert_eq!(
+        notify.hooks[0].on,
+        ["daemon_stopped", "stalled", "breaker_changed"]
+    );
+    assert_eq!(notify.hooks[0].timeout, Duration::from_secs(30));
+    assert_eq!(notify.hooks[1].on, ["*"]);
+    assert_eq!(notify.hooks[1].timeout, Duration::from_secs(5));
+    let webhook = &notify.webhooks[0];
+    assert_eq!(webhook.format, crate::config::WebhookFormat::Slack);
+    assert_eq!(
+        webhook.header_env,
+        [
+            ("Authorization".to_owned(), "RALPH_WEBHOOK_AUTH".to_owned()),
+            ("X-Extra".to_owned(), "EXTRA".to_owned())
+        ]
+    );
+    assert_eq!(webhook.timeout, Duration::from_secs(10));
+    assert_eq!(webhook.max_attempts, 2);
+}
+
+#[test]
+fn a_bad_hook_or_webhook_is_refused_naming_the_entry_the_key_and_the_fix() {
+    let table: &[(&str, &[&str])] = &[
+        (
+            "[[hooks]]\non = [\"cycle_done\"]\ncommand = [\"x\"]\n",
+            &[
+                "[[hooks]] #1.on",
+                "\"cycle_done\" is not one",
+                "cycle_finished",
+            ],
+        ),
+        (
+            "[[hooks]]\ncommand = []\n",
+            &["[[hooks]] #1.command", "the program, then its arguments"],
+        ),
+        (
+            "[[hooks]]\non = [\"*\"]\n",
+            &["[[hooks]] #1", "has no 'command'"],
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://a.example\"\n[[webhooks]]\nurl = \"ftp://x\"\n",
+            &["[[webhooks]] #2.url", "http:// or https:// URL"],
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://a.example\"\nformat = \"teams\"\n",
+            &[
+                "[[webhooks]] #1.format",
+                "\"json\", \"slack\", \"ntfy\", \"discord\"",
+            ],
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://a.example\"\nheaders = { A = \"b\" }\n",
+            &["unknown key 'headers' in [[webhooks]] #1", "header_env"],
+        ),
+        (
+            "[[webhooks]]\nurl = \"https://a.example\"\nheader_env = { Authorization = \"Bearer abc\" }\n",
+            &[
+                "[[webhooks]] #1.header_env",
+                "not an environment variable name",
+            ],
+        ),
+        ("hooks = 3\n", &["'hooks'", "[[hooks]]"]),
+        (
+            "[notify]\nheartbeat_url = \"hc-ping.com/x\"\n",
+            &["notify.heartbeat_url", "http:// or https:// URL"],
+        ),
+    ];
+    for (toml, expected) in table {
+        let message = error_of(toml);
+        for part in *expected {
+            assert!(message.contains(part), "{toml}: {message} lacks {part}");
+        }
+    }
+}
+
+#[test]
+fn the_http_server_listens_on_loopback_by_default_and_empty_turns_it_off() {
+    let fixture = Fixture::new(None);
+    let config = fixture.load(&[]).unwrap();
+    assert_eq!(config.http.listen, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(config.http.token_file, None);
+    let off = fixture.load(&[("RALPH_HTTP_LISTEN", "")]).unwrap();
+    assert_eq!(off.http.listen, None);
+    let fixture = Fixture::new(Some(
+        "[http]\nlisten = \"[::1]:8080\"\ntoken_file = \"token\"\nallowed_hosts = [\"ralph.lan\"]\n",
+    ));
+    let config = fixture.load(&[]).unwrap();
+    assert_eq!(config.http.listen, Some("[::1]:8080".parse().unwrap()));
+    assert_eq!(config.http.token_file, Some(fixture.path().join("token")));
+    assert_eq!(config.http.allowed_hosts, ["ralph.lan"]);
+    let message = error_of("[http]\nlisten = \"localhost\"\n");
+    assert!(
+        message.contains("http.listen") && message.contains("IP address and port"),
+        "{message}"
     );
 }

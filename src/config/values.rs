@@ -339,3 +339,102 @@ pub(super) fn keep_cycles(input: &Input<'_>) -> Result<u32, String> {
             .to_owned()
     })
 }
+
+/// An `http://` or `https://` URL (webhooks, the heartbeat).
+pub(super) fn http_url(input: &Input<'_>) -> Result<String, String> {
+    const EXPECTED: &str = "an http:// or https:// URL like \"https://ntfy.sh/my-topic\"";
+    let text = input.text().map(str::trim).unwrap_or_default();
+    match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(text.to_owned())
+        }
+        _ => Err(EXPECTED.to_owned()),
+    }
+}
+
+/// `on = [...]` of a hook or webhook: event types of docs/design.md §11,
+/// or `"*"` for all.
+pub(super) fn event_list(input: &Input<'_>) -> Result<Vec<String>, String> {
+    let expected = || {
+        format!(
+            "a non-empty list of event types or [\"*\"]; the types are: {}",
+            crate::events::EVENT_TYPES.join(", ")
+        )
+    };
+    let names = string_list(input).map_err(|_| expected())?;
+    if names.is_empty() {
+        return Err(expected());
+    }
+    if let Some(unknown) = names
+        .iter()
+        .find(|name| *name != "*" && !crate::events::EVENT_TYPES.contains(&name.as_str()))
+    {
+        return Err(format!("{} ({unknown:?} is not one)", expected()));
+    }
+    Ok(names)
+}
+
+/// A hook's `command`: a program and its arguments, run without a shell.
+pub(super) fn argv(input: &Input<'_>) -> Result<Vec<String>, String> {
+    const EXPECTED: &str = "a non-empty list: the program, then its arguments, like \
+                            [\"notify-send\", \"ralphd\"] (no shell; write [\"sh\", \"-c\", \"…\"] for one)";
+    match string_list(input) {
+        Ok(argv) if !argv.is_empty() => Ok(argv),
+        _ => Err(EXPECTED.to_owned()),
+    }
+}
+
+/// A webhook's `format`.
+pub(super) fn webhook_format(input: &Input<'_>) -> Result<super::WebhookFormat, String> {
+    choice(input, &super::WebhookFormat::NAMES)
+        .map(|name| super::WebhookFormat::from_name(name).unwrap_or(super::WebhookFormat::Json))
+}
+
+/// A webhook's `header_env`: header names mapped to the names of the
+/// environment variables that hold their values (values never come from
+/// the file).
+pub(super) fn header_env(input: &Input<'_>) -> Result<Vec<(String, String)>, String> {
+    const EXPECTED: &str = "an inline table of header names and environment variable names, \
+                            like { Authorization = \"NTFY_AUTH\" }";
+    let Input::File {
+        value: FileValue::Table(entries),
+        ..
+    } = input
+    else {
+        return Err(EXPECTED.to_owned());
+    };
+    entries
+        .iter()
+        .map(|(header, variable)| {
+            let FileValue::Str(variable) = variable else {
+                return Err(EXPECTED.to_owned());
+            };
+            if reqwest::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(format!(
+                    "{EXPECTED} ({header:?} is not a valid header name)"
+                ));
+            }
+            let is_variable_name = !variable.is_empty()
+                && variable
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+            if !is_variable_name {
+                return Err(format!(
+                    "{EXPECTED} ({variable:?} is not an environment variable name)"
+                ));
+            }
+            Ok((header.clone(), variable.clone()))
+        })
+        .collect()
+}
+
+/// `http.listen`: an IP address and port (`"127.0.0.1:0"`, `"[::1]:8080"`),
+/// or `""` for no server.
+pub(super) fn listen_address(input: &Input<'_>) -> Result<Option<std::net::SocketAddr>, String> {
+    const EXPECTED: &str = "an IP address and port like \"127.0.0.1:0\" (port 0 picks a free one), or \"\" for no server";
+    let text = input.text().ok_or_else(|| EXPECTED.to_owned())?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| EXPECTED.to_owned())
+}

@@ -338,6 +338,7 @@ impl PhaseExecutor for Script {
             outcome,
             session_id: Some(format!("session-{phase}")),
             cost_usd,
+            tokens: Default::default(),
             turns: 3,
             permission_denials: Vec::new(),
             duration: std::time::Duration::from_millis(1500),

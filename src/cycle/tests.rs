@@ -853,6 +853,7 @@ fn a_phase_run_is_recorded_as_ok_or_as_failed_with_its_message() {
         outcome,
         session_id: None,
         cost_usd: 0.0,
+        tokens: Default::default(),
         turns: 0,
         permission_denials: Vec::new(),
         duration: std::time::Duration::ZERO,

@@ -24,6 +24,7 @@ impl Daemon {
     pub(super) async fn main_loop(&mut self) -> Result<RunExit> {
         let mut cycles_run: u32 = 0;
         loop {
+            self.liveness.beat();
             self.take_requests();
             if self.control.0.requests().stop_after_cycle {
                 tracing::info!("stopping on request");
@@ -298,10 +299,13 @@ impl Daemon {
             .as_ref()
             .map(|in_flight| in_flight.cycle);
         let shutdown = self.signals.shutdown.clone();
-        let pruned = crate::cycle::off_thread(move || {
-            retention::apply(&dir, retention, in_flight, || shutdown.is_cancelled())
-        })
-        .await;
+        // Bounded: one pass over the cycle directories, stoppable.
+        let pruned = self
+            .liveness
+            .during(crate::cycle::off_thread(move || {
+                retention::apply(&dir, retention, in_flight, || shutdown.is_cancelled())
+            }))
+            .await;
         if pruned.deleted > 0 || pruned.compressed_files > 0 {
             tracing::info!(
                 deleted_cycles = pruned.deleted,
@@ -374,8 +378,11 @@ impl Daemon {
             until: rfc3339(until),
         });
         let deadline = tokio::time::Instant::now() + duration;
+        // A wait is the loop at work: it stamps its liveness as it goes.
+        let mut alive = self.liveness.ticker();
         let result = loop {
             tokio::select! {
+                _ = alive.tick() => self.liveness.beat(),
                 () = tokio::time::sleep_until(deadline) => break Ok(()),
                 () = self.signals.shutdown.cancelled() => break Err(Stop::Cancelled),
                 () = head_moved(&mut self.checkout.head_watch) => {
@@ -437,11 +444,13 @@ impl Daemon {
                 until: String::new(),
             });
         });
+        let mut alive = self.liveness.ticker();
         let result = loop {
             if !self.control.1.borrow_and_update().paused {
                 break Ok(());
             }
             tokio::select! {
+                _ = alive.tick() => self.liveness.beat(),
                 () = self.signals.shutdown.cancelled() => break Err(Stop::Cancelled),
                 changed = self.control.1.changed() => {
                     if changed.is_err() {

@@ -187,6 +187,7 @@ impl PhaseExecutor for Daemon {
         if self.signals.shutdown.is_cancelled() {
             return Err(Stop::Cancelled);
         }
+        self.liveness.beat();
         self.take_requests();
         self.wait_while_paused().await?;
         self.reload_if_asked();
@@ -235,14 +236,16 @@ impl PhaseExecutor for Daemon {
             return Some(Vec::new());
         }
         self.set_status(|status| status.phase = Some("backtest checks".to_owned()));
-        let results = checks::run_all(
-            &self.config.backtest.checks,
-            &self.config.repo,
-            self.config.backtest.check_timeout,
-            self.config.agent.stop_grace,
-            &self.signals.shutdown,
-        )
-        .await?;
+        let results = self
+            .liveness
+            .during(checks::run_all(
+                &self.config.backtest.checks,
+                &self.config.repo,
+                self.config.backtest.check_timeout,
+                self.config.agent.stop_grace,
+                &self.signals.shutdown,
+            ))
+            .await?;
         let cycle = self
             .records
             .in_flight
@@ -303,7 +306,14 @@ impl PhaseExecutor for Daemon {
             timeout: self.config.backtest.check_timeout,
             stop_grace: self.config.agent.stop_grace,
         };
-        git_rules::run_hook(&hook, &args, &context, &self.signals.shutdown).await
+        self.liveness
+            .during(git_rules::run_hook(
+                &hook,
+                &args,
+                &context,
+                &self.signals.shutdown,
+            ))
+            .await
     }
 
     async fn sign_commit(
@@ -311,13 +321,14 @@ impl PhaseExecutor for Daemon {
         signing: crate::git::Signing,
         payload: String,
     ) -> Option<Result<String, String>> {
-        git_rules::sign(
-            &signing,
-            &payload,
-            self.config.agent.stop_grace,
-            &self.signals.shutdown,
-        )
-        .await
+        self.liveness
+            .during(git_rules::sign(
+                &signing,
+                &payload,
+                self.config.agent.stop_grace,
+                &self.signals.shutdown,
+            ))
+            .await
     }
 
     async fn run_phase(
@@ -338,6 +349,7 @@ impl PhaseExecutor for Daemon {
             status: status.to_owned(),
             duration_ms: run.duration.as_millis().try_into().unwrap_or(u64::MAX),
             cost_usd: run.cost_usd,
+            tokens: run.tokens,
             error,
         });
         Ok(run)
@@ -359,6 +371,7 @@ impl Daemon {
             .join(format!("{}.jsonl", phase.name()));
         let mut attempt: u32 = 0;
         let mut total_cost = 0.0;
+        let mut total_tokens = crate::agent::stream::TokenUsage::default();
         loop {
             if let Some(reason) = self.budget_exhausted() {
                 return Err(Stop::Halt(format!(
@@ -378,8 +391,13 @@ impl Daemon {
             };
             // If the daemon dies meanwhile, the agent dies with it (PDEATHSIG)
             // and the next start stops its tools by their environment marker.
-            let result = agent::run_phase(&self.config, request)
-                .instrument(tracing::info_span!("phase", phase = %phase))
+            // A phase run ends by its own deadlines (phase and idle timeouts).
+            let liveness = self.liveness.clone();
+            let result = liveness
+                .during(
+                    agent::run_phase(&self.config, request)
+                        .instrument(tracing::info_span!("phase", phase = %phase)),
+                )
                 .await;
             sweep_descendants().await;
             let mut run = match result {
@@ -403,6 +421,8 @@ impl Daemon {
             let spent = self.records.progress.total_cost_usd + self.records.unrecorded_cost_usd;
             self.set_status(|status| status.spent_usd = spent);
             run.cost_usd = total_cost;
+            total_tokens = total_tokens.plus(run.tokens);
+            run.tokens = total_tokens;
             run.attempts = attempt;
             if run.cancelled || self.signals.shutdown.is_cancelled() {
                 tracing::warn!(cycle, %phase, "phase interrupted by a stop signal");
@@ -477,6 +497,7 @@ pub(super) fn failed_run(message: String, attempts: u32) -> PhaseRun {
         outcome: PhaseOutcome::could_not_run(message),
         session_id: None,
         cost_usd: 0.0,
+        tokens: Default::default(),
         turns: 0,
         permission_denials: Vec::new(),
         duration: Duration::ZERO,

@@ -198,6 +198,7 @@ mod tests {
             status: "ok".to_owned(),
             duration_ms,
             cost_usd: 0.5,
+            tokens: Default::default(),
             session_id: None,
             turns: 1,
             attempts: 1,

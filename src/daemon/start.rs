@@ -15,6 +15,8 @@ use crate::events::{EventKind, Events};
 use crate::git::GitRepo;
 use crate::git_rules;
 use crate::limiter::{Limiter, LimiterSnapshot};
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::prd;
 use crate::state::{
     self, DaemonState, HomePaths, InFlight, InstanceLock, Progress, RepoLock, StatusFile, VERSION,
@@ -48,6 +50,21 @@ impl Daemon {
         let checkout = Checkout::watch_head(&repo, branch);
         let (records, interrupted) = HomeRecords::from_saved(saved, &checkout.branch);
         let events = Events::open(&paths.events())?;
+        let control = Control::new();
+        let metrics = Metrics::new(VERSION_TEXT, SystemTime::now());
+        let http = crate::http::serve(
+            &config.http,
+            &paths,
+            events.clone(),
+            control.0.clone(),
+            metrics.clone(),
+        )
+        .await?;
+        // Before the first event, so hooks and webhooks hear daemon_started;
+        // after the last start-up step that can refuse to start (the server),
+        // so the heartbeat's `/start` is followed by an exit ping.
+        let notifier = Notifier::start(&config, &events, paths.status(), metrics.notifications());
+        let liveness = notifier.liveness();
         let mut daemon = Daemon {
             config,
             paths,
@@ -62,7 +79,11 @@ impl Daemon {
             repo,
             checkout,
             events,
-            control: Control::new(),
+            notifier: Some(notifier),
+            liveness,
+            metrics,
+            control,
+            http,
             breaker_published: "closed",
             breaker_resets_handled: 0,
             rng: fastrand::Rng::new(),
@@ -73,6 +94,7 @@ impl Daemon {
         daemon.record_interrupted_cycle(interrupted, recovered)?;
         daemon.check_branch().await?;
         daemon.give_a_fresh_progress_the_branch();
+        daemon.start_metrics();
         daemon.save_guards()?;
         daemon.spawn_heartbeat();
         daemon.announce_ready();
@@ -89,29 +111,49 @@ impl Daemon {
         }
     }
 
+    /// Starts the metrics from progress.json and the breaker as they stand
+    /// now, then feeds them from the event stream (docs/design.md §11): the
+    /// counters go on from where the last run left them on this branch.
+    fn start_metrics(&mut self) {
+        self.metrics.seed(
+            &self.records.progress,
+            breaker_state_name(&self.guards.breaker),
+        );
+        if let Some(events) = self.events.subscribe() {
+            tokio::spawn(crate::metrics::follow(self.metrics.clone(), events));
+        }
+    }
+
     /// Shows the money spent so far and `running` on the board, writes it,
     /// and tells systemd the daemon is ready.
     fn announce_ready(&mut self) {
         let spent = self.records.progress.total_cost_usd;
+        let dashboard = self.http.as_ref().map(|server| server.url().to_owned());
         self.set_status(|status| {
             status.spent_usd = spent;
             status.state = DaemonState::Running;
+            status.dashboard = dashboard.clone();
         });
         self.publish_status();
         // Outside systemd this does nothing; a failed notification harms no run.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let shown = dashboard.as_deref().unwrap_or("off ([http] listen = \"\")");
         tracing::info!(repo = %self.config.repo.display(), home = %self.config.home.display(),
-            branch = %self.checkout.branch, agent = %self.config.agent.kind.name(), "ralphd started");
+            branch = %self.checkout.branch, agent = %self.config.agent.kind.name(),
+            "ralphd started; dashboard: {shown}");
         self.events.publish(EventKind::DaemonStarted {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             repo: self.config.repo.display().to_string(),
             branch: self.checkout.branch.clone(),
-            dashboard: None,
+            dashboard,
         });
         self.breaker_published = breaker_state_name(&self.guards.breaker);
     }
 }
+
+/// The version `ralphd_build_info` names.
+const VERSION_TEXT: &str = env!("CARGO_PKG_VERSION");
 
 /// Creates the home's directories and takes its lock: one daemon per home.
 fn take_the_home(config: &Config) -> Result<(HomePaths, InstanceLock)> {

@@ -128,6 +128,7 @@ impl Daemon {
         let board = self.board.clone();
         let path = self.paths.status();
         let shutdown = self.signals.shutdown.clone();
+        let metrics = self.metrics.clone();
         let watchdog = sd_notify::watchdog_enabled();
         let period = watchdog.map_or(Duration::from_secs(10), |interval| {
             (interval / 2).min(Duration::from_secs(10))
@@ -152,6 +153,7 @@ impl Daemon {
                     () = shutdown.cancelled() => return,
                 }
                 board.write(&path);
+                metrics.heartbeat(std::time::SystemTime::now());
             }
         });
     }

@@ -37,6 +37,7 @@ fn record(cycle: u64, started_at: &str, seconds: i64, outcome: Outcome) -> Cycle
             attempts: 1,
             permission_denials: Vec::new(),
             error: None,
+            tokens: Default::default(),
         }],
         outcome,
         commit: None,

@@ -200,7 +200,16 @@ fn status_of_a_home_whose_path_is_not_utf8_works_without_a_panic() {
 fn a_home_command_on_a_missing_home_is_exit_2_saying_it_does_not_exist() {
     let world = World::without_repo();
     let missing = world.root.join("no-such-home");
-    for command_words in [&["status"][..], &["status", "--json"], &["reset-breaker"]] {
+    for command_words in [
+        &["status"][..],
+        &["status", "--json"],
+        &["reset-breaker"],
+        &["watch"],
+        &["pause"],
+        &["resume"],
+        &["stop"],
+        &["stop", "--now"],
+    ] {
         let mut command = world.ralphd();
         command.args(command_words).arg("--home").arg(&missing);
         let outcome = command.output();

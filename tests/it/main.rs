@@ -17,6 +17,8 @@ mod commands;
 mod daemon_ops;
 // The event stream of a run: state/events.jsonl.
 mod events;
+// The HTTP server: routes, live events, control, security.
+mod http_api;
 // The guards through the binary: usage limits, retries, breaker, budget, limiter.
 mod guards;
 // The scripted fake Messages API the real `claude` CLI talks to.
@@ -40,7 +42,13 @@ mod record;
 mod mcp;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;
+// Getting told: hooks, webhooks, the heartbeat and `stalled`.
+mod notify;
 // The morning digest: `ralphd report` and state/digests/.
 mod report;
 // `ralphd task`: the queue in prd.json, imports, edits racing a running daemon.
 mod tasks;
+// Prometheus metrics: promtool on a scrape, the alert rules, a real Prometheus.
+mod metrics;
+// The web page in a real browser (chromium + playwright-core).
+mod browser;

@@ -13,7 +13,9 @@ use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
 
-use crate::support::{World, read_json};
+use std::time::Duration;
+
+use crate::support::{World, dashboard_addr, poll_until, read_json};
 
 /// The tools of docs/design.md §13, in the order a client lists them.
 const TOOLS: [&str; 10] = [
@@ -436,18 +438,74 @@ async fn cycle_reports_are_read_even_compressed_and_a_missing_one_says_why() {
 async fn control_tools_say_that_no_daemon_runs_on_the_home() {
     let world = World::without_repo();
     let client = connect(&world.home).await;
-    for (tool, verb) in [
-        ("pause", "pause"),
-        ("resume", "resume"),
-        ("request_stop", "stop"),
-    ] {
+    for tool in ["pause", "resume", "request_stop"] {
         let message = call_error(&client, tool, json!({})).await;
         assert!(
-            message.contains("no ralphd daemon runs on")
-                && message.contains(&format!("nothing to {verb}")),
+            message.contains("no ralphd runs on the home")
+                && message.contains(&world.home.display().to_string()),
             "{tool}: {message}"
         );
     }
+    client.cancel().await.unwrap();
+}
+
+/// Makes the fake agent wait in `phase`'s first run until `go-<phase>`
+/// exists in its directory.
+fn gate(world: &World, phase: &str) {
+    let gate = world.fake.join(format!("go-{phase}"));
+    world.script(
+        phase,
+        Some(1),
+        &format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display()),
+    );
+}
+
+fn release(world: &World, phase: &str) {
+    std::fs::write(world.fake.join(format!("go-{phase}")), "").unwrap();
+}
+
+/// The control tools reach the running daemon through its HTTP control
+/// routes, as `ralphd pause|resume|stop` do, and answer in its words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_tools_pause_resume_and_stop_the_running_daemon() {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let world = World::new();
+    gate(&world, "scan");
+    gate(&world, "report");
+    let mut daemon = world.start(&[]);
+    dashboard_addr(&world.home, LIMIT);
+    assert!(poll_until(LIMIT, || world.calls("scan") == 1));
+    let client = connect(&world.home).await;
+
+    let paused = text_of(&call(&client, "pause", json!({})).await.unwrap());
+    assert!(paused.contains("pausing"), "{paused}");
+    release(&world, "scan");
+    let status = || read_json(&world.home.join("state/status.json"));
+    assert!(
+        poll_until(LIMIT, || status()["waiting"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.starts_with("paused"))),
+        "the daemon shows it is paused: {}",
+        status()
+    );
+    assert_eq!(world.calls("idea"), 0, "no phase run starts while paused");
+
+    let resumed = text_of(&call(&client, "resume", json!({})).await.unwrap());
+    assert!(resumed.contains("resumed"), "{resumed}");
+    assert!(
+        poll_until(LIMIT, || world.calls("report") == 1),
+        "it goes on"
+    );
+
+    let stopping = text_of(&call(&client, "request_stop", json!({})).await.unwrap());
+    assert!(
+        stopping.contains("stopping after the current cycle"),
+        "{stopping}"
+    );
+    release(&world, "report");
+    let outcome = daemon.wait_for_exit(LIMIT).expect("stops after the cycle");
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert_eq!(world.outcomes(), ["committed"], "the cycle ran to its end");
     client.cancel().await.unwrap();
 }
 

@@ -104,9 +104,12 @@ impl World {
         std::fs::write(self.fake.join(name), shell).unwrap();
     }
 
+    /// How often `phase` was called so far (0 while the fake agent is
+    /// rewriting its count: a poll reads it again).
     pub(crate) fn calls(&self, phase: &str) -> u32 {
         std::fs::read_to_string(self.fake.join(format!("count.{phase}")))
-            .map(|text| text.trim().parse().unwrap())
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
             .unwrap_or(0)
     }
 
@@ -368,7 +371,6 @@ pub(crate) fn processes_running(needle: &str) -> Vec<ProcInfo> {
 }
 
 /// Live processes whose working directory lies under `dir`.
-#[cfg_attr(not(real_claude), allow(dead_code))] // Used by real_loop.rs only.
 pub(crate) fn processes_under(dir: &Path) -> Vec<ProcInfo> {
     processes()
         .into_iter()
@@ -461,4 +463,124 @@ pub(crate) fn verdict(pass: bool, reason: &str) -> String {
         "Judged.\n\n```json\n{}\n```",
         json!({"verdict": if pass { "pass" } else { "fail" }, "reason": reason})
     )
+}
+
+/// An HTTP answer as the test client read it.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|error| panic!("not JSON ({error}): {}", self.body))
+    }
+}
+
+/// A minimal HTTP/1.1 client over a plain socket, so that tests control
+/// every header (Host, Origin…) and can hold a connection without reading.
+pub(crate) fn http_request(addr: &str, request: &str) -> Reply {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to ralphd");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the answer");
+    parse_reply(&raw)
+}
+
+/// `method path` with `Host: addr`, `Connection: close` and `headers`
+/// (each `Name: value`), and a body when given.
+pub(crate) fn http(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    http_request(addr, &request)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .expect("a complete answer head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(key, value)| (key.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    if headers
+        .iter()
+        .any(|(key, value)| key == "transfer-encoding" && value.contains("chunked"))
+    {
+        body = unchunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn unchunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&raw[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[end + 2..end + 2 + size]);
+        raw = &raw[end + 2 + size + 2..];
+    }
+}
+
+/// The `host:port` of a running daemon's server, once status.json names it.
+pub(crate) fn dashboard_addr(home: &Path, limit: Duration) -> String {
+    let mut url = None;
+    poll_until(limit, || {
+        url = std::fs::read_to_string(home.join("state/status.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|status| status["dashboard"].as_str().map(str::to_owned));
+        url.is_some()
+    });
+    let url = url.expect("status.json names the dashboard");
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
 }

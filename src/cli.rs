@@ -142,6 +142,19 @@ pub(crate) enum Command {
     ///   ralphd task import issues.json
     #[command(verbatim_doc_comment)]
     Task(TaskArgs),
+
+    /// Serve the home's tasks, status and cycles to Claude Code (or any MCP client) on stdio
+    ///
+    /// A Model Context Protocol server: an MCP client starts it and talks JSON-RPC
+    /// on its stdin and stdout. Tools: add_task, list_tasks, update_task,
+    /// complete_task, status, recent_cycles, cycle_report, pause, resume,
+    /// request_stop. Works whether or not a daemon runs on the home.
+    ///
+    /// Examples:
+    ///   claude mcp add-json ralphd "$(ralphd mcp --home ~/ralph/app --print-config)"
+    ///   ralphd mcp --home ~/ralph/app --print-config mcp-json > .mcp.json
+    #[command(verbatim_doc_comment)]
+    Mcp(McpArgs),
     /// Follow a run's events in the terminal, one line each, with a status line
     ///
     /// Reads state/events.jsonl as it grows: works without the HTTP server and
@@ -504,6 +517,34 @@ pub(crate) struct TaskImportArgs {
 }
 
 #[derive(Args, Clone, Debug, PartialEq)]
+pub(crate) struct McpArgs {
+    #[command(flatten)]
+    pub(crate) home: HomeArgs,
+
+    /// Print the client configuration that starts this server, then exit:
+    /// `add-json` (default) for `claude mcp add-json ralphd '<json>'`, `mcp-json`
+    /// for a `.mcp.json` file, `--mcp-config` or Claude Desktop
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        num_args = 0..=1,
+        default_missing_value = "add-json"
+    )]
+    pub(crate) print_config: Option<McpConfigFormat>,
+}
+
+/// The shapes of MCP client configuration `ralphd mcp --print-config` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum McpConfigFormat {
+    /// One server entry, `{"type":"stdio","command":…,"args":[…]}`, as
+    /// `claude mcp add-json <name> <json>` takes it
+    AddJson,
+    /// `{"mcpServers":{"ralphd":{…}}}`, as `.mcp.json`, `claude --mcp-config` and
+    /// Claude Desktop's configuration file hold it
+    McpJson,
+}
+
+#[derive(Args, Clone, Debug, PartialEq)]
 pub(crate) struct InitArgs {
     /// The directory to scaffold; created if missing
     #[arg(value_name = "DIR", default_value = ".")]
@@ -604,7 +645,7 @@ mod tests {
 
     use clap::{CommandFactory, Parser};
 
-    use super::{Cli, Command, RunArgs};
+    use super::{Cli, Command, McpConfigFormat, RunArgs};
     use crate::digest::{CycleRange, Format, Span};
     use crate::logging::LogFormat;
     use crate::service::ServiceKind;
@@ -821,5 +862,19 @@ mod tests {
             Command::ResetBreaker(args) => assert_eq!(args.home, Some(PathBuf::from("h"))),
             other => panic!("{other:?}"),
         }
+        for (args, expected) in [
+            (&["mcp", "--home", "h"][..], None),
+            (&["mcp", "--print-config"], Some(McpConfigFormat::AddJson)),
+            (
+                &["mcp", "--print-config", "mcp-json"],
+                Some(McpConfigFormat::McpJson),
+            ),
+        ] {
+            match parse(args).unwrap().command {
+                Command::Mcp(mcp) => assert_eq!(mcp.print_config, expected, "{args:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(parse(&["mcp", "--print-config", "yaml"]).is_err());
     }
 }

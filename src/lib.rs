@@ -21,6 +21,7 @@
 //! - `digest`: `ralphd report`, the morning digest, and `state/digests/`.
 //! - `tasks`: the task queue in prd.json (`ralphd task`, the MCP tools, the
 //!   daemon's `passes` updates), every edit under one lock.
+//! - `mcp`: `ralphd mcp`, the MCP server on stdio over the same code.
 //! - `events`, `control`, `http`, `terminal`: watching and steering a run —
 //!   the event stream, requests to the loop, the HTTP server, `ralphd watch`.
 //! - `logging`, `redact`, `service`, `demo`: operations; `redact` masks
@@ -52,6 +53,7 @@ mod http;
 mod init;
 mod limiter;
 mod logging;
+mod mcp;
 mod metrics;
 #[cfg(test)]
 mod no_panic;
@@ -75,6 +77,7 @@ mod watch;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -222,6 +225,27 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Stop(args) => ask_daemon(args.home.home.as_deref(), control::Action::Stop),
+        Command::Mcp(args) => {
+            let home =
+                config::resolve_home(args.home.home.as_deref(), &config::Env::from_process())?;
+            if let Some(format) = args.print_config {
+                let binary = std::env::current_exe()
+                    .context("cannot find the path of this ralphd binary")?;
+                let config = mcp::client_config(&binary, &home, format);
+                println!("{}", serde_json::to_string_pretty(&config)?);
+                return Ok(0);
+            }
+            // Logs go to stderr only: stdout is the protocol.
+            let _log_guard = logging::init(logging::LogOptions {
+                // rmcp logs every error answer as a WARN; the client has it already.
+                level: "warn,rmcp=error".to_owned(),
+                verbosity: 0,
+                format: logging::LogFormat::Text,
+                dir: None,
+                max_files: 0,
+            })?;
+            mcp::serve(home)
+        }
         Command::ResetBreaker(args) => {
             let home = config::resolve_home(args.home.as_deref(), &config::Env::from_process())?;
             if state::InstanceLock::is_held(&state::HomePaths::new(&home)) {

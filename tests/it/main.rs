@@ -30,11 +30,16 @@ mod real_cli;
 // ralphd end to end with the real CLI against the fake API (issue 6 scenarios).
 #[cfg(real_claude)]
 mod real_loop;
+// The real CLI as an MCP client of `ralphd mcp`.
+#[cfg(real_claude)]
+mod real_mcp;
 // Without RALPHD_REAL_CLAUDE: one test that says the two above did not run.
 #[cfg(not(real_claude))]
 mod real_cli_skipped;
 // The record of a cycle: reason, verdict, checks, report.md, recent outcomes.
 mod record;
+// `ralphd mcp` through rmcp's client: tools, resources, errors.
+mod mcp;
 // Disk use of the home: transcript cap, redaction, retention, a full disk.
 mod home_disk;
 // Getting told: hooks, webhooks, the heartbeat and `stalled`.

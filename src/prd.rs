@@ -6,18 +6,74 @@
 use std::path::Path;
 
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::state;
 
-/// A story that still has `"passes": false`.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct OpenStory {
+/// One story of prd.json, as the prompts, `ralphd task` (`tasks::Task`) and
+/// the MCP tools see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Story {
+    /// Short and stable, e.g. `T-7` (or whatever id a hand-written story has).
     pub(crate) id: String,
     pub(crate) title: String,
     pub(crate) description: String,
+    /// What must hold for the task to count as done.
     pub(crate) acceptance_criteria: Vec<String>,
+    /// Lower is more urgent; the daemon takes the open task with the lowest first.
     pub(crate) priority: Option<i64>,
+    /// True once done: by `ralphd task done`, or by the daemon when a cycle
+    /// that worked on it was committed.
+    pub(crate) passes: bool,
+    pub(crate) notes: String,
+    /// Where an imported task came from (`gh#12`, `md:fix the login page`);
+    /// importing the same item again finds it by this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) source: Option<String>,
+}
+
+impl Story {
+    /// `open` or `done`.
+    pub(crate) fn status(&self) -> &'static str {
+        if self.passes { "done" } else { "open" }
+    }
+
+    /// Reads a story of prd.json; missing or odd fields read as empty.
+    pub(crate) fn from_story(story: &Value) -> Story {
+        let text = |key: &str| {
+            story
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        Story {
+            id: story.get("id").map(id_text).unwrap_or_default(),
+            title: text("title"),
+            description: text("description"),
+            acceptance_criteria: story
+                .get("acceptanceCriteria")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect(),
+            priority: story.get("priority").and_then(Value::as_i64),
+            passes: story.get("passes").and_then(Value::as_bool) == Some(true),
+            notes: text("notes"),
+            source: story
+                .get("source")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// A story's id as text (a number or other JSON value as written).
+pub(crate) fn id_text(id: &Value) -> String {
+    id.as_str().map_or_else(|| id.to_string(), str::to_owned)
 }
 
 /// Loads prd.json; `Ok(None)` when there is none. Corrupt → error naming it.
@@ -35,38 +91,14 @@ pub(crate) fn load(path: &Path) -> Result<Option<Value>> {
 }
 
 /// The stories whose `passes` is not true, highest priority (lowest number) first.
-pub(crate) fn open_stories(prd: &Value) -> Vec<OpenStory> {
-    let mut stories: Vec<OpenStory> = prd
+pub(crate) fn open_stories(prd: &Value) -> Vec<Story> {
+    let mut stories: Vec<Story> = prd
         .get("userStories")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|story| story.get("passes").and_then(Value::as_bool) != Some(true))
-        .map(|story| {
-            let text = |key: &str| {
-                story
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            OpenStory {
-                id: story
-                    .get("id")
-                    .map(|id| id.as_str().map_or_else(|| id.to_string(), str::to_owned))
-                    .unwrap_or_default(),
-                title: text("title"),
-                description: text("description"),
-                acceptance_criteria: story
-                    .get("acceptanceCriteria")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|item| item.as_str().map(str::to_owned))
-                    .collect(),
-                priority: story.get("priority").and_then(Value::as_i64),
-            }
-        })
+        .map(Story::from_story)
+        .filter(|story| !story.passes)
         .collect();
     stories.sort_by_key(|story| story.priority.unwrap_or(i64::MAX));
     stories

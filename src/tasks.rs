@@ -18,11 +18,12 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::state::{self, HomePaths};
 
+pub(crate) use crate::prd::Story as Task;
+use crate::prd::id_text;
 pub(crate) use import::ImportReport;
 pub(crate) use render::{render_list, render_task};
 
@@ -43,65 +44,6 @@ const MAX_TASK_NUMBER: u64 = 999_999_999_999;
 /// the lock for milliseconds; a holder that is stopped (Ctrl-Z) must not hang
 /// the daemon for good.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// One story of prd.json, as `ralphd task` and the MCP tools show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Task {
-    /// Short and stable, e.g. `T-7` (or whatever id a hand-written story has).
-    pub(crate) id: String,
-    pub(crate) title: String,
-    pub(crate) description: String,
-    /// What must hold for the task to count as done.
-    pub(crate) acceptance_criteria: Vec<String>,
-    /// Lower is more urgent; the daemon takes the open task with the lowest first.
-    pub(crate) priority: Option<i64>,
-    /// True once done: by `ralphd task done`, or by the daemon when a cycle
-    /// that worked on it was committed.
-    pub(crate) passes: bool,
-    pub(crate) notes: String,
-    /// Where an imported task came from (`gh#12`, `md:fix the login page`);
-    /// importing the same item again finds it by this key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) source: Option<String>,
-}
-
-impl Task {
-    /// `open` or `done`.
-    pub(crate) fn status(&self) -> &'static str {
-        if self.passes { "done" } else { "open" }
-    }
-
-    /// Reads a story of prd.json; missing or odd fields read as empty.
-    fn from_story(story: &Value) -> Task {
-        let text = |key: &str| {
-            story
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned()
-        };
-        Task {
-            id: story.get("id").map(id_text).unwrap_or_default(),
-            title: text("title"),
-            description: text("description"),
-            acceptance_criteria: story
-                .get("acceptanceCriteria")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|item| item.as_str().map(str::to_owned))
-                .collect(),
-            priority: story.get("priority").and_then(Value::as_i64),
-            passes: story.get("passes").and_then(Value::as_bool) == Some(true),
-            notes: text("notes"),
-            source: story
-                .get("source")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        }
-    }
-}
 
 /// A task to add. Only `title` is required.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -533,10 +475,6 @@ fn unknown(id: &str) -> TaskError {
 }
 
 /// A story id as text: hand-written files may use numbers.
-fn id_text(id: &Value) -> String {
-    id.as_str().map_or_else(|| id.to_string(), str::to_owned)
-}
-
 /// Where the story with `id` is: the one with exactly that id, else the
 /// first that has it ignoring ASCII case (`t-3` finds `T-3`).
 fn position_of(stories: &[impl std::borrow::Borrow<Value>], id: &str) -> Result<usize, TaskError> {

@@ -65,6 +65,8 @@ impl Daemon {
         // so the heartbeat's `/start` is followed by an exit ping.
         let notifier = Notifier::start(&config, &events, paths.status(), metrics.notifications());
         let liveness = notifier.liveness();
+        // The saved breaker's state: only a change from it is told.
+        let breaker_published = breaker_state_name(&guards.breaker);
         let mut daemon = Daemon {
             config,
             paths,
@@ -84,7 +86,7 @@ impl Daemon {
             metrics,
             control,
             http,
-            breaker_published: "closed",
+            breaker_published,
             breaker_resets_handled: 0,
             rng: fastrand::Rng::new(),
             fatal: None,
@@ -148,7 +150,6 @@ impl Daemon {
             branch: self.checkout.branch.clone(),
             dashboard,
         });
-        self.breaker_published = breaker_state_name(&self.guards.breaker);
     }
 }
 

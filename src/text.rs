@@ -50,6 +50,12 @@ pub(crate) fn tail_chars(text: &str, max_chars: usize) -> &str {
     }
 }
 
+/// `text` on one line: every run of whitespace (newlines too) becomes one
+/// space, and the ends are trimmed.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The beginning of `text` for a message: its first `max_chars` characters,
 /// followed by `…` when anything was cut (so the result can be one character
 /// longer than `max_chars`).

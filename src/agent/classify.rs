@@ -397,13 +397,7 @@ fn refusal_message(stderr_tail: &str) -> Option<String> {
 
 /// `text` on one line, whitespace collapsed, at most [`QUOTE_CHARS`] characters.
 fn one_line(text: &str) -> String {
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
+    let line = crate::text::one_line(text);
     if line.chars().count() <= QUOTE_CHARS {
         return line;
     }

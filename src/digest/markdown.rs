@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use super::{Digest, RunFacts};
 use crate::cycle_page::outcome_words;
 use crate::state::Outcome;
+use crate::text::one_line;
 
 /// At most this many saved attempts are listed (the newest).
 const ATTEMPTS_SHOWN: usize = 10;
@@ -248,11 +249,6 @@ fn title(title: Option<&str>) -> String {
         || "(no title)".to_owned(),
         |title| format!("\"{}\"", one_line(title)),
     )
-}
-
-/// Agent text on one line, so that a list item stays one item.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The last `shown` of `items`.

@@ -1,5 +1,5 @@
-//! Cutting text to a size: its head or its tail, counted in bytes or in
-//! characters. Every cut lands on a character boundary, so a cut never splits a
+//! Cutting text to a size (its head or its tail, counted in bytes or in
+//! characters) and putting it on one line. Every cut lands on a character boundary, so a cut never splits a
 //! multibyte character and never panics. Pure; knows nothing of where the text
 //! comes from or where it goes.
 

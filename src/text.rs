@@ -1,7 +1,7 @@
 //! Cutting text to a size (its head or its tail, counted in bytes or in
-//! characters) and putting it on one line. Every cut lands on a character boundary, so a cut never splits a
-//! multibyte character and never panics. Pure; knows nothing of where the text
-//! comes from or where it goes.
+//! characters) and putting it on one line. Every cut lands on a character
+//! boundary, so a cut never splits a multibyte character and never panics.
+//! Pure; knows nothing of where the text comes from or where it goes.
 
 /// The end of `text`: its last `max_bytes` bytes at most. When that would start
 /// inside a multibyte character, the cut moves forward to the next character,

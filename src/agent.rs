@@ -180,11 +180,10 @@ fn observe_line(
 fn publish_activity(events: &Events, cycle: u64, phase: Phase, blocks: &[stream::ContentBlock]) {
     for block in blocks {
         let kind = match block {
-            stream::ContentBlock::Text(text) if !text.trim().is_empty() => EventKind::AgentText {
+            stream::ContentBlock::Text(head) if !head.is_empty() => EventKind::AgentText {
                 cycle,
                 phase: phase.name().to_owned(),
-                text: crate::text::head_bytes(text.trim(), crate::events::AGENT_TEXT_LIMIT)
-                    .to_owned(),
+                text: head.clone(),
             },
             stream::ContentBlock::ToolUse { name, summary } => EventKind::ToolUse {
                 cycle,

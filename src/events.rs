@@ -18,8 +18,6 @@ use tokio::sync::broadcast;
 use crate::agent::stream::TokenUsage;
 use crate::state::Outcome;
 
-/// How much of an assistant text block an `agent_text` event keeps.
-pub(crate) const AGENT_TEXT_LIMIT: usize = 2048;
 /// How many events a live subscriber may fall behind before it is dropped.
 pub(crate) const LIVE_BUFFER: usize = 1024;
 /// When `events.jsonl` passes this size it becomes `events.1.jsonl` (the
@@ -58,7 +56,8 @@ pub(crate) enum EventKind {
         /// 1 for the first try, more for a retry of the same phase.
         attempt: u32,
     },
-    /// An assistant text block, cut to [`AGENT_TEXT_LIMIT`].
+    /// An assistant text block's head, cut to
+    /// [`TEXT_HEAD_BYTES`](crate::agent::stream::TEXT_HEAD_BYTES).
     AgentText {
         cycle: u64,
         phase: String,

@@ -1,9 +1,10 @@
 //! Runs one child process under supervision: its own process group, null or
 //! scripted stdin, stdout streamed line by line with a hard cap on line length
-//! (and teed to a transcript: each line through the caller's redaction, the
-//! whole capped in size), stderr drained concurrently into a bounded tail, a
-//! wall-clock and an idle deadline, cancellation, and an orderly stop of the
-//! whole group: SIGINT → grace → SIGTERM → grace → SIGKILL.
+//! (and teed to a transcript, written on a thread of its own: each line
+//! through the caller's redaction, the whole capped in size), stderr drained
+//! concurrently into a bounded tail, a wall-clock and an idle deadline,
+//! cancellation, and an orderly stop of the whole group: SIGINT → grace →
+//! SIGTERM → grace → SIGKILL.
 //!
 //! It knows nothing about what the child is (the agent CLI or a backtest
 //! check) nor about the stream's format: callers get each line as `&str`.
@@ -15,16 +16,29 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep_until};
-use tokio_util::bytes::{Buf as _, BytesMut};
 use tokio_util::sync::CancellationToken;
+
+mod transcript;
+
+use transcript::TranscriptWriter;
 
 /// The longest stdout line handed to the caller; longer lines are skipped
 /// (and stand in the transcript as a one-line marker with their length) so
 /// memory stays bounded.
 pub(crate) const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// What one read of stdout may bring: several lines of a busy stream, so
+/// the per-read costs (a wake-up, a transcript write) are shared by them.
+const READ_BUFFER_BYTES: usize = 256 * 1024;
+
+/// The pipe the agent writes its stdout into, asked of the kernel (the
+/// default is 64 KiB, less than one long stream-json line): the agent can
+/// write on while a read's lines are parsed.
+#[cfg(target_os = "linux")]
+const PIPE_BYTES: libc::c_int = 1024 * 1024;
 
 /// How much of stderr (and of a check's output) is kept, from the end.
 pub(crate) const TAIL_BYTES: usize = 8 * 1024;
@@ -158,153 +172,6 @@ fn line_ending(line: &[u8]) -> (&[u8], &[u8]) {
     line.split_at(content.len())
 }
 
-/// The transcript of one run: each line goes through `redact` and is staged
-/// (at most what one read brought), then written; past `max_bytes` lines are
-/// counted instead, and [`TranscriptWriter::finish`] appends a JSON line
-/// that says how much was dropped, so the file stays ndjson.
-struct TranscriptWriter {
-    file: BufWriter<tokio::fs::File>,
-    spec: TranscriptSpec,
-    /// What to write next, in order: lines kept as they came are written
-    /// straight from the read buffer, without a copy.
-    segments: Vec<Segment>,
-    /// The bytes of the [`Segment::Staged`] segments.
-    staged: Vec<u8>,
-    stored: u64,
-    dropped_bytes: u64,
-    dropped_lines: u64,
-}
-
-/// A run of bytes to write: from the read buffer, or from `staged`.
-enum Segment {
-    Raw(Range<usize>),
-    Staged(Range<usize>),
-}
-
-impl TranscriptWriter {
-    async fn open(spec: TranscriptSpec) -> io::Result<TranscriptWriter> {
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.path)
-            .await
-            .map_err(|error| transcript_error(&spec, "open", error))?;
-        Ok(TranscriptWriter {
-            file: BufWriter::with_capacity(64 * 1024, file),
-            spec,
-            segments: Vec::new(),
-            staged: Vec::new(),
-            stored: 0,
-            dropped_bytes: 0,
-            dropped_lines: 0,
-        })
-    }
-
-    /// Stages one line as it came (`buffer[line]`, with its ending) or, if
-    /// `text` (its content) holds a secret, redacted.
-    fn stage_line(&mut self, buffer: &[u8], line: Range<usize>, text: &str) {
-        let raw_len = line.len() as u64;
-        if self.dropped_lines == 0 {
-            let redacted = (self.spec.redact)(text);
-            let (_, ending) = line_ending(&buffer[line.clone()]);
-            let len = match &redacted {
-                Cow::Borrowed(_) => raw_len,
-                Cow::Owned(redacted) => (redacted.len() + ending.len()) as u64,
-            };
-            if self.stored + len <= self.spec.max_bytes {
-                match &redacted {
-                    Cow::Borrowed(_) => match self.segments.last_mut() {
-                        Some(Segment::Raw(last)) if last.end == line.start => last.end = line.end,
-                        _ => self.segments.push(Segment::Raw(line)),
-                    },
-                    Cow::Owned(redacted) => {
-                        self.stage(redacted.as_bytes());
-                        self.stage(ending);
-                    }
-                }
-                self.stored += len;
-                return;
-            }
-        }
-        self.dropped_bytes += raw_len;
-        self.dropped_lines += 1;
-    }
-
-    /// Appends bytes of ralphd's own (a redacted line, a marker).
-    fn stage(&mut self, bytes: &[u8]) {
-        let start = self.staged.len();
-        self.staged.extend_from_slice(bytes);
-        match self.segments.last_mut() {
-            Some(Segment::Staged(last)) if last.end == start => last.end = self.staged.len(),
-            _ => self
-                .segments
-                .push(Segment::Staged(start..self.staged.len())),
-        }
-    }
-
-    /// Stages the marker of a line too long to keep.
-    fn stage_too_long(&mut self, bytes: u64) {
-        let marker = format!("{{\"type\":\"ralphd_line_too_long\",\"bytes\":{bytes}}}\n");
-        if self.dropped_lines == 0 && self.stored + marker.len() as u64 <= self.spec.max_bytes {
-            self.stage(marker.as_bytes());
-            self.stored += marker.len() as u64;
-        } else {
-            self.dropped_bytes += bytes;
-            self.dropped_lines += 1;
-        }
-    }
-
-    /// Writes the staged segments; `buffer` is the read buffer the
-    /// [`Segment::Raw`] ones point into.
-    async fn write_staged(&mut self, buffer: &[u8]) -> io::Result<()> {
-        let mut segments = std::mem::take(&mut self.segments);
-        let mut result = Ok(());
-        for segment in segments.drain(..) {
-            let bytes = match segment {
-                Segment::Raw(range) => &buffer[range],
-                Segment::Staged(range) => &self.staged[range],
-            };
-            result = self.file.write_all(bytes).await;
-            if result.is_err() {
-                break;
-            }
-        }
-        self.segments = segments;
-        self.segments.clear();
-        self.staged.clear();
-        result.map_err(|error| transcript_error(&self.spec, "write", error))
-    }
-
-    /// Writes what is staged, the line on what was dropped, and flushes.
-    async fn finish(mut self) -> io::Result<(u64, u64)> {
-        if self.dropped_lines > 0 {
-            let line = format!(
-                "{{\"type\":\"ralphd_truncated\",\"dropped_bytes\":{},\"dropped_lines\":{}}}\n",
-                self.dropped_bytes, self.dropped_lines
-            );
-            self.stage(line.as_bytes());
-        }
-        self.write_staged(&[]).await?;
-        self.file
-            .flush()
-            .await
-            .map_err(|error| transcript_error(&self.spec, "write", error))?;
-        Ok((self.dropped_bytes, self.dropped_lines))
-    }
-}
-
-/// Names the transcript in an I/O error, keeping its kind (a full disk stays
-/// recognisable as one).
-fn transcript_error(spec: &TranscriptSpec, operation: &str, error: io::Error) -> io::Error {
-    io::Error::new(
-        error.kind(),
-        format!(
-            "cannot {operation} the transcript {}: {error}",
-            spec.path.display()
-        ),
-    )
-}
-
 /// Kills the group when dropped, so a panic or an early return never leaks it.
 struct GroupGuard {
     pgid: i32,
@@ -381,7 +248,7 @@ async fn run_child(
     die_with_parent(&mut spec.command);
     // Before the spawn: a transcript that cannot be opened starts no child.
     let mut transcript = match spec.transcript.take() {
-        Some(transcript) => Some(TranscriptWriter::open(transcript).await?),
+        Some(transcript) => Some(TranscriptWriter::open(transcript)?),
         None => None,
     };
     let mut child: Child = spec.command.spawn()?;
@@ -405,12 +272,13 @@ async fn run_child(
     let stderr = child.stderr.take().expect("stderr is piped");
     let stderr_task = tokio::spawn(read_tail(stderr));
     let mut stdout = child.stdout.take().expect("stdout is piped");
+    widen_pipe(&stdout);
 
     let started = Instant::now();
     let wall_deadline = started + spec.wall_timeout;
     let mut idle_deadline = spec.idle_timeout.map(|idle| started + idle);
     let mut splitter = LineSplitter::default();
-    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    let mut buffer = Vec::with_capacity(READ_BUFFER_BYTES);
     let mut lines_too_long = 0u64;
     let mut stdout_bytes = 0u64;
     let mut stdout_open = true;
@@ -446,30 +314,29 @@ async fn run_child(
                         idle_deadline = Some(Instant::now() + idle);
                     }
                 }
-                let consumed = splitter.split(&buffer, end_of_stream, |piece| match piece {
-                    Piece::Line(line) => {
-                        let (content, _) = line_ending(&buffer[line.clone()]);
-                        // The strict check is the fast one; most lines pass it.
-                        let text = match std::str::from_utf8(content) {
-                            Ok(text) => Cow::Borrowed(text),
-                            Err(_) => String::from_utf8_lossy(content),
-                        };
-                        on_line(&text);
-                        if let Some(transcript) = transcript.as_mut() {
-                            transcript.stage_line(&buffer, line, &text);
+                let mut pieces = Vec::new();
+                let consumed = splitter.split(&buffer, end_of_stream, |piece| {
+                    match &piece {
+                        Piece::Line(line) => {
+                            let (content, _) = line_ending(&buffer[line.clone()]);
+                            // The strict check is the fast one; most lines pass it.
+                            let text = match simdutf8::basic::from_utf8(content) {
+                                Ok(text) => Cow::Borrowed(text),
+                                Err(_) => String::from_utf8_lossy(content),
+                            };
+                            on_line(&text);
                         }
+                        Piece::TooLong(_) => lines_too_long += 1,
                     }
-                    Piece::TooLong(bytes) => {
-                        lines_too_long += 1;
-                        if let Some(transcript) = transcript.as_mut() {
-                            transcript.stage_too_long(bytes);
-                        }
-                    }
+                    pieces.push(piece);
                 });
-                if let Some(transcript) = transcript.as_mut() {
-                    transcript.write_staged(&buffer).await?;
+                match transcript.as_mut() {
+                    Some(transcript) => transcript.write(&mut buffer, consumed, pieces).await?,
+                    None => drop(buffer.drain(..consumed)),
                 }
-                buffer.advance(consumed);
+                if buffer.capacity() - buffer.len() < READ_BUFFER_BYTES / 2 {
+                    buffer.reserve(READ_BUFFER_BYTES / 2);
+                }
             }
             status = child.wait(), if exit_status.is_none() => {
                 exit_status = Some(status?);
@@ -534,6 +401,19 @@ async fn run_child(
         transcript_dropped,
         pgid,
     })
+}
+
+/// Asks for a [`PIPE_BYTES`] pipe under stdout. Best effort: a kernel
+/// that refuses (another OS, a lowered `fs.pipe-max-size`) keeps its size.
+fn widen_pipe(stdout: &tokio::process::ChildStdout) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_SETPIPE_SZ on a pipe we own only changes its capacity.
+        unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stdout;
 }
 
 /// Linux: the child gets SIGKILL if the daemon dies (kill -9, crash), so an

@@ -2,24 +2,28 @@
 //!
 //! [`parse_line`] turns one line into a typed [`Event`]; [`StreamSummary`] is
 //! fed event by event and keeps only what the daemon needs once the run is
-//! over (session, result, cost, limits, a bounded tail of the last assistant
-//! text). Nothing here does I/O, knows about processes, or stores lines, so
-//! memory does not grow with the length of the stream.
+//! over (session, result, cost, limits, counts). Nothing here does I/O, knows
+//! about processes, or stores lines, so memory does not grow with the length
+//! of the stream.
 //!
 //! Only the fields we use are deserialised; unknown fields are skipped without
 //! being buffered. The line is read twice: once for its `type`/`subtype`, then
 //! into the struct of that type, so an odd field in an event type we ignore
 //! can never make a line unreadable. Fields of the `result` event are read
 //! leniently (a value of the wrong type becomes "absent"), because losing the
-//! result line would turn a finished run into a failure.
+//! result line would turn a finished run into a failure. Of the model's text,
+//! most of a busy stream's bytes, only the head is unescaped (see
+//! [`TEXT_HEAD_BYTES`]).
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
-/// How much of the last assistant text block the summary keeps (its tail).
-pub(crate) const LAST_TEXT_LIMIT: usize = 64 * 1024;
+/// How much of an assistant text block is read: its head, as an
+/// `agent_text` event shows it. The rest stays in the transcript.
+pub(crate) const TEXT_HEAD_BYTES: usize = 2048;
 
 /// How much of an unreadable line a [`ParseError`] quotes.
 const EXCERPT_CHARS: usize = 120;
@@ -67,6 +71,8 @@ pub(crate) enum Event {
 /// One content block of an `assistant` line.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum ContentBlock {
+    /// The text's head: its first [`TEXT_HEAD_BYTES`] once trimmed, empty
+    /// for a blank text.
     Text(String),
     ToolUse {
         name: String,
@@ -331,9 +337,6 @@ pub(crate) struct StreamSummary {
     pub(crate) tool_uses: u32,
     /// Number of tool results returned to the model.
     pub(crate) tool_results: u32,
-    /// The last assistant text block, its last [`LAST_TEXT_LIMIT`] bytes at
-    /// most: a phase output when the run produced no result line.
-    pub(crate) last_assistant_text: Option<String>,
     /// The `error` of the last synthetic assistant message (the CLI's own
     /// report of an API failure), e.g. `authentication_failed`.
     pub(crate) last_agent_error: Option<String>,
@@ -374,10 +377,9 @@ impl StreamSummary {
                         // A synthetic message's text is the CLI's error, which the
                         // result repeats; it is no phase output.
                         ContentBlock::Text(_) if synthetic => {}
-                        ContentBlock::Text(text) => {
+                        ContentBlock::Text(_) => {
                             self.assistant_text_blocks =
                                 self.assistant_text_blocks.saturating_add(1);
-                            self.last_assistant_text = Some(keep_tail(text, LAST_TEXT_LIMIT));
                         }
                         ContentBlock::ToolUse { .. } => {
                             self.tool_uses = self.tool_uses.saturating_add(1);
@@ -433,13 +435,6 @@ impl StreamSummary {
             .as_ref()
             .map_or(&[], |result| result.permission_denials.as_slice())
     }
-}
-
-/// The last `limit` bytes of `text` (see [`crate::text::tail_bytes`]), without copying.
-fn keep_tail(mut text: String, limit: usize) -> String {
-    let start = text.len() - crate::text::tail_bytes(&text, limit).len();
-    text.drain(..start);
-    text
 }
 
 fn excerpt(line: &str) -> String {
@@ -579,7 +574,7 @@ impl<'de> Deserialize<'de> for RawContent {
 struct RawBlock {
     #[serde(rename = "type", default, deserialize_with = "lenient")]
     block_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient")]
+    #[serde(default, deserialize_with = "text_head")]
     text: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     name: Option<String>,
@@ -632,6 +627,71 @@ impl RawToolInput {
 
 /// How much of a tool's input its summary keeps.
 pub(crate) const TOOL_SUMMARY_CHARS: usize = 200;
+
+/// The head of a JSON string (see [`head_of_json_string`]); `None` for a
+/// value of another type.
+fn text_head<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let raw = <&'de RawValue>::deserialize(deserializer)?;
+    Ok(head_of_json_string(raw.get(), TEXT_HEAD_BYTES))
+}
+
+/// The first `limit` bytes of the text a JSON string literal (`raw`, quotes
+/// included) holds, trimmed at both ends; `None` when `raw` is no string.
+/// Only as much of the literal as that needs is unescaped: a long enough
+/// prefix, cut between escapes, then a twice longer one if leading
+/// whitespace left it short. An escape serde_json refuses (a lone UTF-16
+/// surrogate, which JavaScript writes) leaves the text as it was written.
+fn head_of_json_string(raw: &str, limit: usize) -> Option<String> {
+    let content = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let mut cut = 2 * limit;
+    loop {
+        let whole = cut >= content.len();
+        let end = if whole {
+            content.len()
+        } else {
+            escape_boundary(content, cut)
+        };
+        let text = unescape(&content[..end]);
+        let text = text.trim_start();
+        if whole || text.len() > limit {
+            return Some(crate::text::head_bytes(text, limit).trim_end().to_owned());
+        }
+        cut *= 2;
+    }
+}
+
+/// The last place at or before `cut` in a JSON string's content that lies
+/// between characters and escapes (a surrogate pair's two escapes are one).
+fn escape_boundary(content: &str, cut: usize) -> usize {
+    let bytes = content.as_bytes();
+    let mut at = 0;
+    while at < cut {
+        let next = match bytes[at] {
+            b'\\' if bytes.get(at + 1) == Some(&b'u') => {
+                let high_surrogate = content
+                    .get(at + 2..at + 6)
+                    .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+                    .is_some_and(|unit| (0xD800..0xDC00).contains(&unit));
+                at + if high_surrogate { 12 } else { 6 }
+            }
+            b'\\' => at + 2,
+            _ => at + 1,
+        };
+        if next > cut {
+            break;
+        }
+        at = next;
+    }
+    while !content.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// A JSON string's content unescaped, or as it stands if it cannot be.
+fn unescape(content: &str) -> String {
+    serde_json::from_str(&format!("\"{content}\"")).unwrap_or_else(|_| content.to_owned())
+}
 
 impl RawBlock {
     fn into_content_block(self) -> ContentBlock {
@@ -849,7 +909,7 @@ mod tests {
         check(
             r#"{"type":"assistant","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-opus-4-8","content":[{"type":"text","text":"I will create the file.\n"}],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":5},"context_management":null},"parent_tool_use_id":null,"session_id":"s","uuid":"u","request_id":"req_1"}"#,
             Event::Assistant {
-                blocks: vec![ContentBlock::Text("I will create the file.\n".to_owned())],
+                blocks: vec![ContentBlock::Text("I will create the file.".to_owned())],
                 error: None,
             },
         );
@@ -1121,10 +1181,6 @@ mod tests {
         assert_eq!(summary.assistant_text_blocks, 2);
         assert_eq!(summary.tool_uses, 1);
         assert_eq!(summary.tool_results, 1);
-        assert_eq!(
-            summary.last_assistant_text.as_deref(),
-            Some("The file fake_output.txt was created.\n<promise>COMPLETE</promise>")
-        );
         assert_eq!(summary.cost_usd(), 0.197);
         assert_eq!(summary.turns(), Some(2));
         assert!(summary.permission_denials().is_empty());
@@ -1160,7 +1216,6 @@ mod tests {
         assert_eq!(summary.last_agent_error.as_deref(), Some("rate_limit"));
         // The synthetic error message is not phase output.
         assert_eq!(summary.assistant_text_blocks, 0);
-        assert_eq!(summary.last_assistant_text, None);
     }
 
     #[test]
@@ -1190,19 +1245,61 @@ mod tests {
         assert_eq!(summary.session_id.as_deref(), Some("b"));
     }
 
-    #[test]
-    fn last_assistant_text_is_bounded_to_its_tail() {
-        let mut summary = StreamSummary::default();
-        // Multi-byte characters so that the cut has to find a boundary.
-        let long_text = format!("{}{}END", "é".repeat(LAST_TEXT_LIMIT), "x");
-        summary.record(Event::Assistant {
-            blocks: vec![ContentBlock::Text(long_text)],
-            error: None,
+    /// The text block of an assistant line holding `text`, escaped as the
+    /// CLI (JavaScript's `JSON.stringify`) would.
+    fn text_block_of(text: &str) -> ContentBlock {
+        let line = serde_json::json!({
+            "type": "assistant",
+            "message": {"content": [{"type": "text", "text": text}]}
         });
-        let kept = summary.last_assistant_text.expect("text kept");
-        assert!(kept.len() <= LAST_TEXT_LIMIT);
-        assert!(kept.len() > LAST_TEXT_LIMIT - 4);
-        assert!(kept.ends_with("éxEND"));
+        let Ok(Event::Assistant { mut blocks, .. }) = parse_line(&line.to_string()) else {
+            panic!("an assistant line");
+        };
+        blocks.remove(0)
+    }
+
+    #[test]
+    fn a_text_block_keeps_its_trimmed_head() {
+        // Escapes everywhere, multi-byte characters at the cut, and leading
+        // whitespace longer than the part read first.
+        let sentence = "She said \"déjà vu\"\tand left.\n";
+        let text = format!("{}{}", "\n ".repeat(3000), sentence.repeat(500));
+        let ContentBlock::Text(head) = text_block_of(&text) else {
+            panic!("a text block");
+        };
+        let expected = crate::text::head_bytes(text.trim(), TEXT_HEAD_BYTES).trim_end();
+        assert_eq!(head, expected);
+        assert!(head.len() > TEXT_HEAD_BYTES - 8, "{}", head.len());
+        assert!(head.starts_with("She said \"déjà vu\"\tand left."));
+
+        for short in ["  Done.\n", "Tschüß 👋", "", " \n\t "] {
+            assert_eq!(
+                text_block_of(short),
+                ContentBlock::Text(short.trim().to_owned()),
+                "{short:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_text_head_never_splits_an_escape() {
+        // Each cut place in turn: before, inside and after `\n`, `\u00e9`
+        // and a surrogate pair (`\ud83d\ude00`, one emoji).
+        let written = r#"ab\n\u00e9\ud83d\ude00cd"#;
+        let whole: String = serde_json::from_str(&format!("\"{written}\"")).expect("valid");
+        for limit in 1..=whole.len() {
+            let literal = format!("\"{}\"", written.repeat(1 + 4 * limit));
+            let head = head_of_json_string(&literal, limit).expect("a string");
+            let full = whole.repeat(1 + 4 * limit);
+            let expected = crate::text::head_bytes(&full, limit).trim_end();
+            assert_eq!(head, expected, "limit {limit}");
+        }
+        // What serde_json cannot unescape stays as it was written.
+        assert_eq!(
+            head_of_json_string(r#""lone \ud83d here""#, 100).as_deref(),
+            Some(r"lone \ud83d here")
+        );
+        assert_eq!(head_of_json_string("42", 100), None);
     }
 
     #[test]
@@ -1214,9 +1311,5 @@ mod tests {
         }
         assert_eq!(summary.assistant_text_blocks, 10_000);
         assert_eq!(summary.tool_uses, 10_000);
-        assert_eq!(
-            summary.last_assistant_text.as_deref(),
-            Some("thinking out loud")
-        );
     }
 }

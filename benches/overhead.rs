@@ -11,6 +11,12 @@
 //! (ralphd's wall time − the bare spawns' wall time) / 5N; start-up, git work
 //! and state writes are included, amortised. The order of the two alternates
 //! from run to run so that drift on a shared machine favours neither.
+//!
+//! `BENCH_CALLGRIND=1` counts instead the instructions ralphd itself
+//! executes (valgrind's callgrind; the agents are not traced), with the HTTP
+//! server on and off: a count the machine's load does not blur, where wall
+//! and CPU times swing by milliseconds. A phase run's share is the
+//! difference between runs of 12 and 2 cycles, over 50 phase runs.
 
 mod support;
 
@@ -23,6 +29,10 @@ use support::{
 
 fn main() {
     if !bench_mode("overhead") {
+        return;
+    }
+    if std::env::var_os("BENCH_CALLGRIND").is_some() {
+        instructions();
         return;
     }
     let cycles = env_number("BENCH_N", 20);
@@ -123,6 +133,51 @@ fn ralphd_run(world: &World, cycles: u64) -> (Duration, Duration) {
         "one commit per cycle"
     );
     (elapsed, reaped.cpu)
+}
+
+/// Prints the instructions of start-up and of one phase run, with the
+/// HTTP server on and off (see the header).
+fn instructions() {
+    header(
+        "overhead (instructions)",
+        "ralphd's own instructions under callgrind, HTTP server on vs off",
+    );
+    let count = |http: &'static str, cycles: u64| -> f64 {
+        let world = World::new(
+            INSTANT_AGENT,
+            &Settings {
+                extra: http,
+                ..Settings::default()
+            },
+        );
+        let output = world
+            .ralphd_under(
+                &[
+                    "valgrind",
+                    "--tool=callgrind",
+                    "--callgrind-out-file=/dev/null",
+                ],
+                &["--max-iterations", &cycles.to_string()],
+            )
+            .stderr(Stdio::piped())
+            .output()
+            .expect("valgrind runs (apt-get install valgrind)");
+        let report = String::from_utf8_lossy(&output.stderr);
+        let collected = report
+            .lines()
+            .find_map(|line| line.split("Collected : ").nth(1))
+            .unwrap_or_else(|| panic!("no instruction count from valgrind:\n{report}"));
+        collected.trim().parse().expect("a count")
+    };
+    for (name, http) in [("on", ""), ("off", "[http]\nlisten = \"\"\n")] {
+        let (short, long) = (count(http, 2), count(http, 12));
+        let per_phase = (long - short) / 50.0;
+        println!(
+            "   server {name}: {:.3} M instructions per phase run; start-up and 2 cycles {:.2} M",
+            per_phase / 1e6,
+            short / 1e6
+        );
+    }
 }
 
 /// user + system CPU of all waited-for children of this process so far.

@@ -583,6 +583,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_long_stream_of_lines_across_many_reads_arrives_whole_and_in_order() {
+        // Lines from 1 byte to 3 read buffers long, so that lines end and
+        // begin everywhere in a read and the writer's buffers are reused.
+        let dir = tempfile::tempdir().unwrap();
+        let stream = dir.path().join("stream");
+        let mut sent = Vec::new();
+        let mut expected = Vec::new();
+        let mut length = 1usize;
+        while sent.len() < 8 * READ_BUFFER_BYTES {
+            let line = format!("{}:{}", expected.len(), "y".repeat(length));
+            sent.extend_from_slice(line.as_bytes());
+            sent.push(b'\n');
+            expected.push(line);
+            length = (length * 7 + 13) % (3 * READ_BUFFER_BYTES);
+        }
+        std::fs::write(&stream, &sent).unwrap();
+        let path = dir.path().join("t.jsonl");
+        let mut spec = shell(&format!("cat '{}'", stream.display()));
+        spec.transcript = transcript(&path, 1 << 30);
+        let (finished, lines) = collect(spec).await;
+        assert!(lines == expected, "every line, in order, once");
+        assert!(
+            std::fs::read(path).unwrap() == sent,
+            "the transcript is the stream"
+        );
+        assert_eq!(finished.stdout_bytes, sent.len() as u64);
+    }
+
+    #[tokio::test]
     async fn transcript_holds_every_byte_as_it_came() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.jsonl");

@@ -161,7 +161,20 @@ impl World {
     /// `ralphd run --repo R --home H <extra>`, output discarded, with the
     /// fake agent's directory in `BENCH_FAKE`.
     pub(crate) fn ralphd(&self, extra: &[&str]) -> Command {
-        let mut command = Command::new(ralphd_bin());
+        self.ralphd_under(&[], extra)
+    }
+
+    /// [`World::ralphd`] run by a tool (`wrapper`: its program and
+    /// arguments, e.g. valgrind's), which gets ralphd's path and arguments.
+    pub(crate) fn ralphd_under(&self, wrapper: &[&str], extra: &[&str]) -> Command {
+        let mut command = match wrapper.split_first() {
+            Some((program, arguments)) => {
+                let mut command = Command::new(program);
+                command.args(arguments).arg(ralphd_bin());
+                command
+            }
+            None => Command::new(ralphd_bin()),
+        };
         command
             .args(["run", "--repo"])
             .arg(&self.repo)

@@ -315,6 +315,7 @@ async fn run_child(
                     }
                 }
                 let mut pieces = Vec::new();
+                let mut all_utf8 = true;
                 let consumed = splitter.split(&buffer, end_of_stream, |piece| {
                     match &piece {
                         Piece::Line(line) => {
@@ -322,7 +323,10 @@ async fn run_child(
                             // The strict check is the fast one; most lines pass it.
                             let text = match simdutf8::basic::from_utf8(content) {
                                 Ok(text) => Cow::Borrowed(text),
-                                Err(_) => String::from_utf8_lossy(content),
+                                Err(_) => {
+                                    all_utf8 = false;
+                                    String::from_utf8_lossy(content)
+                                }
                             };
                             on_line(&text);
                         }
@@ -331,7 +335,9 @@ async fn run_child(
                     pieces.push(piece);
                 });
                 match transcript.as_mut() {
-                    Some(transcript) => transcript.write(&mut buffer, consumed, pieces).await?,
+                    Some(transcript) => {
+                        transcript.write(&mut buffer, consumed, pieces, all_utf8).await?;
+                    }
                     None => drop(buffer.drain(..consumed)),
                 }
                 if buffer.capacity() - buffer.len() < READ_BUFFER_BYTES / 2 {

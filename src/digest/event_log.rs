@@ -42,8 +42,17 @@ struct RawEvent {
 }
 
 impl LoggedEvent {
-    /// One line of the log; `None` when it is not an event with a time.
+    /// One line of the log; `None` when it is not an event with a time,
+    /// or is one of the agent's words or tool calls: most of a log's bytes,
+    /// nothing a digest counts, so skipped unread (the log writes `type`
+    /// before any text).
     pub(crate) fn parse(line: &str) -> Option<LoggedEvent> {
+        let kind = line.split_once(r#""type":""#).map(|(_, rest)| rest);
+        if kind.is_some_and(|kind| {
+            kind.starts_with(r#"agent_text""#) || kind.starts_with(r#"tool_use""#)
+        }) {
+            return None;
+        }
         let raw: RawEvent = serde_json::from_str(line).ok()?;
         let text = |value: Option<serde_json::Value>| match value {
             Some(serde_json::Value::String(text)) => Some(text),
@@ -160,6 +169,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!((odd.exit_code, odd.reason), (None, None));
+    }
+
+    #[test]
+    fn the_agents_words_and_tool_calls_are_skipped_and_a_text_naming_a_type_is_not_one() {
+        let text = r#"{"id":3,"at":"2026-03-11T06:00:00Z","type":"agent_text","cycle":1,"phase":"scan","text":"x"}"#;
+        let tool = r#"{"id":4,"at":"2026-03-11T06:00:00Z","type":"tool_use","cycle":1,"phase":"scan","tool":"Bash","summary":"ls"}"#;
+        assert_eq!(
+            (LoggedEvent::parse(text), LoggedEvent::parse(tool)),
+            (None, None)
+        );
+        let waiting = LoggedEvent::parse(
+            r#"{"id":5,"at":"2026-03-11T06:00:00Z","type":"waiting","reason":"sleep","detail":"\"type\":\"agent_text\""}"#,
+        )
+        .expect("a wait");
+        assert_eq!(waiting.kind, "waiting");
     }
 
     fn event(at_text: &str, kind: &str, reason: &str, until: Option<&str>) -> LoggedEvent {

@@ -33,6 +33,8 @@ pub(super) struct TranscriptWriter {
 struct Read {
     bytes: Vec<u8>,
     pieces: Vec<Piece>,
+    /// Every line's content is UTF-8: the supervisor checked it already.
+    utf8: bool,
 }
 
 impl TranscriptWriter {
@@ -59,7 +61,8 @@ impl TranscriptWriter {
     }
 
     /// Hands the first `consumed` bytes of `buffer` (whose lines are
-    /// `pieces`) over, and leaves in `buffer` the rest, moved to a spare
+    /// `pieces`; `utf8` when every line's content was found to be UTF-8)
+    /// over, and leaves in `buffer` the rest, moved to a spare
     /// buffer. Waits only while [`QUEUED_READS`] are queued. A write that
     /// failed is reported here (or by [`Self::finish`]).
     pub(super) async fn write(
@@ -67,6 +70,7 @@ impl TranscriptWriter {
         buffer: &mut Vec<u8>,
         consumed: usize,
         pieces: Vec<Piece>,
+        utf8: bool,
     ) -> io::Result<()> {
         let mut spare = self
             .spares
@@ -76,7 +80,12 @@ impl TranscriptWriter {
         spare.extend_from_slice(&buffer[consumed..]);
         let mut bytes = std::mem::replace(buffer, spare);
         bytes.truncate(consumed);
-        match self.reads.send(Read { bytes, pieces }).await {
+        let read = Read {
+            bytes,
+            pieces,
+            utf8,
+        };
+        match self.reads.send(read).await {
             Ok(()) => Ok(()),
             // The thread stopped on an error: it says which.
             Err(_) => self.wait().await.map(|_| ()),
@@ -153,7 +162,7 @@ impl<'a> Capped<'a> {
             match piece {
                 Piece::Line(line) => {
                     let line = line.clone();
-                    match self.keep(&read.bytes[line.clone()]) {
+                    match self.keep(&read.bytes[line.clone()], read.utf8) {
                         Kept::AsItCame => match &mut run {
                             Some(run) if run.end == line.start => run.end = line.end,
                             _ => {
@@ -186,12 +195,15 @@ impl<'a> Capped<'a> {
 
     /// Whether one line (with its ending) fits under the cap, and how:
     /// as it came, or redacted when it holds a secret.
-    fn keep(&mut self, line: &[u8]) -> Kept {
+    fn keep(&mut self, line: &[u8], utf8: bool) -> Kept {
         if self.dropped_lines == 0 {
             let (content, ending) = line_ending(line);
-            let text = match simdutf8::basic::from_utf8(content) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(content),
+            let text = if utf8 {
+                // SAFETY: the supervisor found this very content to be UTF-8
+                // (`Read::utf8`), and a handed-over buffer is not written to.
+                Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(content) })
+            } else {
+                String::from_utf8_lossy(content)
             };
             let kept = match (self.spec.redact)(&text) {
                 Cow::Borrowed(_) => Kept::AsItCame,

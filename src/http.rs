@@ -7,11 +7,12 @@
 //!
 //! Submodules: `routes` (the [`AppState`] and the router), `security` (the
 //! token file, the Host/bearer/CSRF guard), `sse` (`/api/events`), `cycles`
-//! (`/api/cycles…`), `health` (`/health`), `page` (`GET /`) and `metrics`
-//! (`GET /metrics`).
+//! (`/api/cycles…`), `health` (`/health`), `page` (`GET /`), `metrics`
+//! (`GET /metrics`) and `listener` (at most 128 connections at once).
 
 mod cycles;
 mod health;
+mod listener;
 mod metrics;
 mod page;
 mod routes;
@@ -148,7 +149,7 @@ pub(crate) async fn serve(
     let app = router(state);
     let shutdown = stop.clone();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+        let served = axum::serve(listener::CappedListener::new(listener), app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(error) = served {

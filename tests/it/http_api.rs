@@ -744,6 +744,51 @@ fn a_client_that_never_reads_neither_slows_the_cycles_nor_holds_the_exit() {
 }
 
 #[test]
+fn a_flood_of_connections_never_takes_the_descriptors_the_loop_needs() {
+    // The server keeps 128 connections (docs/design.md §11.2); twice that
+    // many idle sockets come in while a cycle waits.
+    const CAP: usize = 128;
+    let world = World::new();
+    gate(&world, "idea", Some(1));
+    let mut daemon = world.start(&["--max-iterations", "2"]);
+    let addr = dashboard_addr(&world.home, LIMIT);
+    let fds = format!("/proc/{}/fd", daemon.pid());
+    let open = || std::fs::read_dir(&fds).map_or(0, |dir| dir.count());
+    poll_until(LIMIT, || status_file(&world)["phase"] == "idea");
+    let before = open();
+    let flood: Vec<TcpStream> = (0..2 * CAP)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    assert!(
+        poll_until(LIMIT, || open() >= before + CAP),
+        "the server takes up to its cap: {} descriptors open, {before} before",
+        open()
+    );
+    // The loop goes on under the flood, and at no time does the server
+    // hold more than its cap.
+    release(&world, "idea");
+    let mut peak = open();
+    let deadline = Instant::now() + LIMIT;
+    let outcome = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end under the flood"
+        );
+        peak = peak.max(open());
+        if let Some(outcome) = daemon.wait_for_exit(Duration::from_millis(20)) {
+            break outcome;
+        }
+    };
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    assert_eq!(world.outcomes().len(), 2, "both cycles ran");
+    assert!(
+        peak < before + CAP + 32,
+        "{peak} descriptors open at the peak, {before} before the flood"
+    );
+    drop(flood);
+}
+
+#[test]
 fn watch_shows_the_last_events_then_follows_a_new_run() {
     let world = World::new();
     world.run(&["--max-iterations", "1"]).assert_code(1);

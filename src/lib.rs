@@ -102,7 +102,10 @@ where
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("error: {}", one_line(&error));
+            // An error may quote what the user typed or a file held: no
+            // secret of those reaches the terminal or a service's journal.
+            redact::remember_secret_values();
+            eprintln!("error: {}", redact::redact(&one_line(&error)));
             ExitCode::from(2)
         }
     }

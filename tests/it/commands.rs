@@ -53,6 +53,22 @@ fn not_a_git_repo_is_exit_2_naming_the_path() {
 }
 
 #[test]
+fn a_secret_in_what_an_error_quotes_is_masked_on_stderr() {
+    let world = World::new();
+    let token = "ghp_abcdefghijklmnopqrstuvwxyz0123";
+    let outcome = world
+        .ralphd()
+        .args(["status", "--home", &format!("/nonexistent/{token}")])
+        .output();
+    outcome.assert_code(2);
+    assert!(
+        outcome.stderr.contains("/nonexistent/[REDACTED]") && !outcome.stderr.contains(token),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
 fn an_unknown_config_key_is_exit_2_naming_key_and_file() {
     let world = World::new();
     world.config("phase_timout = \"1m\"\n");

@@ -88,25 +88,27 @@ impl TranscriptWriter {
         match self.reads.send(read).await {
             Ok(()) => Ok(()),
             // The thread stopped on an error: it says which.
-            Err(_) => self.wait().await.map(|_| ()),
+            Err(_) => join(self.thread.take()).await.map(|_| ()),
         }
     }
 
     /// Waits for everything handed over to be written and flushed; returns
     /// the bytes and lines dropped past the cap.
-    pub(super) async fn finish(mut self) -> io::Result<(u64, u64)> {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.reads, closed));
-        self.wait().await
+    pub(super) async fn finish(self) -> io::Result<(u64, u64)> {
+        let TranscriptWriter { reads, thread, .. } = self;
+        // The thread ends once the queue is empty and closed.
+        drop(reads);
+        join(thread).await
     }
+}
 
-    async fn wait(&mut self) -> io::Result<(u64, u64)> {
-        match self.thread.take() {
-            Some(thread) => thread.await.map_err(|error| {
-                io::Error::other(format!("the transcript writer failed: {error}"))
-            })?,
-            None => Err(io::Error::other("the transcript writer stopped earlier")),
-        }
+/// What the writer's thread ended with (once: later it is gone).
+async fn join(thread: Option<JoinHandle<io::Result<(u64, u64)>>>) -> io::Result<(u64, u64)> {
+    match thread {
+        Some(thread) => thread
+            .await
+            .map_err(|error| io::Error::other(format!("the transcript writer failed: {error}")))?,
+        None => Err(io::Error::other("the transcript writer stopped earlier")),
     }
 }
 

@@ -310,7 +310,7 @@ fn event_of(line: &str, head: Head) -> Result<Event, ParseError> {
 /// What a finished (or killed) run left behind, accumulated event by event.
 ///
 /// Bounded: besides a few counters it holds the last `result` event and the
-/// tail of the last assistant text block.
+/// last agent error.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct StreamSummary {
     /// From `system/init`, replaced by the result's when that has one.

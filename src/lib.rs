@@ -93,10 +93,16 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(error) => {
-            // Nothing is left to tell the user if stderr itself is gone.
-            let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+        Err(error) if error.use_stderr() => {
+            // A bad argument is quoted back: redacted, as every error line.
+            redact::remember_secret_values();
+            eprint!("{}", redact::redact(&error.render().to_string()));
+            return ExitCode::from(2);
+        }
+        Err(help) => {
+            // Nothing is left to tell the user if stdout itself is gone.
+            let _ = help.print();
+            return ExitCode::SUCCESS;
         }
     };
     match dispatch(cli) {

@@ -335,8 +335,13 @@ async fn run_child(
                     pieces.push(piece);
                 });
                 match transcript.as_mut() {
+                    // A line still arriving stays where it is.
+                    Some(_) if consumed == 0 && pieces.is_empty() => {}
                     Some(transcript) => {
-                        transcript.write(&mut buffer, consumed, pieces, all_utf8).await?;
+                        // SAFETY: `all_utf8` is true only when every line of
+                        // `pieces` passed the UTF-8 check above.
+                        unsafe { transcript.write(&mut buffer, consumed, pieces, all_utf8) }
+                            .await?;
                     }
                     None => drop(buffer.drain(..consumed)),
                 }

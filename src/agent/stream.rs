@@ -375,7 +375,7 @@ impl StreamSummary {
                 for block in blocks {
                     match block {
                         // A synthetic message's text is the CLI's error, which the
-                        // result repeats; it is no phase output.
+                        // result repeats; it is not counted as the agent's text.
                         ContentBlock::Text(_) if synthetic => {}
                         ContentBlock::Text(_) => {
                             self.assistant_text_blocks =

@@ -65,7 +65,13 @@ impl TranscriptWriter {
     /// over, and leaves in `buffer` the rest, moved to a spare
     /// buffer. Waits only while [`QUEUED_READS`] are queued. A write that
     /// failed is reported here (or by [`Self::finish`]).
-    pub(super) async fn write(
+    ///
+    /// # Safety
+    ///
+    /// `utf8` may be true only if the content of every [`Piece::Line`] of
+    /// `pieces` (in `buffer`) is UTF-8: the thread takes it as `str`
+    /// without checking again.
+    pub(super) async unsafe fn write(
         &mut self,
         buffer: &mut Vec<u8>,
         consumed: usize,
@@ -201,8 +207,9 @@ impl<'a> Capped<'a> {
         if self.dropped_lines == 0 {
             let (content, ending) = line_ending(line);
             let text = if utf8 {
-                // SAFETY: the supervisor found this very content to be UTF-8
-                // (`Read::utf8`), and a handed-over buffer is not written to.
+                // SAFETY: `Read::utf8` is set only for content found to be
+                // UTF-8 (the contract of `TranscriptWriter::write`), and a
+                // handed-over buffer is not written to.
                 Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(content) })
             } else {
                 String::from_utf8_lossy(content)

@@ -67,7 +67,10 @@ fn a_secret_in_what_an_error_quotes_is_masked_on_stderr() {
         outcome.stderr
     );
     // A value clap refuses is quoted back the same way.
-    let outcome = world.ralphd().args(["run", "--max-iterations", token]).output();
+    let outcome = world
+        .ralphd()
+        .args(["run", "--max-iterations", token])
+        .output();
     outcome.assert_code(2);
     assert!(
         outcome.stderr.contains("[REDACTED]") && !outcome.stderr.contains(token),

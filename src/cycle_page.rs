@@ -201,34 +201,25 @@ mod tests {
 
     fn record(outcome: Outcome) -> CycleRecord {
         CycleRecord {
-            cycle: 4,
-            cycle_id: "cycle_4_0".to_owned(),
             started_at: "2026-01-02T03:04:05Z".to_owned(),
             ended_at: "2026-01-02T03:05:17Z".to_owned(),
             duration_seconds: 72.0,
-            phases_completed: Vec::new(),
             phases: ["scan", "idea", "code-edit", "backtest", "report"]
                 .iter()
                 .map(|name| phase(name, "ok"))
                 .collect(),
-            outcome,
-            commit: None,
-            attempt_ref: None,
             success: false,
             cost_usd: 0.05,
             output: "tried a faster parser".to_owned(),
             learnings: vec!["the parser is hot".to_owned()],
             title: Some("Speed up parse".to_owned()),
-            error: None,
-            reason: None,
-            verdict: None,
-            checks: Vec::new(),
             diff: Some(DiffStat {
                 files_changed: 2,
                 insertions: 10,
                 deletions: 3,
                 agent_commits: 0,
             }),
+            ..CycleRecord::for_test(4, outcome)
         }
     }
 

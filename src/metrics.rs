@@ -744,26 +744,14 @@ mod tests {
 
     fn cycle_record(cycle: u64, outcome: Outcome, commit: Option<&str>) -> CycleRecord {
         CycleRecord {
-            cycle,
-            cycle_id: format!("cycle_{cycle}"),
             started_at: "2026-01-01T00:00:00Z".to_owned(),
             ended_at: format!("2026-01-01T0{cycle}:00:00Z"),
             duration_seconds: 1.0,
-            phases_completed: Vec::new(),
             phases: vec![phase_record("scan", "ok"), phase_record("idea", "failed")],
-            outcome,
             commit: commit.map(str::to_owned),
-            attempt_ref: None,
             success: commit.is_some(),
             cost_usd: 1.0,
-            output: String::new(),
-            learnings: Vec::new(),
-            title: None,
-            error: None,
-            reason: None,
-            verdict: None,
-            checks: Vec::new(),
-            diff: None,
+            ..CycleRecord::for_test(cycle, outcome)
         }
     }
 

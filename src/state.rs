@@ -359,6 +359,36 @@ pub(crate) struct CycleRecord {
     pub(crate) diff: Option<crate::record::DiffStat>,
 }
 
+#[cfg(test)]
+impl CycleRecord {
+    /// A record with its number and outcome and nothing else, for a test to
+    /// fill in what it looks at (`CycleRecord { cost_usd: 1.0, ..for_test(…) }`).
+    pub(crate) fn for_test(cycle: u64, outcome: Outcome) -> CycleRecord {
+        CycleRecord {
+            cycle,
+            cycle_id: format!("cycle_{cycle}_0"),
+            started_at: String::new(),
+            ended_at: String::new(),
+            duration_seconds: 0.0,
+            phases_completed: Vec::new(),
+            phases: Vec::new(),
+            outcome,
+            commit: None,
+            attempt_ref: None,
+            success: outcome == Outcome::Committed,
+            cost_usd: 0.0,
+            output: String::new(),
+            learnings: Vec::new(),
+            title: None,
+            error: None,
+            reason: None,
+            verdict: None,
+            checks: Vec::new(),
+            diff: None,
+        }
+    }
+}
+
 /// One phase run inside a cycle record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PhaseRecord {

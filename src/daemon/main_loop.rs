@@ -495,28 +495,7 @@ mod tests {
         Progress {
             cycles: cycles
                 .iter()
-                .map(|&cycle| CycleRecord {
-                    cycle,
-                    cycle_id: format!("cycle_{cycle}_0"),
-                    started_at: String::new(),
-                    ended_at: String::new(),
-                    duration_seconds: 0.0,
-                    phases_completed: Vec::new(),
-                    phases: Vec::new(),
-                    outcome: Outcome::NoChanges,
-                    commit: None,
-                    attempt_ref: None,
-                    success: false,
-                    cost_usd: 0.0,
-                    output: String::new(),
-                    learnings: Vec::new(),
-                    title: None,
-                    error: None,
-                    reason: None,
-                    verdict: None,
-                    checks: Vec::new(),
-                    diff: None,
-                })
+                .map(|&cycle| CycleRecord::for_test(cycle, Outcome::NoChanges))
                 .collect(),
             ..Progress::default()
         }

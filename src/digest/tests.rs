@@ -21,12 +21,9 @@ fn record(cycle: u64, started_at: &str, seconds: i64, outcome: Outcome) -> Cycle
         .unwrap()
         .to_string();
     CycleRecord {
-        cycle,
-        cycle_id: format!("cycle_{cycle}_0"),
         started_at: started_at.to_owned(),
         ended_at,
         duration_seconds: seconds as f64,
-        phases_completed: Vec::new(),
         phases: vec![PhaseRecord {
             phase: "scan".to_owned(),
             status: "ok".to_owned(),
@@ -39,19 +36,8 @@ fn record(cycle: u64, started_at: &str, seconds: i64, outcome: Outcome) -> Cycle
             error: None,
             tokens: Default::default(),
         }],
-        outcome,
-        commit: None,
-        attempt_ref: None,
-        success: outcome == Outcome::Committed,
         cost_usd: 0.25,
-        output: String::new(),
-        learnings: Vec::new(),
-        title: None,
-        error: None,
-        reason: None,
-        verdict: None,
-        checks: Vec::new(),
-        diff: None,
+        ..CycleRecord::for_test(cycle, outcome)
     }
 }
 

@@ -61,14 +61,6 @@ fn text(words: &str) -> String {
     .to_string()
 }
 
-fn events(world: &World) -> Vec<Value> {
-    std::fs::read_to_string(world.home.join("state/events.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
 /// Whether the browser tests cannot run here: says so on stderr, and fails
 /// under `CI=true`, where they must run.
 fn skipped() -> bool {
@@ -92,7 +84,8 @@ fn dashboard(world: &World, daemon: &mut Running) -> String {
     let mut url = None;
     assert!(
         poll_until(Duration::from_secs(20), || {
-            url = events(world)
+            url = world
+                .logged_events()
                 .iter()
                 .find_map(|event| event["dashboard"].as_str().map(str::to_owned));
             url.is_some()
@@ -229,7 +222,7 @@ fn the_page_follows_a_run_live_opens_a_report_and_its_buttons_pause_resume_and_s
     exit.assert_code(1);
 
     // The daemon's own record of what the buttons did.
-    let all = events(&world);
+    let all = world.logged_events();
     let position = |kind: &str| {
         all.iter()
             .position(|event| event["type"] == kind)
@@ -285,7 +278,8 @@ fn the_page_says_why_the_loop_waits_and_until_when() {
     let mut daemon = world.start(&["--max-iterations", "1"]);
     let url = dashboard(&world, &mut daemon);
     assert!(
-        poll_until(Duration::from_secs(20), || events(&world)
+        poll_until(Duration::from_secs(20), || world
+            .logged_events()
             .iter()
             .any(|event| event["type"] == "waiting")),
         "the limiter never held the loop: {}",

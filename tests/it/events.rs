@@ -4,14 +4,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn events(world: &World) -> Vec<Value> {
-    std::fs::read_to_string(world.home.join("state/events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
 fn types(events: &[Value]) -> Vec<&str> {
     events
         .iter()
@@ -28,7 +20,7 @@ fn a_run_tells_its_story_as_events_and_a_second_run_numbers_on() {
     world.reply("idea", None, &lines);
     world.run(&["--max-iterations", "1"]).assert_code(1);
 
-    let first = events(&world);
+    let first = world.logged_events();
     let kinds = types(&first);
     assert_eq!(kinds.first(), Some(&"daemon_started"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"daemon_stopped"), "{kinds:?}");
@@ -73,7 +65,7 @@ fn a_run_tells_its_story_as_events_and_a_second_run_numbers_on() {
         .collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
     world.run(&["--max-iterations", "1"]).assert_code(1);
-    let both = events(&world);
+    let both = world.logged_events();
     let ids: Vec<u64> = both
         .iter()
         .map(|event| event["id"].as_u64().unwrap())

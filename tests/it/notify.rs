@@ -112,14 +112,6 @@ async fn record(
     StatusCode::OK
 }
 
-fn events(world: &World) -> Vec<Value> {
-    std::fs::read_to_string(world.home.join("state/events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
 fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events
         .iter()
@@ -162,7 +154,7 @@ timeout = "10s"
     assert_eq!(finished["cycle"], 1);
     assert_eq!(finished["outcome"], "committed");
     assert_eq!(finished["title"], "Add a line to work.txt");
-    let logged = of_type(&events(&world), "cycle_finished")[0].clone();
+    let logged = of_type(&world.logged_events(), "cycle_finished")[0].clone();
     assert_eq!(finished, logged, "the hook gets the event line as logged");
     let env = std::fs::read_to_string(out.join("cycle_finished.env")).unwrap();
     assert!(env.contains("RALPH_EVENT=cycle_finished\n"), "{env}");
@@ -306,7 +298,7 @@ fn a_receiver_that_hangs_or_fails_does_not_slow_the_cycles_and_is_retried_as_con
     // Without receivers: how long the cycles take here.
     let baseline = World::new();
     baseline.run(&["--max-iterations", "3"]).assert_code(1);
-    let plain = events(&baseline);
+    let plain = baseline.logged_events();
     let plain_span = millis_between(
         of_type(&plain, "daemon_started")[0],
         of_type(&plain, "cycle_finished")[CYCLES - 1],
@@ -334,7 +326,7 @@ max_attempts = 3
     let outcome = world.run(&["--max-iterations", "3"]);
     outcome.assert_code(1);
     let ran_for = started.elapsed();
-    let with = events(&world);
+    let with = world.logged_events();
     let cycles = of_type(&with, "cycle_finished");
     assert_eq!(cycles.len(), CYCLES);
     let hanging_span = millis_between(of_type(&with, "daemon_started")[0], cycles[CYCLES - 1]);
@@ -557,7 +549,7 @@ command = ["sh", "-c", "cat >> \"$0\"", "{}"]
     world.reply("code-edit", None, &answer("nothing to change"));
     world.run(&["--max-iterations", "12"]).assert_code(1);
 
-    let all = events(&world);
+    let all = world.logged_events();
     let cycles = of_type(&all, "cycle_finished");
     assert_eq!(cycles.len(), 12);
     assert!(cycles.iter().all(|cycle| cycle["outcome"] != "committed"));

@@ -164,6 +164,16 @@ impl World {
         read_json(&self.home.join("state/progress.json"))
     }
 
+    /// The events of `state/events.jsonl` so far (a line still being
+    /// written is left out).
+    pub(crate) fn logged_events(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.home.join("state/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
     pub(crate) fn outcomes(&self) -> Vec<String> {
         self.progress()["cycles"]
             .as_array()

@@ -223,14 +223,11 @@ fn commits_are_signed_when_the_repository_asks_for_it() {
     let world = World::new();
     let gnupg = GnupgHome::new();
     git(&world.repo, &["config", "commit.gpgsign", "true"]);
-    let mut command = world.ralphd();
-    command
+    world
+        .run_command(&["--max-iterations", "1"])
         .env("GNUPGHOME", gnupg.path())
-        .args(["run", "--max-iterations", "1", "--repo"])
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home);
-    command.output().assert_code(1);
+        .output()
+        .assert_code(1);
     assert_eq!(world.outcomes(), ["committed"]);
     let verified = gnupg
         .command("git")

@@ -472,15 +472,10 @@ fn systemd_notify_ready_status_watchdog_stopping() {
         .unwrap();
     // A scan long enough for two watchdog pings at a 1 s watchdog (0.5 s period).
     world.script("scan", None, "sleep 1.5\n");
-    let mut command = world.ralphd();
-    command
+    let mut running = world
+        .run_command(&["--max-iterations", "1"])
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1000000")
-        .args(["run", "--max-iterations", "1", "--repo"]);
-    let mut running = command
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home)
         .spawn();
 
     let mut messages: Vec<String> = Vec::new();

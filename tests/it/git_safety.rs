@@ -444,11 +444,7 @@ fn a_branch_switch_before_a_retried_phase_is_never_archived() {
     );
     // The retry waits long enough for the HEAD watcher to see the switch.
     let outcome = world
-        .ralphd()
-        .args(["run", "--max-iterations", "1", "--repo"])
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home)
+        .run_command(&["--max-iterations", "1"])
         .env("RALPH_AGENT_RETRY_BASE_DELAY", "400ms")
         .env("RALPH_AGENT_RETRY_MAX_DELAY", "400ms")
         .output();

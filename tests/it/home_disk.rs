@@ -120,12 +120,8 @@ fn no_secret_the_agent_prints_reaches_any_file_ralphd_writes_under_the_home() {
         &answer(&format!("Done {API_KEY}.\n\n```json\n{report}\n```")),
     );
     let outcome = world
-        .ralphd()
+        .run_command(&["--max-iterations", "1"])
         .env("MY_PROXY_TOKEN", PLAIN)
-        .args(["run", "--max-iterations", "1", "--repo"])
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home)
         .output();
     outcome.assert_code(1);
     let outcome = outcome.stderr;

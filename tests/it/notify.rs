@@ -208,11 +208,7 @@ header_env = {{ X-Missing = "NOTIFY_TEST_UNSET" }}
     ));
     let secret = "Bearer s3cret-notify-value";
     let outcome = world
-        .ralphd()
-        .args(["run", "--max-iterations", "1", "--repo"])
-        .arg(&world.repo)
-        .arg("--home")
-        .arg(&world.home)
+        .run_command(&["--max-iterations", "1"])
         .env("NOTIFY_TEST_AUTH", secret)
         .output();
     outcome.assert_code(1);

@@ -136,8 +136,9 @@ impl World {
         RalphdCommand { command }
     }
 
-    /// `ralphd run --repo R --home H <extra args>`.
-    pub(crate) fn run(&self, extra: &[&str]) -> Outcome {
+    /// The command `ralphd run --repo R --home H <extra args>`, for a test
+    /// to add to (an environment variable) before it runs it.
+    pub(crate) fn run_command(&self, extra: &[&str]) -> RalphdCommand {
         let mut command = self.ralphd();
         command
             .args(["run", "--repo"])
@@ -145,19 +146,17 @@ impl World {
             .arg("--home")
             .arg(&self.home)
             .args(extra);
-        command.output()
+        command
+    }
+
+    /// `ralphd run --repo R --home H <extra args>`.
+    pub(crate) fn run(&self, extra: &[&str]) -> Outcome {
+        self.run_command(extra).output()
     }
 
     /// Starts `ralphd run --repo R --home H <extra args>` in the background.
     pub(crate) fn start(&self, extra: &[&str]) -> Running {
-        let mut command = self.ralphd();
-        command
-            .args(["run", "--repo"])
-            .arg(&self.repo)
-            .arg("--home")
-            .arg(&self.home)
-            .args(extra);
-        command.spawn()
+        self.run_command(extra).spawn()
     }
 
     pub(crate) fn progress(&self) -> Value {
